@@ -1,0 +1,49 @@
+"""Shared test helpers: hypothesis strategies and seeded generators of arbitrary genotypes."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+from hwnas.genotype import ACTIVATIONS, Genotype, Stage
+
+
+@st.composite
+def stages(draw: st.DrawFn) -> Stage:
+    op = draw(st.sampled_from(["ir", "ds"]))
+    return Stage(
+        op=op,
+        repeats=draw(st.integers(1, 5)),
+        kernel=draw(st.sampled_from([1, 3, 5, 7, 9])),
+        stride=draw(st.sampled_from([1, 2])),
+        expansion=1 if op == "ds" else draw(st.integers(2, 8)),
+        channels=draw(st.integers(1, 512)),
+        se_ratio=draw(st.one_of(st.just(0.0), st.floats(0.01, 1.0, allow_nan=False))),
+        skip=draw(st.booleans()),
+    )
+
+
+@st.composite
+def genotypes(draw: st.DrawFn) -> Genotype:
+    return Genotype(
+        activation=draw(st.sampled_from(ACTIVATIONS)),
+        stem=draw(st.integers(1, 128)),
+        stages=tuple(draw(st.lists(stages(), min_size=1, max_size=8))),
+        head=draw(st.integers(1, 2048)),
+    )
+
+
+def arbitrary_genotype(rng: np.random.Generator, max_channels: int = 96) -> Genotype:
+    """A random genotype *outside* any search space: odd channel counts, kernel 1..7, any SE ratio."""
+    stages_ = []
+    for _ in range(int(rng.integers(1, 6))):
+        op = "ds" if rng.random() < 0.3 else "ir"
+        stages_.append(Stage(
+            op=op, repeats=int(rng.integers(1, 4)), kernel=int(rng.choice([1, 3, 5, 7])),
+            stride=int(rng.integers(1, 3)), expansion=1 if op == "ds" else int(rng.integers(2, 7)),
+            channels=int(rng.integers(1, max_channels)),
+            se_ratio=float(rng.choice([0.0, 0.25, round(float(rng.uniform(0.05, 1.0)), 3)])),
+            skip=bool(rng.random() < 0.7),
+        ))
+    return Genotype(activation=str(rng.choice(ACTIVATIONS)), stem=int(rng.integers(3, 48)),
+                    stages=tuple(stages_), head=int(rng.integers(8, 400)))

@@ -1,0 +1,107 @@
+"""End-to-end CLI tests through a real subprocess (the installed console script's code path)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hwnas.references import reference
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hwnas(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hwnas", *args], capture_output=True, text=True, timeout=120)
+
+
+def assert_usage_error(r: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert r.returncode == 2, r.stderr
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith("hwnas") and fragment in lines[0], lines[0]
+
+
+def test_describe_efficientnet_b0_json() -> None:
+    r = hwnas("describe", "efficientnet-b0", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["params"] == 5_288_548
+    assert round(d["flops"] / 1e6, 1) == 385.8
+    assert d["resolution"] == 224 and d["flops_unit"] == "multiply-adds"
+    assert d["genotype"] == reference("efficientnet-b0").to_string()
+    assert sum(s["flops"] for s in d["stages"]) + d["stem"]["flops"] + d["head"]["flops"] == d["flops"]
+
+
+def test_describe_table_and_resolution(tmp_path: Path) -> None:
+    r = hwnas("describe", "mobilenetv2", "--resolution", "32", "--num-classes", "10")
+    assert r.returncode == 0, r.stderr
+    assert "multiply-adds at 32x32" in r.stdout and "MobileNetV2" in r.stdout
+
+
+def test_describe_genotype_string_and_json_file(tmp_path: Path) -> None:
+    g = reference("mnasnet-a1")
+    r = hwnas("describe", g.to_string(), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    f = tmp_path / "arch.json"
+    f.write_text(g.to_json(indent=2))
+    r2 = hwnas("describe", str(f), "--json")
+    assert r2.returncode == 0, r2.stderr
+    assert json.loads(r2.stdout)["flops"] == out["flops"] == 311_579_072
+    # describe's own JSON output is accepted as input
+    f.write_text(r.stdout)
+    assert json.loads(hwnas("describe", str(f), "--json").stdout)["params"] == out["params"]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["describe", "garbage"], "unknown architecture 'garbage'"),
+        (["describe", "swish,stem32,ir_r1_k3_s1_e6_c16_zz,head1280"], "token 3 at character 14: unknown option 'zz'"),
+        (["describe", "swish,stem32,ir_r1_k2_s1_e6_c16,head1280"], "kernel must be odd"),
+        (["describe", "missing.json"], "genotype file not found: missing.json"),
+        (["describe", "mobilenetv2", "--resolution", "abc"], "expected a positive integer, got 'abc'"),
+        (["describe", "mobilenetv2", "--num-classes", "0"], "expected a positive integer"),
+        (["describe"], "the following arguments are required: ARCH"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["space", "info", "--recipe", "nope.toml"], "recipe not found: nope.toml"),
+        (["space", "sample", "-n", "-1"], "expected a positive integer"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args: list[str], fragment: str) -> None:
+    assert_usage_error(hwnas(*args), fragment)
+
+
+def test_bad_json_and_bad_recipe_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"activation": "swish", "stem": 32')
+    assert_usage_error(hwnas("describe", str(bad)), "invalid genotype JSON")
+    bad.write_bytes(b"\xff\xfe\x00")
+    assert_usage_error(hwnas("describe", str(bad)), "cannot read")
+    toml = tmp_path / "r.toml"
+    toml.write_text("[space\n")
+    assert_usage_error(hwnas("space", "info", "--recipe", str(toml)), "is not valid TOML")
+    toml.write_text("[space]\nkernels = [2]\n")
+    assert_usage_error(hwnas("space", "info", "--recipe", str(toml)), "kernels must be odd")
+
+
+def test_space_info_and_sample() -> None:
+    r = hwnas("space", "info", "--recipe", str(ROOT / "search" / "space-mnasnet-b0.toml"))
+    assert r.returncode == 0 and "52 choice dimensions" in r.stdout
+    info = json.loads(hwnas("space", "info", "--json").stdout)
+    assert info["n_dims"] == 52 and info["size"] > 1e20
+    a = hwnas("space", "sample", "-n", "5", "--seed", "0")
+    b = hwnas("space", "sample", "-n", "5", "--seed", "0")
+    assert a.returncode == 0 and a.stdout == b.stdout and len(a.stdout.splitlines()) == 5
+    c = hwnas("space", "sample", "-n", "5", "--seed", "1")
+    assert c.stdout != a.stdout
+    rows = json.loads(hwnas("space", "sample", "-n", "2", "--json").stdout)
+    assert rows[0]["genotype"] == a.stdout.splitlines()[0] and rows[0]["flops"] > 0
+
+
+def test_version() -> None:
+    r = hwnas("--version")
+    assert r.returncode == 0 and r.stdout.startswith("hwnas ")
