@@ -1,107 +1,18 @@
-"""Command-line interface. The only layer that reads files, environment and flags.
-
-Bad input of any kind ends with one line ``hwnas: error: ...`` on stderr and exit code 2.
-"""
+"""``hwnas describe`` and ``hwnas space``: architectures and the search space, no torch needed."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-import tomllib
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
-from hwnas import __version__
-from hwnas.genotype import Genotype, GenotypeError, parse_genotype
-from hwnas.references import REFERENCE_NAMES, describe_reference, reference
-from hwnas.space import SearchSpace, SpaceError
+from hwnas.cli.common import FLOPS_HELP, Parser, load_arch, load_space, non_negative_int, positive_int
+from hwnas.genotype import Genotype
+from hwnas.references import REFERENCE_NAMES, describe_reference
+from hwnas.space import SearchSpace
 from hwnas.walker import flops, params, walk
-
-FLOPS_HELP = "FLOPs are multiply-adds (MACs) of conv and linear layers, as in the MnasNet/EfficientNet papers"
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line instead of usage + message
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return v
-
-
-# ---- input resolution ---------------------------------------------------------------------------
-def load_arch(arg: str) -> tuple[str, Genotype]:
-    """ARCH is a reference name, a genotype string, or a JSON file holding a genotype."""
-    key = arg.strip().lower().replace("_", "-")
-    if key in REFERENCE_NAMES:
-        return key, reference(key)
-    path = Path(arg)
-    if path.suffix.lower() == ".json" or (path.exists() and "," not in arg):
-        if not path.is_file():
-            raise UsageError(f"genotype file not found: {arg}")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"cannot read {arg}: {e}") from None
-        try:
-            return path.name, Genotype.from_json(text)
-        except GenotypeError as e:
-            raise UsageError(f"{arg}: {e}") from None
-    if "," not in arg:
-        raise UsageError(
-            f"unknown architecture {arg!r}: not a reference ({', '.join(REFERENCE_NAMES)}), "
-            "a genotype string or a .json file"
-        )
-    return "genotype", parse_genotype(arg)
-
-
-def load_recipe(path: str | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"recipe not found: {path}")
-    try:
-        with p.open("rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"recipe {path} is not valid TOML: {e}") from None
-    except OSError as e:
-        raise UsageError(f"cannot read recipe {path}: {e}") from None
-
-
-def load_space(recipe_path: str | None) -> SearchSpace:
-    recipe = load_recipe(recipe_path)
-    if "space" not in recipe:
-        return SearchSpace.default()
-    try:
-        return SearchSpace.from_dict(recipe["space"])
-    except (SpaceError, TypeError) as e:
-        raise UsageError(f"recipe {recipe_path}: {e}") from None
 
 
 # ---- commands -----------------------------------------------------------------------------------
@@ -213,13 +124,7 @@ def cmd_space_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- parser -------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="hwnas", description="Hardware-aware multi-objective neural architecture search. "
-                + FLOPS_HELP + ".")
-    p.add_argument("--version", action="version", version=f"hwnas {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def register(sub: Any) -> None:
     d = sub.add_parser("describe", help="params and FLOPs of an architecture, per stage",
                        description=f"Params and FLOPs of ARCH. {FLOPS_HELP}.")
     d.add_argument("arch", metavar="ARCH", help=f"a reference ({', '.join(REFERENCE_NAMES)}), "
@@ -230,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_describe)
 
     sp = sub.add_parser("space", help="inspect the search space")
-    ssub = sp.add_subparsers(dest="space_command", required=True, parser_class=_Parser)
+    ssub = sp.add_subparsers(dest="space_command", required=True, parser_class=Parser)
     info = ssub.add_parser("info", help="choices and size of the space")
     info.add_argument("--recipe", help="TOML recipe whose [space] table defines the space (default: built-in)")
     info.add_argument("--json", action="store_true")
@@ -242,22 +147,3 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--resolution", type=positive_int, default=224, help="resolution for --json FLOPs")
     smp.add_argument("--json", action="store_true", help=f"with params and FLOPs. {FLOPS_HELP}")
     smp.set_defaults(func=cmd_space_sample)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (UsageError, GenotypeError, SpaceError) as e:
-        print(f"hwnas: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("hwnas: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Shared helpers for the benchmarks (run from the repository root: ``python benchmarks/NAME.py``)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing (e.g. on the GPU machine)
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def environment(device: str) -> dict[str, Any]:
+    import torch
+
+    from hwnas import __version__
+
+    env = {"device": device, "torch": torch.__version__, "python": platform.python_version(),
+           "hwnas": __version__, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+           "command": "python " + " ".join(sys.argv)}
+    if device == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(0)
+    else:
+        from hwnas.latency.measure import _cpu_name
+
+        env["device_name"] = _cpu_name()
+    return env
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def load_data(data_dir: str | None, cache: str | None) -> Any:
+    from hwnas.data import load_dataset
+
+    src = Path(data_dir) if data_dir else ROOT / "hwnas" / "datasets" / "cifar10-mini.tar.xz"
+    return load_dataset(src, "cifar10", Path(cache or ROOT / "data" / "cache"))

@@ -1,0 +1,48 @@
+"""Command-line interface. The only layer that reads files, environment and flags.
+
+Bad input of any kind ends with one line ``hwnas: error: ...`` on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from hwnas import __version__
+from hwnas.cli import arch, latency, train
+from hwnas.cli.common import FLOPS_HELP, Parser, UsageError
+from hwnas.data import DataError
+from hwnas.genotype import GenotypeError
+from hwnas.latency.table import TableError
+from hwnas.space import SpaceError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="hwnas", description="Hardware-aware multi-objective neural architecture search. "
+               + FLOPS_HELP + ".")
+    p.add_argument("--version", action="version", version=f"hwnas {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    arch.register(sub)
+    latency.register(sub)
+    train.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (UsageError, GenotypeError, SpaceError, TableError, DataError) as e:
+        lines = str(e).splitlines() or [type(e).__name__]
+        print(f"hwnas: error: {lines[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hwnas: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Shared CLI pieces: the one-line error convention, argument types, and reading user files."""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from pathlib import Path
+from typing import Any, NoReturn
+
+from hwnas.genotype import Genotype, GenotypeError, parse_genotype
+from hwnas.references import REFERENCE_NAMES, reference
+from hwnas.space import SearchSpace, SpaceError
+
+FLOPS_HELP = "FLOPs are multiply-adds (MACs) of conv and linear layers, as in the MnasNet/EfficientNet papers"
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
+
+
+# ---- reading user input ---------------------------------------------------------------------------
+def load_arch(arg: str) -> tuple[str, Genotype]:
+    """ARCH is a reference name, a genotype string, or a JSON file holding a genotype."""
+    key = arg.strip().lower().replace("_", "-")
+    if key in REFERENCE_NAMES:
+        return key, reference(key)
+    path = Path(arg)
+    if path.suffix.lower() == ".json" or (path.exists() and "," not in arg):
+        if not path.is_file():
+            raise UsageError(f"genotype file not found: {arg}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read {arg}: {e}") from None
+        try:
+            return path.name, Genotype.from_json(text)
+        except GenotypeError as e:
+            raise UsageError(f"{arg}: {e}") from None
+    if "," not in arg:
+        raise UsageError(
+            f"unknown architecture {arg!r}: not a reference ({', '.join(REFERENCE_NAMES)}), "
+            "a genotype string or a .json file"
+        )
+    return "genotype", parse_genotype(arg)
+
+
+def load_recipe(path: str | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"recipe not found: {path}")
+    try:
+        with p.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"recipe {path} is not valid TOML: {e}") from None
+    except OSError as e:
+        raise UsageError(f"cannot read recipe {path}: {e}") from None
+
+
+def load_space(recipe_path: str | None) -> SearchSpace:
+    recipe = load_recipe(recipe_path)
+    if "space" not in recipe:
+        return SearchSpace.default()
+    try:
+        return SearchSpace.from_dict(recipe["space"])
+    except (SpaceError, TypeError) as e:
+        raise UsageError(f"recipe {recipe_path}: {e}") from None
+
+
+def int_list(text: str) -> list[int]:
+    """Comma-separated positive integers: ``1,64``."""
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return list(dict.fromkeys(values))
+
+
+def choice_list(*choices: str) -> Any:
+    def parse(text: str) -> list[str]:
+        values = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [v for v in values if v not in choices]
+        if not values or bad:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(choices)}, got {text!r}")
+        return list(dict.fromkeys(values))
+
+    return parse
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so an interrupt never leaves a truncated file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

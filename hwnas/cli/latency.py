@@ -1,0 +1,377 @@
+"""``hwnas latency measure | predict | validate | measure-model``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import shlex
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hwnas.cli.common import (
+    Parser,
+    UsageError,
+    choice_list,
+    int_list,
+    load_arch,
+    load_space,
+    non_negative_int,
+    positive_int,
+    write_text_atomic,
+)
+from hwnas.latency.table import (
+    LatencyTable,
+    calibration_genotypes,
+    error_stats,
+    random_genotypes,
+    space_fingerprint,
+)
+
+REPO_TABLES = Path(__file__).resolve().parents[2] / "latency_tables"
+DEFAULT_OUT = "latency_tables/{device}-{precision}-bs{batch}-r{resolutions}.json"
+SETTINGS_CHECKED = ("device", "precision", "batch_size", "resolutions", "num_classes", "space_fingerprint",
+                    "channels_last", "threads", "timing")
+
+
+def shipped_tables_dir() -> Path:
+    """Tables shipped as package data (``hwnas/latency_tables`` when installed; the repo's folder when run
+    from a source checkout)."""
+    try:
+        p = Path(str(resources.files("hwnas.latency_tables")))
+        if p.is_dir():
+            return p
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return REPO_TABLES
+
+
+def find_table(arg: str) -> Path:
+    p = Path(arg)
+    if p.is_file():
+        return p
+    if p.suffix != ".json" and not p.parent.parts:
+        for cand in (shipped_tables_dir() / arg, shipped_tables_dir() / f"{arg}.json"):
+            if cand.is_file():
+                return cand
+    names = sorted(x.stem for x in shipped_tables_dir().glob("*.json") if ".validation" not in x.name)
+    raise UsageError(f"latency table not found: {arg} (shipped: {', '.join(names) or 'none'})")
+
+
+def load_table(arg: str) -> LatencyTable:
+    path = find_table(arg)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read latency table {arg}: {e}") from None
+    return LatencyTable.from_json(text, str(path))
+
+
+def _setup(args: argparse.Namespace, precision: str, batch: int) -> Any:
+    from hwnas.latency.measure import Setup
+
+    channels_last = args.channels_last if args.channels_last is not None else args.device == "cuda"
+    try:
+        return Setup(args.device, precision, batch, channels_last, args.threads)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _apply_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _slug(text: str) -> str:
+    out = "".join(c.lower() if c.isalnum() else "-" for c in text)
+    while "--" in out:
+        out = out.replace("--", "-")
+    return out.strip("-")
+
+
+def _progress() -> Any:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+
+
+# ---- measure ------------------------------------------------------------------------------------
+def cmd_measure(args: argparse.Namespace) -> int:
+    from hwnas.latency.measure import build_table, default_timer, device_info, hwnas_version, now_iso
+
+    space = load_space(args.recipe)
+    combos = [(p, b) for p in args.precision for b in args.batch_size]
+    if len(combos) > 1 and not all(k in args.output for k in (
+            *(["{precision}"] if len(args.precision) > 1 else []), *(["{batch}"] if len(args.batch_size) > 1 else []))):
+        raise UsageError("several precisions/batch sizes need {precision}/{batch} in -o, e.g. " + DEFAULT_OUT)
+    _apply_threads(args.threads)
+    command = "hwnas " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None \
+        else args.command_line
+    for precision, batch in combos:
+        setup = _setup(args, precision, batch)
+        timer = default_timer(setup, quick=args.quick)
+        info = device_info(setup)
+        out = Path(args.output.format(device=_slug(info["device_name"]), precision=precision, batch=batch,
+                                      resolutions="-".join(map(str, args.resolution))))
+        metadata: dict[str, Any] = {
+            "device": setup.device, **info, "precision": precision, "batch_size": batch,
+            "resolutions": args.resolution, "num_classes": args.num_classes, "channels_last": setup.channels_last,
+            "threads": info["threads"], "timing_method": timer.method,
+            "timing": {**timer.settings(), "calls_per_graph": args.calls_per_graph}, "space": space.to_dict(),
+            "space_fingerprint": space_fingerprint(space), "calibration_networks": args.calibration,
+            "calibration_seed": args.calibration_seed, "date": now_iso(), "hwnas_version": hwnas_version(),
+            "command": command,
+        }
+        table = _resume_or_new(out, metadata)
+        calib = calibration_genotypes(space, args.calibration, args.calibration_seed)
+        print(f"measuring {out} ({len(table.entries)} entries already there): {info['device_name']}, {precision}, "
+              f"batch {batch}, resolution(s) {', '.join(map(str, args.resolution))}", file=sys.stderr)
+
+        def save(t: LatencyTable, path: Path = out) -> None:
+            write_text_atomic(path, t.to_json())
+
+        with _progress() as bar:
+            task = bar.add_task("layers", total=None)
+
+            def progress(what: str, done: int, total: int, task: Any = task) -> None:
+                bar.update(task, description=what, completed=done, total=total)
+
+            try:
+                build_table(table, setup, timer, calib, save, progress, calls_per_graph=args.calls_per_graph)
+            except KeyboardInterrupt:
+                print(f"hwnas: interrupted; {len(table.entries)} entries and {len(table.calibration)} calibration "
+                      f"networks saved in {out}: rerun the same command to resume", file=sys.stderr)
+                return 130
+        for r, o in sorted(table.overhead.items()):
+            print(f"{out}: {len(table.entries)} entries; resolution {r}: latency = {o.a:.4f} ms + {o.b:.4f} x sum "
+                  f"+ {o.c:.4f} ms x layers (fit on {o.n} networks, MAPE {o.fit_mape:.2f}%); "
+                  f"{table.metadata['measure_seconds']:.0f} s measuring")
+    return 0
+
+
+def _resume_or_new(out: Path, metadata: dict[str, Any]) -> LatencyTable:
+    if not out.exists():
+        return LatencyTable(metadata=metadata, source=str(out))
+    try:
+        old = LatencyTable.from_json(out.read_text(encoding="utf-8"), str(out))
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {out}: {e}") from None
+    diff = [k for k in SETTINGS_CHECKED if old.metadata.get(k) != metadata.get(k)]
+    if old.metadata.get("device_name") != metadata["device_name"]:
+        diff.insert(0, "device_name")
+    if diff:
+        raise UsageError(f"{out} exists with other settings ({', '.join(diff)}): choose another -o or delete it")
+    old.metadata.update({k: metadata[k] for k in ("date", "command", "hwnas_version", "calibration_networks",
+                                                  "calibration_seed")})
+    return old
+
+
+# ---- predict ------------------------------------------------------------------------------------
+def cmd_predict(args: argparse.Namespace) -> int:
+    table = load_table(args.table)
+    name, g = load_arch(args.arch)
+    res = args.resolution or table.resolutions[0]
+    ms = table.predict(g, res)
+    s, n = table.layer_sum(g, res)
+    d = {"arch": name, "genotype": g.to_string(), "table": table.source, "device": table.metadata["device_name"],
+         "precision": table.metadata["precision"], "batch_size": table.metadata["batch_size"], "resolution": res,
+         "latency_ms": ms, "layer_sum_ms": s, "layers": n}
+    if args.json:
+        print(json.dumps(d, indent=2))
+    else:
+        print(f"{name}: {ms:.4f} ms predicted on {table.describe()} at {res}x{res} ({n} layers, "
+              f"sum of entries {s:.4f} ms)")
+    return 0
+
+
+# ---- validate -----------------------------------------------------------------------------------
+def _timer_from(table: LatencyTable, setup: Any) -> Any:
+    from hwnas.latency.measure import CpuTimer, CudaGraphTimer
+
+    t = dict(table.metadata.get("timing") or {})
+    t.pop("calls_per_graph", None)
+    return CudaGraphTimer(**t) if setup.device == "cuda" else CpuTimer(**t)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from hwnas.latency.measure import Setup, device_info, now_iso, time_network
+
+    table = load_table(args.table)
+    md = table.metadata
+    if args.recipe:
+        table.check_space(load_space(args.recipe))
+    space = table.space
+    _apply_threads(md.get("threads"))
+    try:
+        setup = Setup(md["device"], md["precision"], int(md["batch_size"]), bool(md.get("channels_last")),
+                      md.get("threads"))
+    except ValueError as e:
+        raise UsageError(f"cannot validate {table.source} here: {e}") from None
+    here = device_info(setup)["device_name"]
+    if here != md["device_name"]:
+        print(f"hwnas: warning: table measured on {md['device_name']!r}, validating on {here!r}", file=sys.stderr)
+    res = args.resolution or table.resolutions[0]
+    table.check_resolution(res)
+    calib = {row["genotype"] for row in table.calibration}
+    nets = random_genotypes(space, args.n, args.seed, exclude=calib)
+    timer = _timer_from(table, setup)
+    rows: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    with _progress() as bar:
+        task = bar.add_task("validating", total=len(nets))
+        for g in nets:
+            pred, naive = table.predict(g, res), table.naive_sum(g, res)
+            meas = time_network(g, res, table.num_classes, setup, timer)
+            rows.append({"genotype": g.to_string(), "predicted_ms": pred, "naive_sum_ms": naive,
+                         "measured_ms": meas.ms, "measured_p10_ms": meas.p10, "measured_p90_ms": meas.p90,
+                         "error_pct": (pred - meas.ms) / meas.ms * 100})
+            bar.advance(task)
+    measured = [r["measured_ms"] for r in rows]
+    report = {
+        "table": table.source, "device": md["device_name"], "validated_on": here, "precision": md["precision"],
+        "batch_size": md["batch_size"], "resolution": res, "seed": args.seed,
+        **error_stats([r["predicted_ms"] for r in rows], measured),
+        "naive_sum": error_stats([r["naive_sum_ms"] for r in rows], measured),
+        "median_measured_ms": sorted(measured)[len(measured) // 2],
+        "validation_seconds": round(time.monotonic() - t0, 1),
+        "table_measure_seconds": md.get("measure_seconds"), "entries": len(table.entries),
+        "date": now_iso(), "command": "hwnas " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    }
+    prefix = args.output or str(Path(table.source).with_suffix("")) + ".validation"
+    write_text_atomic(Path(f"{prefix}.json"), json.dumps(report, indent=2) + "\n")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(Path(f"{prefix}.csv"), buf.getvalue())
+    _scatter(rows, report, Path(f"{prefix}.png"))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{table.source} at {res}px, {report['n']} networks: MAPE {report['mape']:.2f}%, max "
+              f"{report['max_error']:.2f}%, {report['within_5pct']:.0f}% within +-5%, Spearman "
+              f"{report['spearman']:.4f} (naive sum: MAPE {report['naive_sum']['mape']:.2f}%); "
+              f"report: {prefix}.{{json,csv,png}}")
+    return 0
+
+
+def _scatter(rows: list[dict[str, Any]], report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = [r["measured_ms"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
+    lo, hi = min(m) * 0.9, max(m) * 1.1
+    ax.fill_between([lo, hi], [lo * 0.95, hi * 0.95], [lo * 1.05, hi * 1.05], color="0.9", label="±5 %")
+    ax.plot([lo, hi], [lo, hi], color="0.4", lw=1)
+    ax.scatter(m, [r["naive_sum_ms"] for r in rows], s=10, c="tab:orange", alpha=0.6,
+               label=f"naive sum (MAPE {report['naive_sum']['mape']:.1f} %)")
+    ax.scatter(m, [r["predicted_ms"] for r in rows], s=12, c="tab:blue",
+               label=f"hwnas (MAPE {report['mape']:.2f} %, ρ {report['spearman']:.3f})")
+    ax.set(xlabel="measured latency (ms)", ylabel="predicted latency (ms)", xlim=(lo, hi), ylim=(lo, hi),
+           title=f"{report['device']}\n{report['precision']}, batch {report['batch_size']}, "
+                 f"{report['resolution']} px, {report['n']} networks")
+    ax.title.set_fontsize(9)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ---- measure-model ------------------------------------------------------------------------------
+def cmd_measure_model(args: argparse.Namespace) -> int:
+    from hwnas.latency.measure import device_info, measure_model_runtimes
+
+    name, g = load_arch(args.arch)
+    _apply_threads(args.threads)
+    setup = _setup(args, args.precision, args.batch_size)
+    results = measure_model_runtimes(g, args.resolution, args.num_classes, setup)
+    d = {"arch": name, "genotype": g.to_string(), **device_info(setup), "precision": args.precision,
+         "batch_size": args.batch_size, "resolution": args.resolution, "channels_last": setup.channels_last,
+         "runtimes": results}
+    if args.json:
+        print(json.dumps(d, indent=2))
+    else:
+        print(f"{name} on {d['device_name']}, {args.precision}, batch {args.batch_size}, {args.resolution}px:")
+        for rt, t in results.items():
+            print(f"  {rt:24s} " + (f"{t['ms']:.4f} ms (p10 {t['p10']:.4f}, p90 {t['p90']:.4f}, n={t['n']})"
+                                    if "ms" in t else t.get("skipped", "")))
+    return 0
+
+
+# ---- parser -------------------------------------------------------------------------------------
+def register(sub: Any) -> None:
+    lat = sub.add_parser("latency", help="latency lookup tables: measure, predict, validate")
+    lsub = lat.add_subparsers(dest="latency_command", required=True, parser_class=Parser)
+
+    def device_opts(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+        p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)")
+        cl = p.add_mutually_exclusive_group()
+        cl.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
+                        help="NHWC memory format (default on CUDA)")
+        cl.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+        p.add_argument("--num-classes", type=positive_int, default=1000)
+
+    m = lsub.add_parser("measure", help="time every layer the space can produce; writes a table",
+                        description="Time every layer key reachable in the space (CUDA graphs + events on GPU, "
+                        "repeat-median on CPU), then calibration networks end to end. Resumable: rerun the same "
+                        "command after an interrupt.")
+    device_opts(m)
+    m.add_argument("--precision", type=choice_list("fp32", "fp16"), default=["fp32"], help="fp32,fp16")
+    m.add_argument("--batch-size", type=int_list, default=[1], help="e.g. 1,64 (one table each)")
+    m.add_argument("--resolution", type=int_list, default=[224], help="deployment resolution(s), e.g. 224,32")
+    m.add_argument("--recipe", help="TOML recipe whose [space] table defines the space (default: built-in)")
+    m.add_argument("--calibration", type=positive_int, default=40,
+                   help="random calibration networks per resolution (default 40), plus the references")
+    m.add_argument("--calibration-seed", type=non_negative_int, default=20261122)
+    m.add_argument("--calls-per-graph", type=positive_int, default=10, help="layer calls per CUDA graph")
+    m.add_argument("--quick", action="store_true", help="fewer repeats (for tests)")
+    m.add_argument("-o", "--output", default=DEFAULT_OUT,
+                   help="table path; may use {device} {precision} {batch} {resolutions} (default: %(default)s)")
+    m.set_defaults(func=cmd_measure, command_line=None)
+
+    p = lsub.add_parser("predict", help="predicted latency of an architecture from a table")
+    p.add_argument("arch", metavar="ARCH")
+    p.add_argument("--table", required=True, help="table file or shipped table name")
+    p.add_argument("--resolution", type=positive_int, default=None, help="default: the table's first")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    v = lsub.add_parser("validate", help="predicted vs measured on random networks of the table's space")
+    v.add_argument("--table", required=True)
+    v.add_argument("-n", type=positive_int, default=100)
+    v.add_argument("--seed", type=non_negative_int, default=0)
+    v.add_argument("--resolution", type=positive_int, default=None)
+    v.add_argument("--recipe", help="check the table was measured for this recipe's space")
+    v.add_argument("-o", "--output", default=None, help="report prefix (default: TABLE.validation)")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_validate)
+
+    mm = lsub.add_parser("measure-model", help="one network end to end: eager, CUDA graph, onnxruntime")
+    mm.add_argument("arch", metavar="ARCH")
+    device_opts(mm)
+    mm.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    mm.add_argument("--batch-size", type=positive_int, default=1)
+    mm.add_argument("--resolution", type=positive_int, default=224)
+    mm.add_argument("--json", action="store_true")
+    mm.set_defaults(func=cmd_measure_model)
+

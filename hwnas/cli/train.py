@@ -1,0 +1,163 @@
+"""``hwnas train`` (one network, full recipe) and ``hwnas data prepare``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hwnas.cli.common import Parser, UsageError, load_arch, non_negative_int, positive_int
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "datasets" / "cifar10-mini.tar.xz"
+EMBEDDED_NOTE = ("the embedded CIFAR-10 subset (5,000 train / 1,000 test real images, low fidelity); "
+                 "pass --data-dir with the full data (an ImageFolder folder or archive, or a torchvision "
+                 "CIFAR-10 folder; --download on a connected machine) for real figures")
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def cache_root(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("HWNAS_CACHE") or Path.home() / ".cache" / "hwnas")
+
+
+def load_data(args: argparse.Namespace) -> Any:
+    """The dataset named by --data-dir (or the embedded subset), decoded once and cached."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from hwnas.data import DataError, load_dataset
+
+    path = Path(args.data_dir) if args.data_dir else EMBEDDED
+    if not args.data_dir:
+        print(f"hwnas: using {EMBEDDED_NOTE}", file=sys.stderr)
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("decoding images", total=None)
+        try:
+            return load_dataset(path, args.dataset, cache_root(args.cache_dir), resolution=args.image_size,
+                                download=args.download,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except DataError as e:
+            raise UsageError(str(e)) from None
+
+
+def data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="cifar10", help="dataset name (labels the cache and reports)")
+    p.add_argument("--data-dir", help="ImageFolder folder or archive (train/ + test/ or val/), torchvision CIFAR-10 "
+                   "folder, or an hwnas .npz cache (default: the embedded CIFAR-10 subset)")
+    p.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision into --data-dir")
+    p.add_argument("--image-size", type=positive_int, default=None,
+                   help="resize (shorter side) and centre-crop images to this size (default: keep)")
+    p.add_argument("--cache-dir", help="where archives are unpacked and decoded (default $HWNAS_CACHE or "
+                   "~/.cache/hwnas)")
+
+
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    data = load_data(args)
+    print(json.dumps({"name": data.name, "source": data.source, "classes": list(data.classes),
+                      "train": len(data.train_y), "test": len(data.test_y), "resolution": data.resolution}, indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from hwnas.train import Budget, Evaluator, Recipe
+
+    name, g = load_arch(args.arch)
+    data = load_data(args)
+    try:
+        recipe = Recipe(batch_size=args.batch_size, lr=args.lr, drop_path=args.drop_path, dropout=args.dropout)
+        budget = Budget(epochs=args.epochs) if args.seconds is None else Budget(seconds=args.seconds)
+        if args.val_size:
+            tx, ty, vx, vy = data.split_validation(args.val_size)
+            held, held_name = (vx, vy), "val"
+        else:
+            tx, ty, held, held_name = data.train_x, data.train_y, (data.test_x, data.test_y), "test"
+        device = ("cuda" if _has_cuda() else "cpu") if args.device == "auto" else args.device
+        ev = Evaluator((tx, ty), held, data.num_classes, budget, recipe, device, concurrency=1)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    out = Path(args.output) if args.output else None
+    saved: dict[str, Any] = {}
+
+    def save(_: int, model: torch.nn.Module, m: Any) -> None:
+        if out is None:
+            return
+        out.parent.mkdir(parents=True, exist_ok=True)
+        ckpt = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "genotype": g.to_dict(), "num_classes": data.num_classes, "classes": list(data.classes),
+                "input_size": data.resolution, "metrics": m.to_dict(), "dataset": data.name}
+        tmp = out.with_name(out.name + ".tmp")
+        torch.save(ckpt, tmp)
+        tmp.replace(out)
+        saved["path"] = str(out)
+
+    print(f"training {name} on {data.name} ({len(ty)} images, {data.resolution}px) for {budget.describe()} on "
+          f"{device}", file=sys.stderr)
+    with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
+                  TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+        task = bar.add_task("train", total=None)
+        m = ev.evaluate_many([g], args.seed, progress=lambda s, t: bar.update(task, completed=s, total=t),
+                             on_trained=save)[0]
+    result = {"arch": name, "genotype": g.to_string(), "dataset": data.name, "held_out": held_name,
+              f"{held_name}_acc": m.val_acc, **{k: v for k, v in m.to_dict().items() if k not in ("genotype",
+                                                                                                   "val_acc")},
+              "checkpoint": saved.get("path")}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif m.failure:
+        print(f"{name}: training failed: {m.failure}")
+    else:
+        print(f"{name}: {held_name} accuracy {m.val_acc:.4f} after {m.epochs:g} epochs ({m.train_seconds:.1f} s, "
+              f"{m.images_per_s:.0f} img/s)" + (f"; checkpoint {out}" if out else ""))
+    return 1 if m.failure else 0
+
+
+def register(sub: Any) -> None:
+    t = sub.add_parser("train", help="train one network and report held-out accuracy",
+                       description="Train ARCH with the proxy recipe (GPU-resident data, CUDA graphs on GPU) and "
+                       "report test accuracy (or --val-size for a validation split carved from train).")
+    t.add_argument("arch", metavar="ARCH", help="reference name, genotype string or JSON file")
+    data_options(t)
+    b = t.add_mutually_exclusive_group()
+    b.add_argument("--epochs", type=positive_float, default=10.0, help="epochs (default 10)")
+    b.add_argument("--seconds", type=positive_float, default=None, help="wall-clock training budget instead")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if present")
+    t.add_argument("--batch-size", type=positive_int, default=256)
+    t.add_argument("--lr", type=positive_float, default=0.2, help="peak learning rate per 512 images")
+    t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth rate of the last block")
+    t.add_argument("--val-size", type=non_negative_int, default=0,
+                   help="hold out this many training images and report on them instead of the test split")
+    t.add_argument("--seed", type=non_negative_int, default=0)
+    t.add_argument("-o", "--output", help="checkpoint path (.pt: state_dict + genotype, loads with weights_only)")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("data", help="prepare datasets")
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=Parser)
+    p = dsub.add_parser("prepare", help="unpack and decode a dataset once into the cache")
+    data_options(p)
+    p.set_defaults(func=cmd_data_prepare)
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:  # pragma: no cover
+        return False

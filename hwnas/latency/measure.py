@@ -1,0 +1,357 @@
+"""Timing layers and whole networks on a real device (torch).
+
+CUDA: every measurement runs inside a CUDA graph, timed with CUDA events. Eager timing at small batch
+measures Python launch overhead, not the GPU. A layer is captured ``calls_per_graph`` times back to back in
+one graph, so one graph launch is shared by many calls (the network model's intercept holds the launch);
+a whole network is captured once per graph, exactly as it would be deployed. Median over many replays.
+
+CPU: ``time.perf_counter`` around each call under ``torch.inference_mode``, after warm-up; the median of
+repeats, which run until ``target_s`` seconds or ``max_repeats`` calls (at least ``min_repeats``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from hwnas import __version__
+from hwnas.genotype import Genotype
+from hwnas.latency.table import LatencyTable, pending_calibration, space_layers
+from hwnas.model import Block, _conv_bn, build_model
+from hwnas.walker import Layer
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Timing:
+    ms: float  # median
+    p10: float
+    p90: float
+    n: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"ms": round(self.ms, 6), "p10": round(self.p10, 6), "p90": round(self.p90, 6), "n": self.n}
+
+
+def _summary(samples_ms: list[float]) -> Timing:
+    s = sorted(samples_ms)
+    q = statistics.quantiles(s, n=10, method="inclusive") if len(s) > 1 else [s[0]] * 9
+    return Timing(statistics.median(s), q[0], q[-1], len(s))
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Where and how to run: device, dtype, batch size, memory format."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    batch_size: int = 1
+    channels_last: bool = False
+    threads: int | None = None  # CPU threads (torch.set_num_threads); None = torch's default
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device {self.device!r} (expected cpu or cuda)")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r} (expected {', '.join(PRECISIONS)})")
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ValueError("fp16 timing needs --device cuda (CPU kernels for fp16 are not a deployment target)")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda, but torch sees no CUDA device")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return PRECISIONS[self.precision]
+
+    def prepare(self, module: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+        module = module.to(self.device, self.dtype).eval()
+        x = x.to(self.device, self.dtype)
+        if self.channels_last and x.dim() == 4:
+            module = module.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        return module, x
+
+
+class Timer:
+    """Times ``fn(x)``; ``repeat`` is how many calls one sample covers (CUDA graphs only)."""
+
+    method: str = ""
+
+    def time(self, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int = 1) -> Timing:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+class CudaGraphTimer(Timer):
+    method = "cuda-graph+events"
+
+    def __init__(self, replays: int = 50, warmup: int = 3) -> None:
+        self.replays, self.warmup = replays, warmup
+
+    def time(self, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int = 1) -> Timing:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode(), torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                fn(x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph):
+            for _ in range(calls):
+                fn(x)
+        graph.replay()  # first replay uploads the graph
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(self.replays)]
+        for start, end in events:
+            start.record()
+            graph.replay()
+            end.record()
+        torch.cuda.synchronize()
+        samples = [s.elapsed_time(e) / calls for s, e in events]
+        del graph
+        return _summary(samples)
+
+
+class CudaEagerTimer(Timer):
+    method = "cuda-eager+events"
+
+    def __init__(self, replays: int = 50, warmup: int = 3) -> None:
+        self.replays, self.warmup = replays, warmup
+
+    def time(self, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int = 1) -> Timing:
+        with torch.inference_mode():
+            for _ in range(self.warmup):
+                fn(x)
+            torch.cuda.synchronize()
+            samples = []
+            for _ in range(self.replays):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn(x)
+                end.record()
+                end.synchronize()
+                samples.append(start.elapsed_time(end))
+        return _summary(samples)
+
+
+class CpuTimer(Timer):
+    method = "cpu-perf_counter-median"
+
+    def __init__(self, min_repeats: int = 5, max_repeats: int = 50, target_s: float = 0.05, warmup: int = 2) -> None:
+        self.min_repeats, self.max_repeats, self.target_s, self.warmup = min_repeats, max_repeats, target_s, warmup
+
+    def time(self, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int = 1) -> Timing:
+        with torch.inference_mode():
+            for _ in range(self.warmup):
+                fn(x)
+            samples: list[float] = []
+            t_end = time.perf_counter() + self.target_s
+            while len(samples) < self.max_repeats and (len(samples) < self.min_repeats or time.perf_counter() < t_end):
+                t0 = time.perf_counter()
+                fn(x)
+                samples.append((time.perf_counter() - t0) * 1e3)
+        return _summary(samples)
+
+
+def default_timer(setup: Setup, quick: bool = False) -> Timer:
+    if setup.device == "cuda":
+        return CudaGraphTimer(replays=20 if quick else 50)
+    return CpuTimer(min_repeats=3, max_repeats=20, target_s=0.02) if quick else CpuTimer()
+
+
+# ---- modules for single layers -------------------------------------------------------------------
+def layer_module(layer: Layer) -> nn.Module:
+    """The module the network runs for this layer, alone (the head includes pooling and flattening)."""
+    if layer.kind == "stem":
+        return _conv_bn(layer.in_c, layer.out_c, layer.kernel, layer.stride, act=layer.activation)
+    if layer.kind == "head":
+        return nn.Sequential(_conv_bn(layer.in_c, layer.out_c, 1, act=layer.activation), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(1))
+    if layer.kind == "classifier":
+        return nn.Linear(layer.in_c, layer.out_c)
+    return Block(layer)
+
+
+def layer_input(layer: Layer, batch_size: int) -> torch.Tensor:
+    if layer.kind == "classifier":
+        return torch.randn(batch_size, layer.in_c)
+    return torch.randn(batch_size, layer.in_c, layer.size, layer.size)
+
+
+def time_layer(layer: Layer, setup: Setup, timer: Timer, calls: int) -> Timing:
+    module, x = setup.prepare(layer_module(layer), layer_input(layer, setup.batch_size))
+    return timer.time(module, x, calls)
+
+
+def time_network(genotype: Genotype, resolution: int, num_classes: int, setup: Setup, timer: Timer) -> Timing:
+    model = build_model(genotype, num_classes, input_size=resolution, dropout=0.0)
+    module, x = setup.prepare(model, torch.randn(setup.batch_size, 3, resolution, resolution))
+    return timer.time(module, x, 1)
+
+
+def measure_layers(
+    layers: Iterable[Layer], setup: Setup, timer: Timer, on_result: Callable[[Layer, Timing], None],
+    calls_per_graph: int = 10,
+) -> None:
+    """Time each layer in isolation; ``on_result`` receives each (the caller stores and checkpoints)."""
+    calls = calls_per_graph if isinstance(timer, CudaGraphTimer) else 1
+    torch.manual_seed(0)
+    for layer in layers:
+        on_result(layer, time_layer(layer, setup, timer, calls))
+
+
+# ---- end-to-end with several runtimes ------------------------------------------------------------
+def measure_model_runtimes(genotype: Genotype, resolution: int, num_classes: int, setup: Setup) -> dict[str, Any]:
+    """One network end to end: eager, CUDA graph (on CUDA) and onnxruntime (when installed)."""
+    out: dict[str, Any] = {}
+    if setup.device == "cuda":
+        out["torch-eager"] = time_network(genotype, resolution, num_classes, setup, CudaEagerTimer()).to_dict()
+        out["torch-cuda-graph"] = time_network(genotype, resolution, num_classes, setup, CudaGraphTimer()).to_dict()
+    else:
+        out["torch-eager"] = time_network(genotype, resolution, num_classes, setup, CpuTimer()).to_dict()
+    try:
+        ort = time_onnxruntime(genotype, resolution, num_classes, setup)
+    except Exception as e:  # an exporter/runtime gap must not hide the torch figures
+        ort = {"onnxruntime": {"skipped": f"onnxruntime failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"}}
+    if ort is not None:
+        out.update(ort)
+    return out
+
+
+def time_onnxruntime(genotype: Genotype, resolution: int, num_classes: int, setup: Setup) -> dict[str, Any] | None:
+    try:
+        import numpy as np
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    model = build_model(genotype, num_classes, input_size=resolution, dropout=0.0).eval()
+    if setup.precision == "fp16":
+        model = model.half()
+    x = torch.randn(setup.batch_size, 3, resolution, resolution, dtype=setup.dtype)
+    available = ort.get_available_providers()
+    provider = "CUDAExecutionProvider" if setup.device == "cuda" and "CUDAExecutionProvider" in available \
+        else "CPUExecutionProvider"
+    if setup.precision == "fp16" and provider == "CPUExecutionProvider":
+        return {"onnxruntime": {"skipped": "fp16 needs onnxruntime's CUDA provider (install hwnas[gpu])"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model.to("cpu"), (x,), path, dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["logits"])
+        opts = ort.SessionOptions()
+        if setup.threads:
+            opts.intra_op_num_threads = setup.threads
+        sess = ort.InferenceSession(path, opts, providers=[provider])
+        feed = {"input": x.numpy() if x.dtype != torch.float16 else x.numpy().astype(np.float16)}
+        for _ in range(3):
+            sess.run(None, feed)
+        samples = []
+        t_end = time.perf_counter() + 0.5
+        while len(samples) < 200 and (len(samples) < 10 or time.perf_counter() < t_end):
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            samples.append((time.perf_counter() - t0) * 1e3)
+    return {f"onnxruntime-{provider.removesuffix('ExecutionProvider').lower()}": _summary(samples).to_dict()}
+
+
+# ---- metadata ------------------------------------------------------------------------------------
+def device_info(setup: Setup) -> dict[str, Any]:
+    info: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(),
+                            "cpu": _cpu_name(), "threads": torch.get_num_threads()}
+    if setup.device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info |= {"device_name": props.name, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                 "driver": _nvidia_driver(), "gpu_memory_gib": round(props.total_memory / 2**30, 1)}
+    else:
+        info |= {"device_name": info["cpu"]}
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        r = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=20)
+        return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
+
+
+def hwnas_version() -> str:
+    return __version__
+
+
+# ---- building a whole table (resumable) ----------------------------------------------------------
+def build_table(
+    table: LatencyTable, setup: Setup, timer: Timer, calibration: list[Genotype],
+    checkpoint: Callable[[LatencyTable], None], progress: Callable[[str, int, int], None] | None = None,
+    calls_per_graph: int = 10, checkpoint_every_s: float = 15.0,
+) -> LatencyTable:
+    """Measure what ``table`` lacks: every layer of its space at its resolutions, then the calibration
+    networks end to end, then fit the overhead model. ``checkpoint`` is called every
+    ``checkpoint_every_s`` seconds and at the end (also when interrupted), so no measurement is lost."""
+    space = table.space
+    todo = [layer for r in table.resolutions for layer in space_layers(space, r, table.num_classes)
+            if layer.key() not in table.entries]
+    cal_todo = pending_calibration(table, calibration)
+    total = len(todo) + len(cal_todo)
+    done, last_save, t_start = 0, time.monotonic(), time.monotonic()
+    spent0 = float(table.metadata.get("measure_seconds", 0.0))
+
+    def tick(what: str) -> None:
+        nonlocal done, last_save
+        done += 1
+        table.metadata["measure_seconds"] = round(spent0 + time.monotonic() - t_start, 1)
+        if progress:
+            progress(what, done, total)
+        if time.monotonic() - last_save > checkpoint_every_s:
+            checkpoint(table)
+            last_save = time.monotonic()
+
+    def store(layer: Layer, t: Timing) -> None:
+        table.entries[layer.key()] = t.to_dict()
+        tick("layers")
+
+    try:
+        measure_layers(todo, setup, timer, store, calls_per_graph)
+        for g, res in cal_todo:
+            t = time_network(g, res, table.num_classes, setup, timer)
+            table.calibration.append({"genotype": g.to_string(), "resolution": res, **t.to_dict()})
+            tick("calibration")
+        table.fit_overhead()
+    finally:
+        table.metadata["measure_seconds"] = round(spent0 + time.monotonic() - t_start, 1)
+        checkpoint(table)
+    return table

@@ -1,0 +1,334 @@
+"""Latency lookup tables: data, keys, the calibrated predictor. Pure Python + numpy (no torch).
+
+A table holds, for one (device, precision, batch size, resolution set), the measured time of every layer
+key the search space can produce (``hwnas.walker.Layer.key``), plus end-to-end measurements of a few
+calibration networks. The prediction for a network is
+
+    latency = a + b * (sum of its layers' entries) + c * (number of layers)
+
+with (a, b, c) fitted per resolution by least squares on the calibration networks: ``a`` is the one-off
+cost of running a network (launch/replay, pooling, glue), ``c`` the per-layer time that an isolated
+measurement over- or under-counts (launch gaps, cache warmth), ``b`` the scale of the kernels themselves.
+A key missing from the table is an error naming the key and the command that measures it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hwnas.genotype import Genotype, parse_genotype
+from hwnas.space import SearchSpace, SpaceError, make_divisible
+from hwnas.walker import Layer, conv_out, se_channels, stem_stride_for, walk
+
+FORMAT = "hwnas-latency-table"
+FORMAT_VERSION = 1
+MIN_CALIBRATION = 8
+ENTRY_FIELDS = ("ms", "p10", "p90", "n")  # median and 10th/90th percentile in ms, samples
+REQUIRED_METADATA = ("device", "device_name", "precision", "batch_size", "resolutions", "num_classes",
+                     "space", "space_fingerprint", "timing_method")
+
+
+class TableError(ValueError):
+    """A corrupt, truncated, incomplete or mismatched latency table. One-line message."""
+
+
+class MissingKeyError(TableError):
+    """A layer the table has no entry for."""
+
+
+def space_fingerprint(space: SearchSpace) -> str:
+    canon = json.dumps(space.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+# ---- keys reachable in a space ------------------------------------------------------------------
+def space_layers(space: SearchSpace, resolution: int, num_classes: int = 1000) -> Iterator[Layer]:
+    """Every distinct layer (by key) any network of ``space`` has at ``resolution``, in network order.
+
+    Mirrors ``walk``: a stage's first block sees every width the previous stage can output and may
+    stride; its later blocks map the stage's width to itself at stride 1 (residual iff skip)."""
+    seen: set[str] = set()
+
+    def new(layer: Layer) -> bool:
+        k = layer.key()
+        if k in seen:
+            return False
+        seen.add(k)
+        return True
+
+    wfs, div = space.width_factors, space.divisor
+    stems = sorted({make_divisible(space.stem * wf, div) for wf in wfs})
+    heads = sorted({make_divisible(space.head * wf, div) for wf in wfs})
+    stride = stem_stride_for(resolution)
+    for act in space.activations:
+        for c in stems:
+            layer = Layer("stem", resolution, 3, c, 3, stride, activation=act)
+            if new(layer):
+                yield layer
+    size, prev = conv_out(resolution, 3, stride), stems
+    for st in space.stages:
+        widths = sorted({make_divisible(st.channels * w * wf, div) for w in st.widths for wf in wfs})
+        variants = sorted({("ds", 1) if (op == "ds" or e == 1) else ("ir", e) for op in st.ops
+                           for e in st.expansions})
+        out_size = conv_out(size, 1, st.stride)
+        for act in space.activations:
+            for (op, e), k, se, skip in itertools.product(variants, st.kernels, st.se_ratios, st.skips):
+                for in_c in prev:
+                    for c in widths:
+                        residual = skip and st.stride == 1 and in_c == c
+                        layer = Layer(op, size, in_c, c, k, st.stride, e, se_channels(in_c, se), residual, act)
+                        if new(layer):
+                            yield layer
+                if math.ceil(max(st.layers) * max(space.depth_factors) - 1e-9) > 1:
+                    for c in widths:
+                        layer = Layer(op, out_size, c, c, k, 1, e, se_channels(c, se), skip, act)
+                        if new(layer):
+                            yield layer
+        size, prev = out_size, widths
+    for act in space.activations:
+        for in_c in prev:
+            for c in heads:
+                layer = Layer("head", size, in_c, c, activation=act)
+                if new(layer):
+                    yield layer
+    for c in heads:
+        layer = Layer("classifier", 1, c, num_classes)
+        if new(layer):
+            yield layer
+
+
+# ---- the table ----------------------------------------------------------------------------------
+@dataclass
+class Overhead:
+    """Fitted per-resolution network model: latency = a + b * sum(entries) + c * n_layers (ms)."""
+
+    a: float
+    b: float
+    c: float
+    n: int
+    fit_mape: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"a": self.a, "b": self.b, "c": self.c, "n": self.n, "fit_mape": self.fit_mape}
+
+
+@dataclass
+class LatencyTable:
+    metadata: dict[str, Any]
+    entries: dict[str, dict[str, float]] = field(default_factory=dict)
+    calibration: list[dict[str, Any]] = field(default_factory=list)
+    overhead: dict[str, Overhead] = field(default_factory=dict)
+    source: str = "<table>"
+
+    # ---- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "entry_fields": list(ENTRY_FIELDS),
+            "metadata": self.metadata,
+            "overhead": {r: o.to_dict() for r, o in sorted(self.overhead.items())},
+            "calibration": self.calibration,
+            "entries": {k: [_sig(e[f]) for f in ENTRY_FIELDS] for k, e in sorted(self.entries.items())},
+        }
+
+    def to_json(self) -> str:
+        """Readable and diffable: one entry per line (a full table has tens of thousands)."""
+        d = self.to_dict()
+        entries = d.pop("entries")
+        head = json.dumps(d, indent=1)[:-2]  # drop the closing "\n}"
+        lines = [f"{json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}" for k, v in entries.items()]
+        return head + ',\n "entries": {\n' + ",\n".join(lines) + "\n }\n}\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "<table>") -> LatencyTable:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise TableError(f"latency table {source} is not valid JSON (corrupt or truncated?): "
+                             f"{e.msg} at line {e.lineno}") from None
+        return cls.from_dict(d, source)
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "<table>") -> LatencyTable:
+        def bad(why: str) -> TableError:
+            return TableError(f"latency table {source}: {why}")
+
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise bad(f"not an hwnas latency table (no \"format\": \"{FORMAT}\")")
+        if d.get("format_version") != FORMAT_VERSION:
+            raise bad(f"format version {d.get('format_version')!r} is not {FORMAT_VERSION}")
+        md, entries = d.get("metadata"), d.get("entries")
+        if not isinstance(md, dict):
+            raise bad("metadata missing")
+        missing = [k for k in REQUIRED_METADATA if k not in md]
+        if missing:
+            raise bad(f"metadata lacks {', '.join(missing)}")
+        if not isinstance(entries, dict):
+            raise bad("entries missing")
+        parsed: dict[str, dict[str, float]] = {}
+        for k, v in entries.items():
+            if not isinstance(v, list) or len(v) != len(ENTRY_FIELDS) or not all(_finite_positive(x) for x in v):
+                raise bad(f"entry {k!r} is not [{', '.join(ENTRY_FIELDS)}] of positive numbers")
+            parsed[k] = dict(zip(ENTRY_FIELDS, v, strict=True))
+        try:
+            SearchSpace.from_dict(md["space"])
+        except (SpaceError, TypeError) as e:
+            raise bad(f"stored space is invalid: {e}") from None
+        overhead = {}
+        for r, o in (d.get("overhead") or {}).items():
+            try:
+                overhead[str(r)] = Overhead(float(o["a"]), float(o["b"]), float(o["c"]), int(o["n"]),
+                                            float(o["fit_mape"]))
+            except (KeyError, TypeError, ValueError):
+                raise bad(f"overhead for resolution {r} is malformed") from None
+        cal = d.get("calibration") or []
+        if not isinstance(cal, list):
+            raise bad("calibration must be a list")
+        return cls(metadata=md, entries=parsed, calibration=cal, overhead=overhead, source=source)
+
+    # ---- properties ---------------------------------------------------------------------------
+    @property
+    def space(self) -> SearchSpace:
+        return SearchSpace.from_dict(self.metadata["space"])
+
+    @property
+    def resolutions(self) -> list[int]:
+        return [int(r) for r in self.metadata["resolutions"]]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.metadata["num_classes"])
+
+    def describe(self) -> str:
+        m = self.metadata
+        return f"{m['device_name']} {m['precision']} bs{m['batch_size']}"
+
+    def measure_command(self) -> str:
+        m = self.metadata
+        return (f"hwnas latency measure --device {m['device']} --precision {m['precision']} "
+                f"--batch-size {m['batch_size']} --resolution {','.join(map(str, self.resolutions))} "
+                f"--recipe RECIPE -o {self.source}")
+
+    def check_space(self, space: SearchSpace) -> None:
+        fp = space_fingerprint(space)
+        if fp != self.metadata["space_fingerprint"]:
+            raise TableError(f"latency table {self.source} was measured for space "
+                             f"{self.metadata['space'].get('name')!r} ({self.metadata['space_fingerprint']}), "
+                             f"not for space {space.name!r} ({fp})")
+
+    def check_resolution(self, resolution: int) -> None:
+        if resolution not in self.resolutions:
+            raise TableError(f"latency table {self.source} covers resolution(s) "
+                             f"{', '.join(map(str, self.resolutions))}, not {resolution}")
+
+    # ---- prediction ---------------------------------------------------------------------------
+    def layer_sum(self, genotype: Genotype, resolution: int) -> tuple[float, int]:
+        """(sum of the entries of every layer, number of layers); MissingKeyError names a missing key."""
+        self.check_resolution(resolution)
+        total, n = 0.0, 0
+        for layer in walk(genotype, resolution, self.num_classes):
+            k = layer.key()
+            e = self.entries.get(k)
+            if e is None:
+                raise MissingKeyError(f"latency table {self.source} has no entry for layer {k!r}; "
+                                      f"extend it with: {self.measure_command()}")
+            total += e["ms"]
+            n += 1
+        return total, n
+
+    def predict(self, genotype: Genotype, resolution: int) -> float:
+        """Predicted latency in milliseconds of one batch (the table's batch size)."""
+        s, n = self.layer_sum(genotype, resolution)
+        o = self.overhead.get(str(resolution))
+        if o is None:
+            raise TableError(f"latency table {self.source} has no calibration at resolution {resolution} "
+                             f"(measurement unfinished?); resume it with: {self.measure_command()}")
+        return o.a + o.b * s + o.c * n
+
+    def naive_sum(self, genotype: Genotype, resolution: int) -> float:
+        return self.layer_sum(genotype, resolution)[0]
+
+    def fit_overhead(self) -> None:
+        """Fit (a, b, c) per resolution on the stored calibration measurements."""
+        by_res: dict[str, list[tuple[float, int, float]]] = {}
+        for row in self.calibration:
+            g = parse_genotype(row["genotype"])
+            res = int(row["resolution"])
+            s, n = self.layer_sum(g, res)
+            by_res.setdefault(str(res), []).append((s, n, float(row["ms"])))
+        for res, rows in by_res.items():
+            if len(rows) < MIN_CALIBRATION:
+                raise TableError(f"latency table {self.source}: {len(rows)} calibration networks at resolution "
+                                 f"{res}, need >= {MIN_CALIBRATION}")
+            arr = np.array(rows, dtype=float)
+            x = np.column_stack([np.ones(len(arr)), arr[:, 0], arr[:, 1]])
+            y = arr[:, 2]
+            # relative least squares: weight each row by 1/y so every network counts by its % error
+            coef, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
+            pred = x @ coef
+            self.overhead[res] = Overhead(float(coef[0]), float(coef[1]), float(coef[2]), len(rows),
+                                          float(np.mean(np.abs(pred - y) / y) * 100))
+
+
+def _sig(x: float) -> float | int:
+    return x if isinstance(x, int) else float(f"{x:.5g}")
+
+
+def _finite_positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def error_stats(predicted: Iterable[float], measured: Iterable[float]) -> dict[str, float]:
+    """MAPE (%), max |error| (%), share within +-5 % (%), Spearman rank correlation."""
+    from scipy.stats import spearmanr
+
+    p = np.asarray(list(predicted), dtype=float)
+    m = np.asarray(list(measured), dtype=float)
+    err = np.abs(p - m) / m * 100
+    rho = float(spearmanr(p, m).statistic) if len(p) > 2 else float("nan")
+    return {"n": len(p), "mape": float(err.mean()), "max_error": float(err.max()),
+            "within_5pct": float((err <= 5).mean() * 100), "spearman": rho}
+
+
+# ---- networks for calibration and validation ------------------------------------------------------
+def calibration_genotypes(space: SearchSpace, n: int, seed: int) -> list[Genotype]:
+    """``n`` distinct random networks of ``space`` plus the named references that are points of it."""
+    from hwnas.references import REFERENCE_NAMES, reference
+
+    out: list[Genotype] = []
+    for name in REFERENCE_NAMES:
+        try:
+            space.encode(reference(name))
+        except SpaceError:
+            continue
+        out.append(reference(name))
+    return out + random_genotypes(space, n, seed, exclude={g.to_string() for g in out})
+
+
+def random_genotypes(space: SearchSpace, n: int, seed: int, exclude: set[str] | None = None) -> list[Genotype]:
+    """``n`` distinct random networks, none of them in ``exclude`` (bounded: 100 draws per network)."""
+    rng = np.random.default_rng(seed)
+    seen = set(exclude or ())
+    out: list[Genotype] = []
+    for _ in range(100 * n):
+        if len(out) == n:
+            break
+        g = space.decode(space.sample(rng))
+        if g.to_string() not in seen:
+            seen.add(g.to_string())
+            out.append(g)
+    return out
+
+
+def pending_calibration(table: LatencyTable, genotypes: list[Genotype]) -> list[tuple[Genotype, int]]:
+    have = {(row["genotype"], int(row["resolution"])) for row in table.calibration}
+    return [(g, r) for r in table.resolutions for g in genotypes if (g.to_string(), r) not in have]

@@ -1,0 +1,439 @@
+"""Proxy training: genotype -> accuracy, the evaluator contract of the search (airbench-style loop).
+
+* Data lives on the training device as uint8 (N, 3, H, W), reflect-padded once; every batch is a slice of
+  a seeded ``randperm``, cropped and flipped by batched tensor ops. No DataLoader, no per-image Python.
+* One flat loop per candidate: SGD with Nesterov momentum (our own foreach update, whose learning rate is
+  a device tensor so the step can live in a CUDA graph), label smoothing, linear warm-up then linear
+  decay to zero (a one-cycle shape suits short budgets), weight decay on conv/linear weights only.
+* On CUDA the whole training step (forward, backward, optimizer) is captured in one CUDA graph, with
+  channels_last; several candidates train in lock-step on separate streams sharing one input batch, so
+  their kernels overlap. On CPU the same loop runs eagerly (tests, CI).
+* A candidate that fails (CUDA out of memory, a non-finite loss) returns ``Metrics`` with ``failure``
+  set; the others keep training.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwnas.genotype import Genotype
+from hwnas.model import build_model
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hyperparameters, with units. ``lr`` is the peak learning rate for a batch of 512 images and
+    scales linearly with ``batch_size``."""
+
+    batch_size: int = 256
+    lr: float = 0.2
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4  # on conv/linear weights, not on BN or biases
+    label_smoothing: float = 0.1
+    warmup: float = 0.15  # fraction of the steps spent warming up linearly from 0
+    crop_pad: int = 4  # pixels of reflect padding for random crops (0 = no crops)
+    flip: bool = True
+    dropout: float = 0.0
+    drop_path: float = 0.0
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.lr <= 0 or not 0 <= self.warmup < 1 or self.crop_pad < 0:
+            raise ValueError(f"invalid recipe: {self}")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long each candidate trains: ``epochs`` (may be fractional) or wall-clock ``seconds`` of
+    training (candidates that train concurrently share that wall-clock time)."""
+
+    epochs: float | None = None
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.epochs is None) == (self.seconds is None):
+            raise ValueError("a budget is either epochs or seconds")
+        if (self.epochs or self.seconds or 0) <= 0:
+            raise ValueError("a budget must be positive")
+
+    def describe(self) -> str:
+        return f"{self.epochs:g} epochs" if self.epochs is not None else f"{self.seconds:g} s"
+
+
+@dataclass
+class Metrics:
+    genotype: str
+    seed: int
+    val_acc: float | None = None  # fraction correct on the held-out split
+    train_seconds: float = 0.0
+    epochs: float = 0.0
+    steps: int = 0
+    images_per_s: float = 0.0
+    final_loss: float | None = None
+    failure: str | None = None
+    device: str = "cpu"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- data on the device ---------------------------------------------------------------------------
+class DeviceData:
+    """A split held on ``device``: uint8 images (N, 3, H, W) and int64 labels."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, device: torch.device, pad: int = 0) -> None:
+        t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous()
+        if pad:
+            t = F.pad(t.float(), (pad, pad, pad, pad), mode="reflect").to(torch.uint8)
+        self.x = t.to(device)
+        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
+        self.pad = pad
+        self.device = device
+        self.size = x.shape[1]
+        self.mean = torch.tensor(CIFAR_MEAN, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(CIFAR_STD, device=device).view(1, 3, 1, 1) * 255
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+    def augmented(self, idx: torch.Tensor, gen: torch.Generator, flip: bool) -> torch.Tensor:
+        """Random crops (from the padded images) and horizontal flips, batched."""
+        x = self.x[idx]
+        n, s, p = len(idx), self.size, self.pad
+        if p:
+            dy = torch.randint(0, 2 * p + 1, (n,), device=self.device, generator=gen)
+            dx = torch.randint(0, 2 * p + 1, (n,), device=self.device, generator=gen)
+            ar = torch.arange(s, device=self.device)
+            rows = (dy[:, None] + ar)[:, None, :, None]
+            cols = (dx[:, None] + ar)[:, None, None, :]
+            x = x[torch.arange(n, device=self.device)[:, None, None, None],
+                  torch.arange(3, device=self.device)[None, :, None, None], rows, cols]
+        if flip:
+            mask = torch.rand(n, device=self.device, generator=gen) < 0.5
+            x = torch.where(mask[:, None, None, None], x.flip(3), x)
+        return self.normalize(x)
+
+    def plain(self, start: int, stop: int) -> torch.Tensor:
+        x = self.x[start:stop]
+        if self.pad:
+            x = x[:, :, self.pad:self.pad + self.size, self.pad:self.pad + self.size]
+        return self.normalize(x)
+
+
+# ---- one candidate --------------------------------------------------------------------------------
+class _SGD:
+    """Nesterov SGD over foreach ops; ``lr`` is a 0-d device tensor (graph-safe, updated in place)."""
+
+    def __init__(self, model: nn.Module, recipe: Recipe, lr: torch.Tensor) -> None:
+        self.decay = [p for n, p in model.named_parameters() if p.dim() > 1]
+        self.no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
+        self.params = self.decay + self.no_decay
+        self.bufs = [torch.zeros_like(p) for p in self.params]
+        self.recipe, self.lr = recipe, lr
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        r = self.recipe
+        grads = [p.grad for p in self.params]
+        if r.weight_decay:
+            torch._foreach_add_(grads[: len(self.decay)], self.decay, alpha=r.weight_decay)
+        torch._foreach_mul_(self.bufs, r.momentum)
+        torch._foreach_add_(self.bufs, grads)
+        upd = torch._foreach_add(grads, self.bufs, alpha=r.momentum) if r.nesterov else list(self.bufs)
+        torch._foreach_mul_(upd, self.lr)
+        torch._foreach_sub_(self.params, upd)
+
+    def reset(self) -> None:
+        for b in self.bufs:
+            b.zero_()
+
+
+class _Candidate:
+    def __init__(self, genotype: Genotype, num_classes: int, resolution: int, device: torch.device,
+                 recipe: Recipe, seed: int, graph: bool) -> None:
+        torch.manual_seed(seed)  # init on the CPU generator: the same weights on every device
+        model = build_model(genotype, num_classes, input_size=resolution, dropout=recipe.dropout,
+                            drop_path=recipe.drop_path)
+        self.channels_last = device.type == "cuda"
+        self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else
+                              torch.contiguous_format)
+        self.genotype, self.seed, self.recipe, self.device = genotype, seed, recipe, device
+        self.lr = torch.zeros((), device=device)
+        self.opt = _SGD(self.model, recipe, self.lr)
+        self.use_graph = graph
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.loss_sum = torch.zeros((), device=device)
+        self.failure: str | None = None
+        self.stream = torch.cuda.Stream(device) if graph else None
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.model(x), y, label_smoothing=self.recipe.label_smoothing)
+
+    def eager_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.opt.zero_grad()
+        loss = self._loss(x, y)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+    def capture(self, static_x: torch.Tensor, static_y: torch.Tensor) -> None:
+        """Capture forward+backward+step in a CUDA graph reading ``static_x``/``static_y``; the warm-up
+        steps run at lr 0 and the weights, BN statistics and momentum are restored afterwards."""
+        assert self.stream is not None
+        state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.lr.zero_()
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
+            for _ in range(3):
+                self.eager_step(static_x, static_y)
+        torch.cuda.current_stream().wait_stream(self.stream)
+        self.opt.zero_grad()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self.stream):
+            self.static_loss = self._loss(static_x, static_y)
+            self.static_loss.backward()
+            self.opt.step()
+        self.model.load_state_dict(state)
+        self.opt.reset()
+        self.graph = graph
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
+        if self.graph is not None:
+            assert self.stream is not None
+            self.stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.stream):
+                self.lr.fill_(lr)
+                self.graph.replay()
+                self.loss_sum += self.static_loss.detach()
+        else:
+            self.lr.fill_(lr)
+            self.loss_sum += self.eager_step(x, y)
+
+    @torch.no_grad()
+    def accuracy(self, data: DeviceData, batch: int) -> float:
+        self.model.eval()
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        for i in range(0, len(data), batch):
+            x = data.plain(i, i + batch)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            correct += (self.model(x).argmax(1) == data.y[i:i + batch]).sum()
+        self.model.train()
+        return correct.item() / len(data)
+
+    def release(self) -> None:
+        self.graph = None
+        self.model = None  # type: ignore[assignment]
+        self.opt = None  # type: ignore[assignment]
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+# ---- the evaluator ----------------------------------------------------------------------------------
+class Evaluator:
+    """``evaluate(genotype, seed) -> Metrics`` and ``evaluate_many``; the data is put on the device once.
+
+    ``train`` and ``val`` are (uint8 images NHWC, labels); ``concurrency`` is how many candidates train at
+    once on CUDA (``"auto"``: as many as fit in 70 % of free memory, at most 4; CPU: 1)."""
+
+    def __init__(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], num_classes: int,
+                 budget: Budget, recipe: Recipe | None = None, device: str = "cpu",
+                 concurrency: int | str = "auto", use_graphs: bool = True) -> None:
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device cuda requested, but torch sees no CUDA device")
+        self.recipe = recipe or Recipe()
+        self.budget, self.num_classes = budget, num_classes
+        self.train = DeviceData(*train, self.device, pad=self.recipe.crop_pad)
+        self.val = DeviceData(*val, self.device)
+        self.resolution = self.train.size
+        if len(self.train) < self.recipe.batch_size:
+            raise ValueError(f"{len(self.train)} training images are fewer than one batch ({self.recipe.batch_size})")
+        self.use_graphs = use_graphs and self.device.type == "cuda"
+        self.concurrency = concurrency
+        self.steps_per_epoch = len(self.train) // self.recipe.batch_size
+        self.peak_lr = self.recipe.lr * self.recipe.batch_size / 512
+
+    def lr_at(self, step: int, total: int) -> float:
+        warm = max(1, int(total * self.recipe.warmup))
+        if step < warm:
+            return self.peak_lr * (step + 1) / warm
+        return self.peak_lr * max(0.0, (total - step) / max(1, total - warm))
+
+    def evaluate(self, genotype: Genotype, seed: int = 0) -> Metrics:
+        return self.evaluate_many([genotype], seed)[0]
+
+    def evaluate_many(self, genotypes: Sequence[Genotype], seed: int = 0,
+                      progress: Callable[[int, int], None] | None = None,
+                      on_trained: Callable[[int, nn.Module, Metrics], None] | None = None) -> list[Metrics]:
+        """Train each genotype (same seed, same batches) and measure held-out accuracy. ``on_trained``
+        receives (index, trained model, metrics) of each successful candidate, e.g. to save it."""
+        k = self._group_size(len(genotypes))
+        out: list[Metrics] = []
+        for i in range(0, len(genotypes), k):
+            for j, (m, model) in enumerate(self._run_group(list(genotypes[i:i + k]), seed, progress)):
+                if on_trained is not None and model is not None:
+                    on_trained(i + j, model, m)
+                out.append(m)
+        return out
+
+    def _group_size(self, n: int) -> int:
+        if not self.use_graphs:
+            return 1
+        if isinstance(self.concurrency, int):
+            return max(1, self.concurrency)
+        free, _ = torch.cuda.mem_get_info(self.device)
+        per = getattr(self, "_mem_per_candidate", None)
+        return max(1, min(4, n, int(0.7 * free / per) if per else 4))
+
+    def _run_group(self, genotypes: list[Genotype], seed: int,
+                   progress: Callable[[int, int], None] | None) -> list[tuple[Metrics, nn.Module | None]]:
+        dev, r = self.device, self.recipe
+        metrics = [Metrics(g.to_string(), seed, device=str(dev)) for g in genotypes]
+        cands: list[_Candidate | None] = []
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(seed)
+        static_x = torch.zeros(r.batch_size, 3, self.resolution, self.resolution, device=dev)
+        if self.use_graphs:
+            static_x = static_x.contiguous(memory_format=torch.channels_last)
+        static_y = torch.zeros(r.batch_size, dtype=torch.int64, device=dev)
+        first = self.train.augmented(torch.arange(r.batch_size, device=dev), gen, r.flip)
+        static_x.copy_(first)
+        static_y.copy_(self.train.y[: r.batch_size])
+        for g, m in zip(genotypes, metrics, strict=True):
+            try:
+                before = torch.cuda.memory_allocated(dev) if self.use_graphs else 0
+                c = _Candidate(g, self.num_classes, self.resolution, dev, r, seed, self.use_graphs)
+                if self.use_graphs:
+                    c.capture(static_x, static_y)
+                    self._mem_per_candidate = max(getattr(self, "_mem_per_candidate", 0),
+                                                  torch.cuda.memory_allocated(dev) - before)
+                cands.append(c)
+            except (RuntimeError, ValueError) as e:
+                if not _is_oom(e) and not isinstance(e, ValueError):
+                    raise
+                m.failure = "cuda out of memory" if _is_oom(e) else f"build failed: {e}"
+                cands.append(None)
+                if self.use_graphs:
+                    torch.cuda.empty_cache()
+        gen.manual_seed(seed)  # every group sees the same batches, whatever happened above
+        total = self._total_steps(cands, static_x, static_y, gen)
+        self._sync()
+        t0 = time.perf_counter()
+        step = epoch_start = 0
+        while step < total and any(c is not None and c.failure is None for c in cands):
+            perm = torch.randperm(len(self.train), device=dev, generator=gen)
+            for b in range(self.steps_per_epoch):
+                if step >= total:
+                    break
+                idx = perm[b * r.batch_size:(b + 1) * r.batch_size]
+                x, y = self.train.augmented(idx, gen, r.flip), self.train.y[idx]
+                if self.use_graphs:
+                    static_x.copy_(x)
+                    static_y.copy_(y)
+                lr = self.lr_at(step, total)
+                for c, m in zip(cands, metrics, strict=True):
+                    if c is None or c.failure:
+                        continue
+                    try:
+                        c.step(x, y, lr)
+                    except RuntimeError as e:
+                        if not _is_oom(e):
+                            raise
+                        c.failure = m.failure = "cuda out of memory"
+                if self.use_graphs:
+                    for c in cands:
+                        if c is not None and c.stream is not None:
+                            torch.cuda.current_stream().wait_stream(c.stream)
+                step += 1
+                if progress:
+                    progress(step, total)
+            self._end_epoch(cands, metrics, step, epoch_steps=step - epoch_start)
+            epoch_start = step
+        self._sync()
+        elapsed = time.perf_counter() - t0
+        models: list[nn.Module | None] = [None] * len(cands)
+        for i, (c, m) in enumerate(zip(cands, metrics, strict=True)):
+            if c is None:
+                continue
+            m.steps, m.epochs = step, step / self.steps_per_epoch
+            m.train_seconds = elapsed
+            m.images_per_s = step * r.batch_size / elapsed if elapsed > 0 else 0.0
+            m.extra["group_size"] = len(genotypes)
+            if c.failure is None:
+                m.val_acc = c.accuracy(self.val, r.eval_batch_size)
+                models[i] = c.model.eval()
+            c.release()
+        if self.use_graphs:
+            torch.cuda.empty_cache()
+        return list(zip(metrics, models, strict=True))
+
+    def _total_steps(self, cands: list[_Candidate | None], x: torch.Tensor, y: torch.Tensor,
+                     gen: torch.Generator) -> int:
+        if self.budget.epochs is not None:
+            return max(1, round(self.budget.epochs * self.steps_per_epoch))
+        live = [c for c in cands if c is not None]
+        if not live:
+            return 0
+        # time a few steps at lr 0 (weights unchanged except BN statistics, which are restored)
+        states = [{k: v.clone() for k, v in c.model.state_dict().items()} for c in live]
+        self._sync()
+        t0, probe = time.perf_counter(), 3
+        for _ in range(probe):
+            for c in live:
+                c.step(x, y, 0.0)
+            if self.use_graphs:
+                for c in live:
+                    torch.cuda.current_stream().wait_stream(c.stream)  # type: ignore[arg-type]
+        self._sync()
+        per_step = (time.perf_counter() - t0) / probe
+        for c, s in zip(live, states, strict=True):
+            c.model.load_state_dict(s)
+            c.opt.reset()
+            c.loss_sum.zero_()
+        assert self.budget.seconds is not None
+        return max(1, int(self.budget.seconds / per_step))
+
+    def _end_epoch(self, cands: list[_Candidate | None], metrics: list[Metrics], step: int,
+                   epoch_steps: int) -> None:
+        """Mean training loss of the epoch; a non-finite one fails the candidate."""
+        for c, m in zip(cands, metrics, strict=True):
+            if c is None or c.failure is not None or epoch_steps == 0:
+                continue
+            loss = c.loss_sum.item() / epoch_steps
+            c.loss_sum.zero_()
+            if math.isfinite(loss):
+                m.final_loss = loss
+            else:
+                c.failure = m.failure = f"non-finite loss by step {step}"
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

@@ -1,0 +1,115 @@
+"""Data loading on real images: the embedded CIFAR-10 subset, ImageFolder trees, archives, caches."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwnas.data import (
+    CIFAR10_CLASSES,
+    DataError,
+    extract_archive,
+    load_dataset,
+    load_npz,
+    subset_archive,
+)
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "hwnas" / "datasets" / "cifar10-mini.tar.xz"
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    cache = tmp_path_factory.mktemp("cache")
+    return load_dataset(EMBEDDED, "cifar10", cache), cache
+
+
+def test_embedded_subset(mini) -> None:  # type: ignore[no-untyped-def]
+    data, cache = mini
+    assert data.classes == CIFAR10_CLASSES
+    assert data.train_x.shape == (5000, 32, 32, 3) and data.train_x.dtype == np.uint8
+    assert data.test_x.shape == (1000, 32, 32, 3)
+    assert np.bincount(data.train_y).tolist() == [500] * 10 and np.bincount(data.test_y).tolist() == [100] * 10
+    assert 60 < data.train_x.mean() < 200 and data.train_x.std() > 30  # real photographs, not blank
+    # the second load reads the decoded cache
+    caches = list(cache.rglob("*.npz"))
+    assert len(caches) == 1
+    again = load_dataset(EMBEDDED, "cifar10", cache)
+    assert np.array_equal(again.train_x, data.train_x) and again.source == data.source
+    assert np.array_equal(load_npz(caches[0]).test_y, data.test_y)
+
+
+def test_validation_split_is_stratified_seeded_and_disjoint(mini) -> None:  # type: ignore[no-untyped-def]
+    data, _ = mini
+    tx, ty, vx, vy = data.split_validation(1000)
+    assert len(vy) == 1000 and len(ty) == 4000
+    assert np.bincount(vy).tolist() == [100] * 10
+    _, _, vx2, _ = data.split_validation(1000)
+    assert np.array_equal(vx, vx2)
+    rows = {r.tobytes() for r in vx.reshape(len(vx), -1)}
+    assert not any(r.tobytes() in rows for r in tx.reshape(len(tx), -1)[:500])
+    odd = data.split_validation(7)
+    assert len(odd[3]) == 7
+    with pytest.raises(DataError, match="validation size 5000 must be between 1 and 4999"):
+        data.split_validation(5000)
+
+
+def test_imagefolder_folder_and_subset_archive(tmp_path: Path) -> None:
+    tree = extract_archive(EMBEDDED, tmp_path / "unpacked")
+    root = tree / "cifar10-mini"
+    assert (root / "train" / "cat").is_dir()
+    out = tmp_path / "small.tar.xz"
+    assert subset_archive(root, out, 3, 2) == {"train": 30, "test": 20}
+    with tarfile.open(out) as tar:  # bytes copied, not re-encoded
+        member = tar.extractfile("small/train/airplane/" + sorted((root / "train" / "airplane").iterdir())[0].name)
+        assert member is not None
+        assert member.read() == sorted((root / "train" / "airplane").iterdir())[0].read_bytes()
+    small = load_dataset(out, "cifar10", tmp_path / "c")
+    assert small.train_x.shape == (30, 32, 32, 3) and small.classes == CIFAR10_CLASSES
+    from_dir = load_dataset(root, "cifar10", tmp_path / "c2")
+    assert from_dir.train_x.shape[0] == 5000
+
+
+def _write_tree(root: Path, sizes: list[tuple[int, int]], held: str = "val") -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", held):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i, (w, h) in enumerate(sizes):
+                Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+
+
+def test_resize_and_val_folder(tmp_path: Path) -> None:
+    _write_tree(tmp_path / "ds", [(48, 40), (40, 64)])
+    d = load_dataset(tmp_path / "ds", "toy", tmp_path / "cache", resolution=32)
+    assert d.train_x.shape == (4, 32, 32, 3) and d.test_x.shape == (4, 32, 32, 3) and d.classes == ("a", "b")
+    with pytest.raises(DataError, match="pass a resolution to resize"):
+        load_dataset(tmp_path / "ds", "toy", tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda p: p, "data not found"),
+        (lambda p: (p.mkdir(), p)[1], "holds no train/ and test/"),
+        (lambda p: (p.with_suffix(".tar.xz").write_bytes(b"not an archive"), p.with_suffix(".tar.xz"))[1],
+         "cannot unpack"),
+        (lambda p: (p.with_suffix(".npz").write_bytes(b"junk"), p.with_suffix(".npz"))[1],
+         "not a readable hwnas data cache"),
+        (lambda p: (p.with_suffix(".txt").write_text("x"), p.with_suffix(".txt"))[1], "neither a folder"),
+    ],
+)
+def test_bad_sources(tmp_path: Path, make, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DataError) as ei:
+        load_dataset(make(tmp_path / "src"), "x", tmp_path / "cache")
+    assert fragment in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_torchvision_format_without_files_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    with pytest.raises(DataError, match="--download on a connected machine"):
+        load_dataset(tmp_path, "cifar10", tmp_path / "cache")

@@ -1,0 +1,289 @@
+"""Latency tables: key enumeration, the overhead fit, measuring/predicting/validating on this CPU, resume,
+and every bad-input path, with real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwnas.latency.table import (
+    LatencyTable,
+    MissingKeyError,
+    TableError,
+    calibration_genotypes,
+    space_fingerprint,
+    space_layers,
+)
+from hwnas.references import reference
+from hwnas.space import SearchSpace
+from hwnas.walker import walk
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "data" / "tiny-space.toml"
+TINY_SPACE = SearchSpace.from_dict(tomllib.loads(TINY.read_text())["space"])
+SHIPPED = sorted(p for p in (ROOT / "latency_tables").glob("*.json") if ".validation" not in p.name)
+
+
+def hwnas(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hwnas", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_usage_error(r: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert fragment in lines[0], lines[0]
+
+
+# ---- keys -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("resolution", [224, 32])
+def test_space_layers_cover_every_sampled_network(resolution: int) -> None:
+    space = SearchSpace.default()
+    keys = [layer.key() for layer in space_layers(space, resolution)]
+    assert len(keys) == len(set(keys)) == 44_211
+    have = set(keys)
+    rng = np.random.default_rng(resolution)
+    for _ in range(300):
+        g = space.decode(space.sample(rng))
+        missing = [layer.key() for layer in walk(g, resolution) if layer.key() not in have]
+        assert not missing, (g.to_string(), missing[:3])
+    for name in ("efficientnet-b0", "mnasnet-a1", "mnasnet-b1", "mobilenetv2"):
+        assert all(layer.key() in have for layer in walk(reference(name), resolution))
+
+
+def test_space_fingerprint_tracks_the_space() -> None:
+    assert space_fingerprint(SearchSpace.default()) == space_fingerprint(SearchSpace.default())
+    assert space_fingerprint(SearchSpace.default()) != space_fingerprint(TINY_SPACE)
+
+
+def test_calibration_networks_are_distinct_and_seeded() -> None:
+    a = calibration_genotypes(SearchSpace.default(), 20, 7)
+    assert a[:4] == [reference(n) for n in ("efficientnet-b0", "mnasnet-a1", "mnasnet-b1", "mobilenetv2")]
+    assert len({g.to_string() for g in a}) == 24
+    assert a == calibration_genotypes(SearchSpace.default(), 20, 7)
+    assert calibration_genotypes(TINY_SPACE, 5, 0)[0] != reference("efficientnet-b0")  # refs not in tiny space
+
+
+# ---- the network model -----------------------------------------------------------------------------
+def _synthetic_table(a: float, b: float, c: float) -> LatencyTable:
+    """Entries from a smooth function of the layer's MACs; calibration rows obey the model exactly."""
+    md = {"device": "cpu", "device_name": "test", "precision": "fp32", "batch_size": 1, "resolutions": [32],
+          "num_classes": 1000, "space": TINY_SPACE.to_dict(), "space_fingerprint": space_fingerprint(TINY_SPACE),
+          "timing_method": "none"}
+    t = LatencyTable(md, source="synthetic")
+    for layer in space_layers(TINY_SPACE, 32):
+        ms = 0.01 + layer.macs() / 1e8
+        t.entries[layer.key()] = {"ms": ms, "p10": ms, "p90": ms, "n": 1}
+    for g in calibration_genotypes(TINY_SPACE, 12, 1):
+        s, n = t.layer_sum(g, 32)
+        t.calibration.append({"genotype": g.to_string(), "resolution": 32, "ms": a + b * s + c * n})
+    return t
+
+
+def test_overhead_fit_recovers_the_model() -> None:
+    t = _synthetic_table(0.3, 0.9, 0.02)
+    t.fit_overhead()
+    o = t.overhead["32"]
+    assert (o.a, o.b, o.c) == pytest.approx((0.3, 0.9, 0.02), rel=1e-6, abs=1e-9)
+    assert o.fit_mape < 1e-6
+    g = calibration_genotypes(TINY_SPACE, 3, 99)[-1]
+    s, n = t.layer_sum(g, 32)
+    assert t.predict(g, 32) == pytest.approx(0.3 + 0.9 * s + 0.02 * n)
+    assert t.naive_sum(g, 32) == pytest.approx(s)
+    back = LatencyTable.from_json(t.to_json(), "round-trip")
+    assert back.predict(g, 32) == pytest.approx(t.predict(g, 32), rel=1e-4)
+
+
+def test_missing_key_and_uncalibrated_errors() -> None:
+    t = _synthetic_table(0.3, 0.9, 0.02)
+    with pytest.raises(TableError, match="no calibration at resolution 32"):
+        t.predict(calibration_genotypes(TINY_SPACE, 1, 5)[0], 32)
+    t.fit_overhead()
+    with pytest.raises(MissingKeyError, match=r"no entry for layer 'stem\|32x32x3\|o32\|k3\|s1\|swish'.*hwnas latency "
+                       r"measure --device cpu"):
+        t.predict(reference("efficientnet-b0"), 32)
+    with pytest.raises(TableError, match="covers resolution"):
+        t.predict(reference("efficientnet-b0"), 224)
+    few = _synthetic_table(0, 1, 0)
+    few.calibration = few.calibration[:3]
+    with pytest.raises(TableError, match="3 calibration networks at resolution 32, need >= 8"):
+        few.fit_overhead()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "fragment"),
+    [
+        (lambda d: d.pop("format"), "not an hwnas latency table"),
+        (lambda d: d.update(format_version=99), "format version 99"),
+        (lambda d: d["metadata"].pop("precision"), "metadata lacks precision"),
+        (lambda d: d["entries"].update(x=[0, 1, 1, 1]), "entry 'x' is not [ms, p10, p90, n]"),
+        (lambda d: d["entries"].update(x="fast"), "entry 'x'"),
+        (lambda d: d["metadata"]["space"]["stages"][0].update(kernels=[2]), "stored space is invalid"),
+        (lambda d: d.update(overhead={"32": {"a": 1}}), "overhead for resolution 32 is malformed"),
+    ],
+)
+def test_malformed_tables(mutate, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    d = json.loads(_synthetic_table(0, 1, 0).to_json())
+    mutate(d)
+    with pytest.raises(TableError) as ei:
+        LatencyTable.from_dict(d, "t.json")
+    assert fragment in str(ei.value)
+
+
+# ---- measuring on this machine (real timings, tiny space) -------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("lat") / "tiny.json"
+    r = hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "10", "--quick",
+              "--threads", "1", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "fit on 10 networks" in r.stdout
+    return out
+
+
+def test_measured_table_contents(tiny_table: Path) -> None:
+    t = LatencyTable.from_json(tiny_table.read_text(), str(tiny_table))
+    assert set(t.entries) == {layer.key() for layer in space_layers(TINY_SPACE, 32)}
+    md = t.metadata
+    for key in ("device_name", "torch", "precision", "batch_size", "channels_last", "timing_method", "date",
+                "hwnas_version", "command", "threads", "measure_seconds"):
+        assert key in md, key
+    assert md["threads"] == 1 and md["command"].startswith("hwnas latency measure")
+    assert len(t.calibration) == 10 and "32" in t.overhead
+    assert all(e["p10"] <= e["ms"] <= e["p90"] for e in t.entries.values())
+
+
+def test_predict_and_validate_cli(tiny_table: Path, tmp_path: Path) -> None:
+    g = calibration_genotypes(TINY_SPACE, 1, 123)[0]
+    r = hwnas("latency", "predict", g.to_string(), "--table", str(tiny_table), "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["latency_ms"] > 0 and d["layers"] == len(list(walk(g, 32))) and d["resolution"] == 32
+    prefix = tmp_path / "report"
+    r = hwnas("latency", "validate", "--table", str(tiny_table), "-n", "12", "--seed", "3", "-o", str(prefix),
+              "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert {"mape", "within_5pct", "spearman", "n", "max_error", "naive_sum"} <= set(rep)
+    assert rep["n"] == 12 and 0 <= rep["within_5pct"] <= 100
+    assert rep["mape"] < 25  # loose: a shared 2-core CI machine is noisy; shipped tables report real figures
+    assert json.loads(prefix.with_suffix(".json").read_text()) == rep
+    assert len(prefix.with_suffix(".csv").read_text().splitlines()) == 13
+    assert prefix.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_keeps_measured_entries(tmp_path: Path) -> None:
+    from hwnas.cli.common import write_text_atomic
+    from hwnas.latency.measure import Setup, build_table, default_timer
+
+    out = tmp_path / "partial.json"
+    r = hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "8", "--quick",
+              "--threads", "1", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    full = LatencyTable.from_json(out.read_text(), str(out))
+    # interrupt a fresh build after 25 layers: what was measured must be on disk
+    fresh = LatencyTable(dict(full.metadata), source=str(out))
+
+    def stop(what: str, done: int, total: int) -> None:
+        if done == 25:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_table(fresh, Setup(threads=1), default_timer(Setup(), quick=True),
+                    calibration_genotypes(TINY_SPACE, 8, full.metadata["calibration_seed"]),
+                    lambda t: write_text_atomic(out, t.to_json()), stop)
+    partial = LatencyTable.from_json(out.read_text(), str(out))
+    assert len(partial.entries) == 25 and not partial.overhead
+    r = hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "8", "--quick",
+              "--threads", "1", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    resumed = LatencyTable.from_json(out.read_text(), str(out))
+    assert set(resumed.entries) == set(full.entries)
+    assert all(resumed.entries[k] == pytest.approx(v, rel=1e-4) for k, v in partial.entries.items())
+    assert "32" in resumed.overhead
+
+
+def test_measure_model_cli() -> None:
+    r = hwnas("latency", "measure-model", "mobilenetv2", "--resolution", "32", "--threads", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["runtimes"]["torch-eager"]["ms"] > 0
+    assert d["runtimes"]["onnxruntime-cpu"]["ms"] > 0
+
+
+# ---- bad input, with real files ----------------------------------------------------------------------
+def test_bad_tables_and_options(tiny_table: Path, tmp_path: Path) -> None:
+    text = tiny_table.read_text()
+    trunc = tmp_path / "trunc.json"
+    trunc.write_text(text[: len(text) // 2])
+    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(trunc)),
+                       "is not valid JSON (corrupt or truncated?)")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": "something-else"}))
+    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(other)), "not an hwnas latency table")
+    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", "no-such-table"),
+                       "latency table not found: no-such-table")
+    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(tiny_table)), "no entry for layer")
+    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(tiny_table), "--resolution", "224"),
+                       "covers resolution(s) 32, not 224")
+    assert_usage_error(hwnas("latency", "validate", "--table", str(tiny_table), "--recipe",
+                             str(ROOT / "search" / "space-mnasnet-b0.toml")), "was measured for space 'tiny'")
+    assert_usage_error(hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--quick",
+                             "--batch-size", "2", "-o", str(tiny_table)), "exists with other settings (batch_size")
+    assert_usage_error(hwnas("latency", "measure", "--device", "tpu"), "invalid choice: 'tpu'")
+    assert_usage_error(hwnas("latency", "measure", "--precision", "fp8"), "comma-separated list of fp32, fp16")
+    assert_usage_error(hwnas("latency", "measure", "--precision", "fp16", "-o", str(tmp_path / "x.json")),
+                       "fp16 timing needs --device cuda")
+    assert_usage_error(hwnas("latency", "measure", "--batch-size", "1,x"), "comma-separated positive integers")
+    assert_usage_error(hwnas("latency", "measure", "--batch-size", "1,8", "-o", str(tmp_path / "x.json")),
+                       "need {precision}/{batch} in -o")
+
+
+def test_cuda_request_without_cuda_is_a_usage_error(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert_usage_error(hwnas("latency", "measure", "--device", "cuda", "-o", str(tmp_path / "x.json")),
+                       "torch sees no CUDA device")
+
+
+# ---- shipped tables -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_tables_are_complete_and_validated(path: Path) -> None:
+    t = LatencyTable.from_json(path.read_text(), str(path))
+    space = t.space
+    for res in t.resolutions:
+        assert str(res) in t.overhead
+        assert {layer.key() for layer in space_layers(space, res, t.num_classes)} <= set(t.entries)
+        assert t.predict(reference("efficientnet-b0"), res) > 0
+    report = json.loads(path.with_name(path.stem + ".validation.json").read_text())
+    assert report["n"] >= 30 and {"mape", "within_5pct", "spearman"} <= set(report)
+    assert path.with_name(path.stem + ".validation.png").is_file()
+
+
+def test_a_cpu_table_ships() -> None:
+    assert any(json.loads(p.read_text())["metadata"]["device"] == "cpu" for p in SHIPPED)
+
+
+# ---- GPU ----------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+def test_cuda_graph_table_on_gpu(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    out = tmp_path / "gpu.json"
+    for precision in ("fp16", "fp32"):
+        r = hwnas("latency", "measure", "--device", "cuda", "--precision", precision, "--recipe", str(TINY),
+                  "--resolution", "32", "--calibration", "10", "--quick", "-o", str(out))
+        assert r.returncode == 0, r.stderr
+        r = hwnas("latency", "validate", "--table", str(out), "-n", "20", "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["mape"] < 10
+        out.unlink()

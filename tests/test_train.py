@@ -1,0 +1,152 @@
+"""Proxy training on real CIFAR-10 images (CPU): contract, determinism, failures, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.data import load_dataset
+from hwnas.genotype import Genotype, parse_genotype
+from hwnas.model import build_model
+from hwnas.train import Budget, DeviceData, Evaluator, Recipe
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "hwnas" / "datasets" / "cifar10-mini.tar.xz"
+TINY = parse_genotype("relu,stem16,ds_r1_k3_s1_c16,ir_r1_k3_s2_e3_c24,ir_r1_k3_s2_e3_c40,head128")
+TINY2 = parse_genotype("swish,stem16,ds_r1_k5_s1_c16_se0.25,ir_r2_k3_s2_e4_c32,head128")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    return load_dataset(EMBEDDED, "cifar10", tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def small(data):  # type: ignore[no-untyped-def]
+    tx, ty, vx, vy = data.split_validation(200)
+    return (tx[:640], ty[:640]), (vx, vy)
+
+
+def make(small, budget: Budget | None = None, **recipe) -> Evaluator:  # type: ignore[no-untyped-def]
+    r = Recipe(batch_size=64, **recipe)
+    return Evaluator(small[0], small[1], 10, budget or Budget(epochs=1), r, "cpu")
+
+
+def test_metrics_contract(small) -> None:  # type: ignore[no-untyped-def]
+    m = make(small).evaluate(TINY, seed=0)
+    assert m.ok and m.failure is None
+    assert 0.0 <= m.val_acc <= 1.0
+    assert m.steps == 10 and m.epochs == 1.0 and m.train_seconds > 0 and m.images_per_s > 0
+    assert m.final_loss is not None and np.isfinite(m.final_loss)
+    assert m.genotype == TINY.to_string() and m.device == "cpu"
+
+
+def test_same_seed_same_result_other_seed_differs(small) -> None:  # type: ignore[no-untyped-def]
+    ev = make(small)
+    a, b, c = ev.evaluate(TINY, 1), ev.evaluate(TINY, 1), ev.evaluate(TINY, 2)
+    assert (a.val_acc, a.final_loss) == (b.val_acc, b.final_loss)
+    assert a.final_loss != c.final_loss
+
+
+def test_training_learns_on_real_images(data) -> None:  # type: ignore[no-untyped-def]
+    tx, ty, vx, vy = data.split_validation(500)
+    ev = Evaluator((tx[:2000], ty[:2000]), (vx, vy), 10, Budget(epochs=3), Recipe(batch_size=64), "cpu")
+    m = ev.evaluate(TINY, 0)
+    assert m.val_acc > 0.25, m  # chance is 0.10
+
+
+def test_non_finite_loss_is_a_failed_candidate_not_an_exception(small) -> None:  # type: ignore[no-untyped-def]
+    ev = make(small, lr=1e12)
+    out = ev.evaluate_many([TINY, TINY2], 0)
+    assert all(m.failure and m.failure.startswith("non-finite loss") for m in out)
+    assert all(m.val_acc is None for m in out)
+    fine = make(small).evaluate(TINY, 0)  # the evaluator keeps working
+    assert fine.ok
+
+
+def test_seconds_budget(small) -> None:  # type: ignore[no-untyped-def]
+    m = make(small, Budget(seconds=1.0)).evaluate(TINY, 0)
+    assert m.ok and m.steps >= 1 and m.train_seconds < 10
+
+
+def test_trained_model_is_handed_over(small) -> None:  # type: ignore[no-untyped-def]
+    got: list[tuple[int, torch.nn.Module]] = []
+    ms = make(small).evaluate_many([TINY, TINY2], 0, on_trained=lambda i, model, m: got.append((i, model)))
+    assert [i for i, _ in got] == [0, 1] and all(m.ok for m in ms)
+    assert not got[0][1].training
+
+
+def test_augmentation_shapes_and_identity(data) -> None:  # type: ignore[no-untyped-def]
+    dev = torch.device("cpu")
+    padded = DeviceData(data.train_x[:32], data.train_y[:32], dev, pad=4)
+    plain = DeviceData(data.train_x[:32], data.train_y[:32], dev, pad=0)
+    g = torch.Generator().manual_seed(0)
+    x = padded.augmented(torch.arange(32), g, flip=True)
+    assert x.shape == (32, 3, 32, 32)
+    assert torch.equal(padded.plain(0, 32), plain.plain(0, 32))
+    assert torch.equal(plain.augmented(torch.arange(32), g, flip=False), plain.plain(0, 32))
+    flipped = torch.allclose(x, padded.plain(0, 32)) is False
+    assert flipped
+
+
+def test_budget_and_recipe_validation() -> None:
+    with pytest.raises(ValueError, match="either epochs or seconds"):
+        Budget()
+    with pytest.raises(ValueError, match="positive"):
+        Budget(epochs=0)
+    with pytest.raises(ValueError, match="invalid recipe"):
+        Recipe(batch_size=0)
+
+
+def hwnas(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hwnas", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_train_cli_checkpoint_round_trip(tmp_path: Path, data) -> None:  # type: ignore[no-untyped-def]
+    ck = tmp_path / "ck.pt"
+    env_cache = ["--cache-dir", str(tmp_path / "cache")]
+    r = hwnas("train", TINY.to_string(), "--epochs", "1", "--batch-size", "64", "--device", "cpu", "-o", str(ck),
+              "--json", *env_cache)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["held_out"] == "test" and 0 <= out["test_acc"] <= 1 and out["checkpoint"] == str(ck)
+    assert "embedded CIFAR-10 subset" in r.stderr
+    c = torch.load(ck, weights_only=True)
+    model = build_model(Genotype.from_dict(c["genotype"]), c["num_classes"], input_size=c["input_size"])
+    model.load_state_dict(c["state_dict"])
+    ev = DeviceData(data.test_x, data.test_y, torch.device("cpu"))
+    with torch.no_grad():
+        correct = int((model.eval()(ev.plain(0, len(ev))).argmax(1) == ev.y).sum())
+    assert correct / len(ev) == out["test_acc"]
+    assert out["test_acc"] > 0.12  # it learned something in one epoch
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["train", "mobilenetv2", "--data-dir", "/no/such/dir"], "data not found: /no/such/dir"),
+        (["train", "mobilenetv2", "--epochs", "-1"], "expected a positive number"),
+        (["train", "mobilenetv2", "--epochs", "1", "--seconds", "3"], "not allowed with argument"),
+        (["train", "nonsense-net"], "unknown architecture"),
+    ],
+)
+def test_train_cli_bad_input(args: list[str], fragment: str) -> None:
+    r = hwnas(*args)
+    assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_and_concurrent_candidates(small) -> None:  # type: ignore[no-untyped-def]
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    ev = Evaluator(small[0], small[1], 10, Budget(epochs=2), Recipe(batch_size=64), "cuda", concurrency=2)
+    ms = ev.evaluate_many([TINY, TINY2, TINY], 0)
+    assert all(m.ok and 0 <= m.val_acc <= 1 for m in ms)
+    assert ms[0].extra["group_size"] == 2 and ms[2].extra["group_size"] == 1
+    solo = Evaluator(small[0], small[1], 10, Budget(epochs=2), Recipe(batch_size=64), "cuda", concurrency=1)
+    assert solo.evaluate(TINY, 0).val_acc == pytest.approx(ms[0].val_acc, abs=0.05)
