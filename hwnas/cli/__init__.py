@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from hwnas import __version__
-from hwnas.cli import arch, latency, train
+from hwnas.cli import arch, latency, search, train
 from hwnas.cli.common import FLOPS_HELP, Parser, UsageError
 from hwnas.data import DataError
 from hwnas.genotype import GenotypeError
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     arch.register(sub)
     latency.register(sub)
     train.register(sub)
+    search.register(sub)
     return p
 
 

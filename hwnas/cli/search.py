@@ -1,0 +1,325 @@
+"""``hwnas search``: the main job."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from hwnas.cli.common import UsageError, load_recipe, non_negative_int, positive_int
+from hwnas.cli.train import EMBEDDED_NOTE, positive_float
+from hwnas.space import SearchSpace, SpaceError
+from hwnas.units import parse_count, parse_ms
+
+REPO_RECIPES = Path(__file__).resolve().parents[2] / "search"
+DEFAULT_RECIPE = "cifar10-400m"
+FLOPS = "FLOPs are multiply-adds (MACs), as in the MnasNet/EfficientNet papers"
+
+
+def recipes_dir() -> Path:
+    try:
+        p = Path(str(resources.files("hwnas.recipes")))
+        if p.is_dir():
+            return p
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return REPO_RECIPES
+
+
+def find_recipe(arg: str | None) -> Path:
+    name = arg or DEFAULT_RECIPE
+    p = Path(name)
+    if p.is_file():
+        return p
+    for cand in (recipes_dir() / name, recipes_dir() / f"{name}.toml"):
+        if cand.is_file():
+            return cand
+    shipped = sorted(x.stem for x in recipes_dir().glob("*.toml"))
+    raise UsageError(f"recipe not found: {name} (shipped: {', '.join(shipped)})")
+
+
+def _get(d: dict[str, Any], section: str, key: str, default: Any = None) -> Any:
+    return (d.get(section) or {}).get(key, default)
+
+
+def settings_from(args: argparse.Namespace) -> dict[str, Any]:
+    """Recipe values overridden by flags: one flat dict of every setting of the run."""
+    recipe_path = find_recipe(args.recipe)
+    r = load_recipe(str(recipe_path))
+    known = {"search", "data", "profile", "space"}
+    unknown = sorted(set(r) - known)
+    if unknown:
+        raise UsageError(f"recipe {recipe_path}: unknown table(s) [{'], ['.join(unknown)}]")
+    device = args.device
+    if device == "auto":
+        from hwnas.cli.train import _has_cuda
+
+        device = "cuda" if _has_cuda() else "cpu"
+    profile = dict(_get(r, "profile", "gpu" if device == "cuda" else "cpu", {}) or {})
+    s: dict[str, Any] = {
+        "recipe": str(recipe_path), "name": _get(r, "search", "name", recipe_path.stem),
+        "strategy": _get(r, "search", "strategy", "nsga2"), "seed": _get(r, "search", "seed", 0),
+        "objectives": list(_get(r, "search", "objectives", ["acc", "flops"])),
+        "reward": _get(r, "search", "reward", "pareto"), "resolution": _get(r, "search", "resolution", 224),
+        "table": _get(r, "search", "table") or None, "device": device,
+        "dataset": _get(r, "data", "dataset", "cifar10"), "data_dir": _get(r, "data", "data_dir") or None,
+        "val_fraction": _get(r, "data", "val_fraction", 0.2),
+        "trials": profile.get("trials", 20), "population": profile.get("population", 10),
+        "epochs": profile.get("epochs", 2.0), "batch_size": profile.get("batch_size", 128),
+        "proxy_width": profile.get("proxy_width", 1.0), "proxy_resolution": profile.get("proxy_resolution"),
+    }
+    budgets: dict[str, float] = {}
+    try:
+        for key, parse in (("flops", parse_count), ("latency", parse_ms), ("params", parse_count)):
+            v = _get(r, "search", f"budget_{key}")
+            if v not in (None, ""):
+                budgets[key] = parse(str(v))
+        cli_budgets = {}
+        for key, parse in (("flops", parse_count), ("latency", parse_ms), ("params", parse_count)):
+            v = getattr(args, f"budget_{key}")
+            if v is not None:
+                cli_budgets[key] = parse(v)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if cli_budgets:
+        budgets = {k: v for k, v in budgets.items() if k in cli_budgets or k == "params"} | cli_budgets
+        if args.objectives is None:  # a budget on the command line: optimise what it bounds
+            s["objectives"] = ["acc", *[k for k in ("latency", "flops", "params") if k in cli_budgets]]
+    s["budgets"] = budgets
+    for flag in ("strategy", "seed", "reward", "trials", "population", "epochs", "batch_size", "table", "data_dir",
+                 "dataset", "resolution"):
+        v = getattr(args, flag, None)
+        if v is not None:
+            s[flag] = v
+    if args.objectives is not None:
+        s["objectives"] = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    s["space"] = r.get("space")
+    return s
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    from hwnas.search.problem import STRATEGIES, Problem, ProblemError
+    from hwnas.search.run import SearchStopped, create_search
+
+    s = settings_from(args)
+    if s["strategy"] not in STRATEGIES:
+        raise UsageError(f"unknown strategy {s['strategy']!r} (choose from {', '.join(STRATEGIES)})")
+    try:
+        space = SearchSpace.from_dict(s["space"]) if s["space"] else SearchSpace.default()
+    except (SpaceError, TypeError) as e:
+        raise UsageError(f"recipe {s['recipe']}: {e}") from None
+    table = None
+    if s["table"]:
+        from hwnas.cli.latency import load_table
+
+        table = load_table(s["table"])
+    data, val_size = _load_search_data(args, s)
+    try:
+        problem = Problem(space, tuple(s["objectives"]), s["reward"], s["budgets"], int(s["resolution"]),
+                          data.num_classes, table)
+    except ProblemError as e:
+        raise UsageError(str(e)) from None
+
+    run_root = Path(args.run_dir)
+    study_name = args.study_name or f"{s['name']}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    storage = args.storage or f"sqlite:///{run_root / (study_name + '.db')}"
+    if storage.startswith("sqlite:///"):
+        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    _check_study(storage, study_name, args.resume)
+    evaluate = _make_evaluate(data, val_size, s)
+    fingerprint = {k: s[k] for k in ("epochs", "batch_size", "proxy_width", "proxy_resolution", "dataset", "device")}
+    fingerprint["data_source"] = data.source
+    try:
+        search = create_search(problem, storage, study_name, s["strategy"], evaluate, seed=int(s["seed"]),
+                               population=int(s["population"]), resume=args.resume, settings=fingerprint)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    recovered = search.recover() if args.resume else []
+    search.seed_population(int(s["trials"]))
+    run_dir = run_root / study_name
+    dashboard = f"optuna-dashboard {storage}"
+    err = sys.stderr
+    print(f"hwnas search: study {study_name} in {storage}\n  strategy {s['strategy']}, {s['trials']} trials, "
+          f"objectives {', '.join(problem.value_names)}, budgets "
+          f"{', '.join(f'{k} <= {_fmt(k, v)}' for k, v in problem.budgets.items()) or 'none'} at "
+          f"{problem.resolution} px ({FLOPS})\n  watch it live: {dashboard}", file=err)
+    if recovered:
+        print(f"  recovered {len(recovered)} interrupted trial(s): {recovered} (re-queued)", file=err)
+    if not s["data_dir"]:
+        print(f"  fidelity: LOW. {EMBEDDED_NOTE}; proxy: {s['epochs']:g} epochs at width x{s['proxy_width']:g}, "
+              f"{s['proxy_resolution'] or data.resolution} px. Full run: hwnas search --budget-flops 400M "
+              f"--data-dir PATH/cifar10 --device cuda", file=err)
+    meta = {"study": study_name, "storage": storage, "strategy": s["strategy"], "settings": _plain(s)}
+    t0 = time.monotonic()
+    status = 0
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from hwnas.search.report import feasible_rows, write_outputs
+
+    best = {"acc": None}
+
+    def on_trial(t: Any) -> None:
+        if t.user_attrs.get("feasible") and t.user_attrs.get("acc") is not None and t.state.name == "COMPLETE":
+            a = float(t.user_attrs["acc"])
+            best["acc"] = a if best["acc"] is None else max(best["acc"], a)
+        bar.update(task, completed=min(search.trained_count(), s["trials"]),
+                   description=f"trials (best acc {best['acc'] if best['acc'] is not None else '-'})")
+
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
+                      TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+            task = bar.add_task("trials", total=s["trials"], completed=min(search.trained_count(), s["trials"]))
+            search.run(int(s["trials"]), on_trial)
+    except KeyboardInterrupt:
+        print(f"\nhwnas: interrupted. Every finished trial is in {storage}; continue with: "
+              f"{_resume_cmd(study_name, storage, args)}", file=err)
+        status = 130
+    except SearchStopped as e:
+        print(f"hwnas: search stopped: {e}", file=err)
+        status = 1
+    except SpaceError as e:
+        print(f"hwnas: search stopped: {e}", file=err)
+        status = 1
+    trials = search.study.get_trials(deepcopy=False)
+    summary = write_outputs(trials, problem, run_dir, {**meta, "seconds": round(time.monotonic() - t0, 1)})
+    _print_front(summary, problem)
+    rows = feasible_rows(trials)
+    print(f"{len(rows)} architectures evaluated, {summary['infeasible']} infeasible (not trained), "
+          f"{summary['failed']} failed; hypervolume {summary['hypervolume']:.4f}; {time.monotonic() - t0:.0f} s\n"
+          f"outputs: {run_dir}/pareto.csv, pareto.json, pareto.png, hypervolume.png\n"
+          f"dashboard: {dashboard}\nresume or extend: {_resume_cmd(study_name, storage, args)}", file=err)
+    return status
+
+
+def _print_front(summary: dict[str, Any], problem: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"Pareto front: {len(summary['pareto'])} of {summary['evaluated']} evaluated")
+    for col in ("trial", "acc", "FLOPs (M)", "params (M)", "latency (ms)", "genotype"):
+        t.add_column(col, justify="left" if col == "genotype" else "right", overflow="fold")
+    for r in summary["pareto"]:
+        lat = f"{r['latency_ms']:.4f}" if r["latency_ms"] is not None else "-"
+        t.add_row(str(r["trial"]), f"{r['acc']:.4f}", f"{r['flops'] / 1e6:.1f}", f"{r['params'] / 1e6:.2f}", lat,
+                  r["genotype"])
+    Console().print(t)
+
+
+def _fmt(k: str, v: float) -> str:
+    return f"{v:.4g} ms" if k == "latency" else f"{v / 1e6:.4g}M"
+
+
+def _plain(s: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in s.items() if k != "space"}
+
+
+def _resume_cmd(study: str, storage: str, args: argparse.Namespace) -> str:
+    argv = [a for a in sys.argv[1:]]
+    for flag in ("--study-name", "--storage", "--resume"):
+        while flag in argv:
+            i = argv.index(flag)
+            del argv[i:i + (1 if flag == "--resume" else 2)]
+    return "hwnas " + " ".join(argv) + f" --study-name {study} --storage {storage} --resume"
+
+
+def _check_study(storage: str, name: str, resume: bool) -> None:
+    import optuna
+
+    try:
+        names = {st.study_name for st in optuna.get_all_study_summaries(storage)}
+    except Exception as e:  # a broken URL or database
+        raise UsageError(f"cannot open storage {storage}: {str(e).splitlines()[0]}") from None
+    if resume and name not in names:
+        raise UsageError(f"no study {name!r} in {storage} to resume")
+    if not resume and name in names:
+        raise UsageError(f"study {name!r} already exists in {storage}: pass --resume to continue it")
+
+
+def _load_search_data(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Any, int]:
+    from hwnas.cli.train import load_data
+
+    ns = argparse.Namespace(data_dir=s["data_dir"], dataset=s["dataset"], cache_dir=args.cache_dir,
+                            image_size=None, download=args.download)
+    data = load_data(ns)
+    n = len(data.train_y)
+    val_size = max(1, min(5000, int(n * float(s["val_fraction"]))))
+    return data, val_size
+
+
+def _make_evaluate(data: Any, val_size: int, s: dict[str, Any]) -> Any:
+    """The search's evaluator: proxy-train the width-scaled candidate on the resized images."""
+    from hwnas.scaling import scale
+    from hwnas.search.run import EvalResult
+    from hwnas.train import Budget, Evaluator, Recipe
+
+    tx, ty, vx, vy = data.split_validation(val_size)
+    res = s["proxy_resolution"]
+    if res and res != data.resolution:
+        tx, vx = _resize(tx, res), _resize(vx, res)
+    try:
+        ev = Evaluator((tx, ty), (vx, vy), data.num_classes, Budget(epochs=float(s["epochs"])),
+                       Recipe(batch_size=int(s["batch_size"])), s["device"])
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    width, seed = float(s["proxy_width"]), int(s["seed"])
+
+    def evaluate(g: Any) -> EvalResult:
+        proxy = scale(g, width=width)
+        m = ev.evaluate(proxy, seed)
+        details = {"train_seconds": round(m.train_seconds, 2), "epochs": m.epochs,
+                   "images_per_s": round(m.images_per_s, 1), "proxy_genotype": proxy.to_string()}
+        return EvalResult(m.val_acc if m.ok else None, m.failure, details)
+
+    return evaluate
+
+
+def _resize(x: Any, res: int) -> Any:
+    """Area-resize uint8 NHWC images (anti-aliased) with torch."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float()
+    out = F.interpolate(t, size=(res, res), mode="area" if res < x.shape[1] else "bilinear")
+    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def register(sub: Any) -> None:
+    from hwnas.search.problem import STRATEGIES
+
+    p = sub.add_parser("search", help="multi-objective hardware-aware search (the main job)",
+                       description="Search the space for the best accuracy/cost trade-offs. " + FLOPS + ".")
+    p.add_argument("--recipe", help=f"recipe file or shipped name (default {DEFAULT_RECIPE})")
+    p.add_argument("--budget-flops", help="FLOPs budget (multiply-adds at --resolution): 400M, 0.4G, 4e8")
+    p.add_argument("--budget-latency", help="latency budget from --table: 1.5ms, 800us")
+    p.add_argument("--budget-params", help="parameter budget: 6M")
+    p.add_argument("--table", help="latency table (file or shipped name) for latency objectives/budgets")
+    p.add_argument("--objectives", help="comma list of acc,latency,flops,params (default: acc + budgeted costs)")
+    p.add_argument("--reward", choices=["pareto", "mnas-soft", "mnas-hard"], default=None)
+    p.add_argument("--strategy", choices=STRATEGIES, default=None)
+    p.add_argument("--trials", type=positive_int, default=None, help="evaluated architectures (default: recipe)")
+    p.add_argument("--population", type=positive_int, default=None)
+    p.add_argument("--seed", type=non_negative_int, default=None)
+    p.add_argument("--epochs", type=positive_float, default=None, help="proxy training epochs per candidate")
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--resolution", type=positive_int, default=None, help="deployment resolution for costs")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--data-dir", default=None, help="training data (default: the embedded CIFAR-10 subset)")
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///RUN_DIR/STUDY.db)")
+    p.add_argument("--study-name")
+    p.add_argument("--resume", action="store_true", help="continue --study-name to its trial budget")
+    p.add_argument("--run-dir", default="search/runs", help="where studies and outputs go (default search/runs)")
+    p.set_defaults(func=cmd_search)

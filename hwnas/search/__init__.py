@@ -1,0 +1,1 @@
+"""The search layer: problem, strategies (Optuna + pymoo + evolution), loop, reports. Never imports torch."""

@@ -1,0 +1,128 @@
+"""The search problem: space + objectives + budgets + reward. Pure Python (no torch).
+
+Objectives: ``acc`` (maximise, from the evaluator), ``latency`` (ms, predicted from a latency table),
+``flops`` (multiply-adds), ``params`` (all minimised; costs are priced at the deployment resolution).
+
+Reward modes:
+
+* ``pareto``: the listed objectives are optimised jointly; every budget is a hard constraint, checked
+  before any training (a candidate over budget is recorded as infeasible and never trained).
+* ``mnas-soft`` / ``mnas-hard``: one objective, the MnasNet/EfficientNet reward
+  ``ACC x (cost/target)^w`` with ``w = alpha`` if cost <= target else ``beta``; soft: alpha = beta =
+  -0.07, hard: alpha = 0, beta = -1. The cost is latency when a latency budget is given, else FLOPs;
+  its budget is the target (a soft constraint). Other budgets stay hard constraints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hwnas.genotype import Genotype
+from hwnas.latency.table import LatencyTable
+from hwnas.space import SearchSpace
+from hwnas.walker import flops, params
+
+OBJECTIVES: dict[str, str] = {"acc": "maximize", "latency": "minimize", "flops": "minimize", "params": "minimize"}
+COSTS: tuple[str, ...] = ("latency", "flops", "params")
+REWARDS: dict[str, tuple[float, float]] = {"mnas-soft": (-0.07, -0.07), "mnas-hard": (0.0, -1.0)}
+STRATEGIES: tuple[str, ...] = ("nsga2", "nsga3", "tpe", "gp", "random", "pymoo-nsga2", "pymoo-agemoea",
+                               "evolution")
+UNITS = {"latency": "ms", "flops": "multiply-adds", "params": "parameters"}
+
+
+class ProblemError(ValueError):
+    """An inconsistent search problem (one line)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    space: SearchSpace
+    objectives: tuple[str, ...] = ("acc", "flops")
+    reward: str = "pareto"
+    budgets: dict[str, float] = field(default_factory=dict)  # cost name -> upper bound
+    resolution: int = 224
+    num_classes: int = 1000
+    table: LatencyTable | None = None
+
+    def __post_init__(self) -> None:
+        bad = [o for o in self.objectives if o not in OBJECTIVES]
+        if bad:
+            raise ProblemError(f"unknown objective(s) {', '.join(bad)} (choose from {', '.join(OBJECTIVES)})")
+        if len(set(self.objectives)) != len(self.objectives) or not self.objectives:
+            raise ProblemError("objectives must be a non-empty list without repeats")
+        if "acc" not in self.objectives:
+            raise ProblemError("objectives must include acc")
+        if self.reward != "pareto" and self.reward not in REWARDS:
+            raise ProblemError(f"unknown reward {self.reward!r} (choose pareto, mnas-soft, mnas-hard)")
+        for k, v in self.budgets.items():
+            if k not in COSTS:
+                raise ProblemError(f"unknown budget {k!r}")
+            if not v > 0:
+                raise ProblemError(f"the {k} budget must be positive, got {v}")
+        needs_table = "latency" in self.objectives or "latency" in self.budgets
+        if needs_table and self.table is None:
+            raise ProblemError("a latency objective or budget needs a latency table (--table)")
+        if self.table is not None and needs_table:
+            self.table.check_space(self.space)
+            self.table.check_resolution(self.resolution)
+        if self.reward != "pareto" and self.reward_cost is None:
+            raise ProblemError(f"reward {self.reward} needs a FLOPs or latency budget as its target")
+
+    # ---- description ----------------------------------------------------------------------------
+    @property
+    def reward_cost(self) -> str | None:
+        if self.reward == "pareto":
+            return None
+        return "latency" if "latency" in self.budgets else ("flops" if "flops" in self.budgets else None)
+
+    @property
+    def hard_budgets(self) -> dict[str, float]:
+        return {k: v for k, v in self.budgets.items() if k != self.reward_cost}
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] if self.reward != "pareto" else [OBJECTIVES[o] for o in self.objectives]
+
+    @property
+    def value_names(self) -> list[str]:
+        return ["reward"] if self.reward != "pareto" else list(self.objectives)
+
+    @property
+    def cost_axes(self) -> list[str]:
+        """Costs shown against accuracy (the first is the main one)."""
+        axes = [o for o in self.objectives if o != "acc"]
+        return axes or [self.reward_cost or "flops"]
+
+    # ---- pricing ------------------------------------------------------------------------------------
+    def costs(self, g: Genotype) -> dict[str, float]:
+        out: dict[str, float] = {"flops": float(flops(g, self.resolution, self.num_classes)),
+                                 "params": float(params(g, self.num_classes))}
+        if self.table is not None:
+            out["latency"] = self.table.predict(g, self.resolution)
+        return out
+
+    def violations(self, costs: dict[str, float]) -> dict[str, float]:
+        """Per hard budget, the relative excess ``cost / budget - 1``: <= 0 is feasible (Optuna's convention)."""
+        return {k: costs[k] / v - 1.0 for k, v in sorted(self.hard_budgets.items())}
+
+    def feasible(self, costs: dict[str, float]) -> bool:
+        return all(v <= 0 for v in self.violations(costs).values())
+
+    def reward_value(self, acc: float, costs: dict[str, float]) -> float:
+        cost = self.reward_cost
+        assert cost is not None
+        alpha, beta = REWARDS[self.reward]
+        ratio = costs[cost] / self.budgets[cost]
+        return acc * ratio ** (alpha if ratio <= 1 else beta)
+
+    def values(self, acc: float, costs: dict[str, float]) -> list[float]:
+        """Objective values in ``directions`` order."""
+        if self.reward != "pareto":
+            return [self.reward_value(acc, costs)]
+        return [acc if o == "acc" else costs[o] for o in self.objectives]
+
+    def describe(self) -> dict[str, Any]:
+        return {"objectives": list(self.objectives), "reward": self.reward, "budgets": dict(self.budgets),
+                "resolution": self.resolution, "num_classes": self.num_classes, "space": self.space.name,
+                "table": self.table.source if self.table else None}

@@ -1,0 +1,231 @@
+"""The search loop over an Optuna study (no torch: accuracy comes from the evaluator callback).
+
+Per trial: the sampler proposes a choice vector -> genotype -> costs (FLOPs, params, predicted latency,
+all analytic) -> over a hard budget: recorded as infeasible without training -> seen before: its
+accuracy is reused (a genotype is never trained twice in a study) -> otherwise trained by the evaluator.
+A failed training (OOM, NaN) is a FAIL trial with its reason; the study goes on. Everything lands in the
+study as user attributes, which optuna-dashboard shows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hwnas.genotype import Genotype
+from hwnas.search.problem import Problem
+from hwnas.search.strategies import VIOLATIONS_ATTR, make_sampler, record_constraints
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass
+class EvalResult:
+    """What the evaluator callback returns: accuracy (None if training failed) and details to store."""
+
+    acc: float | None
+    failure: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+Evaluate = Callable[[Genotype], EvalResult]
+
+
+class SearchStopped(Exception):
+    """The search cannot go on (e.g. the feasible region is too small to sample)."""
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(worker: str) -> bool:
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine: leave it to the heartbeat
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Search:
+    problem: Problem
+    study: optuna.Study
+    evaluate: Evaluate
+    strategy: str
+    seed: int = 0
+    population: int = 20
+
+    # ---- study bookkeeping -----------------------------------------------------------------------
+    def objectives_of(self, t: FrozenTrial) -> tuple[list[float], list[float]] | None:
+        """Minimisation values and constraint values of a finished trial (for ask/tell strategies)."""
+        a = t.user_attrs
+        if "flops" not in a or a.get("interrupted"):
+            return None
+        costs = {k: a[k] for k in ("flops", "params", "latency_ms") if k in a}
+        if "latency_ms" in costs:
+            costs["latency"] = costs.pop("latency_ms")
+        vals = self.problem.values(float(a.get("acc") or 0.0), costs)
+        f = [-v if d == "maximize" else v for v, d in zip(vals, self.problem.directions, strict=True)]
+        return f, list(a.get(VIOLATIONS_ATTR, []))
+
+    def trained_count(self) -> int:
+        """Evaluations spent: trials trained to completion plus genuine failures (not interruptions);
+        infeasible proposals and repeats of a known genotype cost nothing and do not count."""
+        n = 0
+        for t in self.study.get_trials(deepcopy=False):
+            a = t.user_attrs
+            failed = t.state == TrialState.FAIL and a.get("failure") and not a.get("interrupted")
+            n += bool((t.state == TrialState.COMPLETE and a.get("trained")) or failed)
+        return n
+
+    def cache(self) -> dict[str, FrozenTrial]:
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return {t.user_attrs["genotype"]: t for t in done if t.user_attrs.get("trained")}
+
+    def recover(self) -> list[int]:
+        """Fail RUNNING trials whose process is gone (killed) and re-enqueue them and interrupted ones, so
+        no evaluation is lost. Returns the recovered trial numbers. (Optuna's heartbeat only runs inside
+        ``Study.optimize``; this loop uses ask/tell, so a dead worker is recognised by its host and pid.)"""
+        storage = self.study._storage  # BaseStorage's public methods, reached through the study
+        requeued = set(self.study.user_attrs.get("requeued", []))
+        recovered = []
+        for t in self.study.get_trials(deepcopy=False):
+            dead = t.state == TrialState.RUNNING and not _pid_alive(str(t.user_attrs.get("worker", "")))
+            if dead:
+                storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            lost = dead or (t.state == TrialState.FAIL and t.user_attrs.get("interrupted"))
+            if lost and t.params and t.number not in requeued:
+                self.study.enqueue_trial(t.params, skip_if_exists=False)
+                requeued.add(t.number)
+                recovered.append(t.number)
+        if recovered:
+            self.study.set_user_attr("requeued", sorted(requeued))
+        return recovered
+
+    def seed_population(self, n_trials: int | None = None) -> int:
+        """For Optuna's evolutionary/model samplers on a fresh study: enqueue feasible random first
+        trials, so a tight budget does not waste the first generation on infeasible proposals."""
+        if self.strategy not in ("nsga2", "nsga3", "tpe", "gp") or self.study.get_trials(deepcopy=False):
+            return 0
+        n = self.population if self.strategy.startswith("nsga") else min(10, self.population)
+        n = min(n, n_trials or n)
+        rng = np.random.default_rng(self.seed)
+        sp = self.problem.space
+        for _ in range(n):
+            x = sp.sample_where(rng, lambda g: self.problem.feasible(self.problem.costs(g)))
+            self.study.enqueue_trial(sp.to_choices(x))
+        return n
+
+    # ---- the loop -------------------------------------------------------------------------------------
+    def run(self, n_trials: int, on_trial: Callable[[FrozenTrial], None] | None = None,
+            max_proposals: int | None = None) -> None:
+        """Run until ``n_trials`` evaluations are in the study (previous runs count), within
+        ``max_proposals`` proposals (default 50 x n_trials; infeasible and repeated ones cost no training)."""
+        limit = max_proposals or 50 * n_trials
+        proposals = 0
+        while self.trained_count() < n_trials:
+            if proposals >= limit:
+                raise SearchStopped(f"{proposals} proposals gave only {self.trained_count()} feasible, new "
+                                    f"architectures: the budget is too tight for the space, or the space too small")
+            proposals += 1
+            self.step(on_trial)
+
+    def step(self, on_trial: Callable[[FrozenTrial], None] | None = None) -> None:
+        p, sp = self.problem, self.problem.space
+        trial = self.study.ask()
+        trial.set_user_attr("worker", _worker_id())
+        choices = {name: trial.suggest_categorical(name, list(opts)) for name, opts in sp.dims}
+        g = sp.decode(sp.from_choices(choices))
+        costs = p.costs(g)
+        violations = p.violations(costs)
+        attrs: dict[str, Any] = {"genotype": g.to_string(), "flops": costs["flops"], "params": costs["params"],
+                                 "feasible": p.feasible(costs)}
+        if "latency" in costs:
+            attrs["latency_ms"] = costs["latency"]
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        record_constraints(trial, violations)
+        if not attrs["feasible"]:
+            trial.set_user_attr("trained", False)
+            trial.set_user_attr("acc", 0.0)
+            self.study.tell(trial, p.values(0.0, costs))
+        else:
+            cached = self.cache().get(g.to_string())
+            if cached is not None:
+                acc = float(cached.user_attrs["acc"])
+                trial.set_user_attr("cached_from", cached.number)
+                trial.set_user_attr("acc", acc)
+                trial.set_user_attr("trained", False)
+                self.study.tell(trial, p.values(acc, costs))
+            else:
+                try:
+                    res = self.evaluate(g)
+                except KeyboardInterrupt:
+                    trial.set_user_attr("interrupted", True)
+                    self.study.tell(trial, state=TrialState.FAIL)
+                    raise
+                for k, v in res.details.items():
+                    trial.set_user_attr(k, v)
+                if res.acc is None:
+                    trial.set_user_attr("failure", res.failure or "unknown failure")
+                    trial.set_user_attr("acc", 0.0)
+                    self.study.tell(trial, state=TrialState.FAIL)
+                else:
+                    trial.set_user_attr("acc", res.acc)
+                    trial.set_user_attr("trained", True)
+                    self.study.tell(trial, p.values(res.acc, costs))
+        if on_trial is not None:
+            on_trial(self.study._storage.get_trial(trial._trial_id))
+
+
+def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage | None, study_name: str,
+                  strategy: str, evaluate: Evaluate, seed: int = 0, population: int = 20, resume: bool = False,
+                  settings: dict[str, Any] | None = None) -> Search:
+    """Create (or, with ``resume``, load) the study and wire the strategy's sampler."""
+    fingerprint = {"problem": problem.describe(), "strategy": strategy, "seed": seed, "population": population,
+                   **(settings or {})}
+    holder: dict[str, Search] = {}
+
+    def objectives(t: FrozenTrial) -> tuple[list[float], list[float]] | None:
+        return holder["s"].objectives_of(t)
+
+    def feasible(x: np.ndarray) -> bool:
+        return problem.feasible(problem.costs(problem.space.decode(x)))
+
+    sampler = make_sampler(strategy, problem.space, seed, len(problem.directions), len(problem.hard_budgets),
+                           feasible, objectives, population)
+    if isinstance(storage, str) and storage.startswith("sqlite"):
+        storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 30}})
+    study = optuna.create_study(storage=storage, study_name=study_name, directions=problem.directions,
+                                sampler=sampler, load_if_exists=resume)
+    existing = study.user_attrs.get("hwnas")
+    if existing is None:
+        study.set_user_attr("hwnas", fingerprint)
+        study.set_metric_names(problem.value_names)
+    elif existing != _jsonable(fingerprint):
+        diff = sorted(k for k in set(existing) | set(fingerprint) if existing.get(k) != _jsonable(fingerprint).get(k))
+        raise ValueError(f"study {study_name!r} was run with other settings ({', '.join(diff)}); "
+                         f"use the same settings to resume, or another --study-name")
+    s = Search(problem, study, evaluate, strategy, seed, population)
+    holder["s"] = s
+    return s
+
+
+def _jsonable(x: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(x))

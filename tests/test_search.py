@@ -1,0 +1,206 @@
+"""Search: a contract suite over every strategy (cheap deterministic objective), problem/reward maths,
+units, and reports. The CLI end to end on real images is in test_search_cli.py."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from hwnas.genotype import Genotype
+from hwnas.references import reference
+from hwnas.search.problem import STRATEGIES, Problem, ProblemError
+from hwnas.search.report import feasible_rows, hypervolume, pareto_front, write_outputs
+from hwnas.search.run import EvalResult, SearchStopped, create_search
+from hwnas.space import SearchSpace
+from hwnas.units import parse_count, parse_ms
+from hwnas.walker import flops, params
+
+SPACE = SearchSpace.default()
+BUDGET = 250e6
+
+
+class CheapObjective:
+    """Deterministic stand-in for training (contract tests only): bigger networks score higher, with a
+    genotype-dependent wiggle. Counts calls so tests can check what was (not) trained."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, g: Genotype) -> EvalResult:
+        self.calls.append(g.to_string())
+        f = flops(g, 224)
+        wiggle = (sum(map(ord, g.to_string())) % 97) / 2000
+        return EvalResult(1 - math.exp(-f / 1.5e8) * 0.8 - wiggle, details={"train_seconds": 0.0})
+
+
+def problem(**kw) -> Problem:  # type: ignore[no-untyped-def]
+    return Problem(SPACE, budgets={"flops": BUDGET}, **kw)
+
+
+def run(strategy: str, n: int, seed: int = 0, storage=None, name: str = "s", resume: bool = False,  # type: ignore[no-untyped-def]
+        obj: CheapObjective | None = None, prob: Problem | None = None):
+    obj = obj or CheapObjective()
+    s = create_search(prob or problem(), storage, name, strategy, obj, seed=seed, population=4, resume=resume)
+    if resume:
+        s.recover()
+    s.seed_population()
+    s.run(n)
+    return s, obj
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_contract_seeded_constrained_no_repeats(strategy: str) -> None:
+    s1, obj1 = run(strategy, 10, seed=3)
+    s2, _ = run(strategy, 10, seed=3)
+    g1 = [t.user_attrs["genotype"] for t in s1.study.trials]
+    g2 = [t.user_attrs["genotype"] for t in s2.study.trials]
+    assert g1 == g2, "same seed, same evaluator -> same trials"
+    assert s1.trained_count() == 10 == len(obj1.calls)
+    assert len(set(obj1.calls)) == len(obj1.calls), "a genotype is never trained twice"
+    assert all(flops(Genotype.from_string(c), 224) <= BUDGET for c in obj1.calls), "infeasible never trained"
+    for t in s1.study.trials:
+        feasible = t.user_attrs["flops"] <= BUDGET
+        assert t.user_attrs["feasible"] == feasible
+        assert all(v <= 0 for v in t.constraints.values()) == feasible if t.constraints else True
+    rows = feasible_rows(s1.study.trials)
+    assert rows and all(r.flops <= BUDGET for r in pareto_front(rows, s1.problem))
+    s3, _ = run(strategy, 10, seed=4)
+    assert [t.user_attrs["genotype"] for t in s3.study.trials] != g1, "another seed explores differently"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_contract_resume_loses_nothing(strategy: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    first, obj = run(strategy, 5, storage=url, name="r")
+    before = {t.number: (t.user_attrs["genotype"], t.values) for t in first.study.trials}
+    again, obj2 = run(strategy, 9, storage=url, name="r", resume=True)
+    after = {t.number: (t.user_attrs["genotype"], t.values) for t in again.study.trials}
+    assert all(after[k] == v for k, v in before.items()), "finished trials are kept as they were"
+    assert again.trained_count() == 9 and len(obj2.calls) == 4
+    assert not set(obj2.calls) & set(obj.calls)
+
+
+def test_replayed_strategies_resume_exactly(tmp_path: Path) -> None:
+    """Ask/tell strategies rebuild their state by replay: resumed == uninterrupted."""
+    for strategy in ("evolution", "pymoo-nsga2", "random"):
+        whole, _ = run(strategy, 10, seed=5)
+        url = f"sqlite:///{tmp_path / (strategy + '.db')}"
+        run(strategy, 6, seed=5, storage=url, name="x")
+        resumed, _ = run(strategy, 10, seed=5, storage=url, name="x", resume=True)
+        assert [t.user_attrs["genotype"] for t in resumed.study.trials] == \
+               [t.user_attrs["genotype"] for t in whole.study.trials], strategy
+
+
+def test_killed_trial_is_recovered(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    s, _ = run("evolution", 3, storage=url, name="k")
+    t = s.study.ask()  # a trial left RUNNING by a process that no longer exists
+    t.set_user_attr("worker", "nonexistent-host-xyz:1")
+    for name, opts in SPACE.dims:
+        t.suggest_categorical(name, list(opts))
+    dead = s.study.ask()
+    dead.set_user_attr("worker", f"{__import__('socket').gethostname()}:999999")
+    for name, opts in SPACE.dims:
+        dead.suggest_categorical(name, list(opts))
+    again = create_search(problem(), url, "k", "evolution", CheapObjective(), population=4, resume=True)
+    assert again.recover() == [dead.number]  # the other host's trial is left to its owner
+    states = {tr.number: tr.state for tr in again.study.trials}
+    assert states[dead.number] == TrialState.FAIL and states[t.number] == TrialState.RUNNING
+    waiting = [tr for tr in again.study.trials if tr.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == dead.params
+
+
+def test_settings_mismatch_on_resume(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    run("random", 2, storage=url, name="m")
+    with pytest.raises(ValueError, match="was run with other settings"):
+        create_search(problem(), url, "m", "tpe", CheapObjective(), resume=True)
+
+
+def test_tight_budget_is_bounded() -> None:
+    tight = Problem(SPACE, budgets={"flops": 5e6})  # smaller than any network of the space
+    with pytest.raises(Exception, match=r"no feasible architecture|budget is too tight"):
+        run("evolution", 3, prob=tight)
+    with pytest.raises(SearchStopped, match="proposals gave only 0"):
+        s = create_search(tight, None, "t", "nsga2", CheapObjective(), population=4)
+        s.run(2, max_proposals=30)
+
+
+def test_failed_training_is_a_failed_trial_not_a_dead_study() -> None:
+    calls = []
+
+    def flaky(g: Genotype) -> EvalResult:
+        calls.append(g)
+        return EvalResult(None, "cuda out of memory") if len(calls) % 3 == 0 else EvalResult(0.5)
+
+    s = create_search(problem(), None, "f", "random", flaky, population=4)
+    s.run(6)
+    failed = [t for t in s.study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 2 and all(t.user_attrs["failure"] == "cuda out of memory" for t in failed)
+
+
+# ---- problem, rewards, units ------------------------------------------------------------------------
+def test_mnas_rewards() -> None:
+    soft = Problem(SPACE, reward="mnas-soft", budgets={"flops": 400e6})
+    hard = Problem(SPACE, reward="mnas-hard", budgets={"flops": 400e6})
+    assert soft.directions == ["maximize"] and soft.hard_budgets == {}
+    assert soft.reward_value(0.8, {"flops": 400e6}) == pytest.approx(0.8)
+    assert soft.reward_value(0.8, {"flops": 200e6}) == pytest.approx(0.8 * 0.5 ** -0.07)
+    assert soft.reward_value(0.8, {"flops": 800e6}) == pytest.approx(0.8 * 2 ** -0.07)
+    assert hard.reward_value(0.8, {"flops": 200e6}) == pytest.approx(0.8)
+    assert hard.reward_value(0.8, {"flops": 800e6}) == pytest.approx(0.4)
+    with_params = Problem(SPACE, reward="mnas-soft", budgets={"flops": 400e6, "params": 5e6})
+    assert with_params.hard_budgets == {"params": 5e6}
+
+
+@pytest.mark.parametrize(
+    ("kw", "fragment"),
+    [
+        ({"objectives": ("acc", "speed")}, "unknown objective(s) speed"),
+        ({"objectives": ("flops",)}, "must include acc"),
+        ({"reward": "mnas-soft"}, "needs a FLOPs or latency budget"),
+        ({"budgets": {"latency": 1.0}}, "needs a latency table"),
+        ({"reward": "magic"}, "unknown reward"),
+        ({"budgets": {"flops": -1.0}}, "must be positive"),
+    ],
+)
+def test_problem_errors(kw: dict, fragment: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ProblemError) as ei:
+        Problem(SPACE, **kw)
+    assert fragment in str(ei.value)
+
+
+def test_units() -> None:
+    assert parse_count("400M") == parse_count("0.4G") == parse_count("4e8") == 4e8
+    assert parse_count("6m") == 6e6 and parse_count("1500k") == 1.5e6 and parse_count("123") == 123
+    assert parse_ms("1.5ms") == 1.5 and parse_ms("800us") == pytest.approx(0.8) and parse_ms("0.002s") == 2.0
+    for bad in ("", "4x", "-1M", "M", "0"):
+        with pytest.raises(ValueError):
+            parse_count(bad)
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_ms("fast")
+
+
+def test_reports(tmp_path: Path) -> None:
+    s, _ = run("nsga2", 12, seed=1)
+    summary = write_outputs(s.study.trials, s.problem, tmp_path, {"study": "t", "strategy": "nsga2"})
+    front = summary["pareto"]
+    assert front and all(r["flops"] <= BUDGET for r in front)
+    accs = [r["acc"] for r in front]
+    assert accs == sorted(accs), "sorted by cost, accuracy rises along the front"
+    assert 0 < summary["hypervolume"] <= 1
+    rows = feasible_rows(s.study.trials)
+    assert hypervolume(rows, s.problem) == pytest.approx(summary["hypervolume"])
+    assert hypervolume(rows[:3], s.problem) <= summary["hypervolume"] + 1e-12
+    for f in ("pareto.csv", "pareto.json", "pareto.png", "hypervolume.png"):
+        assert (tmp_path / f).stat().st_size > 0
+    header = (tmp_path / "pareto.csv").read_text().splitlines()[0]
+    assert header.startswith("trial,genotype,acc,flops,params,latency_ms")
+
+
+def test_references_fit_the_default_budget() -> None:
+    for name in ("efficientnet-b0", "mnasnet-a1", "mobilenetv2"):
+        assert flops(reference(name), 224) <= 400e6 and params(reference(name), 10) > 0

@@ -1,0 +1,181 @@
+"""`hwnas search` end to end on real images (the embedded CIFAR-10 subset): outputs, resume after kill -9,
+the latency recipe, bad input, and optuna-dashboard serving a real study over loopback."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hwnas.genotype import parse_genotype
+from hwnas.walker import flops
+
+FAST = ["--epochs", "0.3", "--device", "cpu"]
+
+
+def hwnas(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hwnas", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, subprocess.CompletedProcess[str]]:
+    root = tmp_path_factory.mktemp("search")
+    r = hwnas("search", "--budget-flops", "400M", "--trials", "4", *FAST, "--run-dir", str(root),
+              "--study-name", "e2e", "--cache-dir", str(root / "cache"))
+    return root, f"sqlite:///{root / 'e2e.db'}", r
+
+
+def test_search_end_to_end(study) -> None:  # type: ignore[no-untyped-def]
+    root, url, r = study
+    assert r.returncode == 0, r.stderr
+    assert f"optuna-dashboard {url}" in r.stderr and "fidelity: LOW" in r.stderr
+    assert "Pareto front" in r.stdout
+    rows = list(csv.DictReader((root / "e2e" / "pareto.csv").open()))
+    assert rows
+    for row in rows:
+        assert flops(parse_genotype(row["genotype"]), 224, num_classes=10) == int(row["flops"]) <= 400e6
+        assert 0 <= float(row["acc"]) <= 1
+    summary = json.loads((root / "e2e" / "pareto.json").read_text())
+    assert summary["evaluated"] == 4 and summary["pareto"][0]["genotype"] == rows[0]["genotype"]
+    for png in ("pareto.png", "hypervolume.png"):
+        assert (root / "e2e" / png).read_bytes()[:4] == b"\x89PNG"
+    s = optuna.load_study(study_name="e2e", storage=url)
+    trained = [t for t in s.trials if t.user_attrs.get("trained")]
+    assert len(trained) == 4
+    for t in trained:
+        for key in ("genotype", "flops", "params", "acc", "train_seconds", "proxy_genotype"):
+            assert key in t.user_attrs, key
+
+
+def test_existing_study_needs_resume_and_resume_extends(study) -> None:  # type: ignore[no-untyped-def]
+    root, url, _ = study
+    r = hwnas("search", "--budget-flops", "400M", "--trials", "4", *FAST, "--run-dir", str(root),
+              "--study-name", "e2e")
+    assert r.returncode == 2 and "already exists" in r.stderr and "--resume" in r.stderr
+    before = {t.number: t.values for t in optuna.load_study(study_name="e2e", storage=url).trials
+              if t.state == TrialState.COMPLETE}
+    r = hwnas("search", "--budget-flops", "400M", "--trials", "5", *FAST, "--run-dir", str(root),
+              "--study-name", "e2e", "--resume", "--cache-dir", str(root / "cache"))
+    assert r.returncode == 0, r.stderr
+    s = optuna.load_study(study_name="e2e", storage=url)
+    assert sum(bool(t.user_attrs.get("trained")) for t in s.trials) == 5
+    assert all(s.trials[n].values == v for n, v in before.items())
+
+
+def test_kill_9_then_resume_loses_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    args = ["search", "--budget-flops", "400M", "--trials", "6", *FAST, "--run-dir", str(tmp_path),
+            "--study-name", "k", "--strategy", "evolution", "--cache-dir", str(tmp_path / "cache")]
+    proc = subprocess.Popen([sys.executable, "-m", "hwnas", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    done: list[optuna.trial.FrozenTrial] = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(done) < 2:
+        time.sleep(0.5)
+        try:
+            s = optuna.load_study(study_name="k", storage=url)
+        except Exception:  # not created yet
+            continue
+        done = [t for t in s.trials if t.user_attrs.get("trained")]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(done) >= 2, "the search did not get going"
+    kept = {t.number: (t.user_attrs["genotype"], t.values) for t in
+            optuna.load_study(study_name="k", storage=url).trials if t.state == TrialState.COMPLETE}
+    r = hwnas(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    s = optuna.load_study(study_name="k", storage=url)
+    assert sum(bool(t.user_attrs.get("trained")) for t in s.trials) == 6
+    assert all((s.trials[n].user_attrs["genotype"], s.trials[n].values) == v for n, v in kept.items())
+    assert not [t for t in s.trials if t.state == TrialState.RUNNING]
+
+
+def test_latency_recipe_with_the_cpu_table(tmp_path: Path) -> None:
+    r = hwnas("search", "--recipe", "cifar10-cpu-latency", "--trials", "3", *FAST, "--run-dir", str(tmp_path),
+              "--study-name", "lat", "--cache-dir", str(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "lat" / "pareto.json").read_text())
+    budget = summary["problem"]["budgets"]["latency"]
+    assert summary["pareto"] and all(row["latency_ms"] <= budget for row in summary["pareto"])
+    assert summary["problem"]["objectives"] == ["acc", "latency"]
+
+
+def test_mnas_reward_run(tmp_path: Path) -> None:
+    r = hwnas("search", "--budget-flops", "300M", "--reward", "mnas-soft", "--strategy", "tpe", "--trials", "3",
+              *FAST, "--run-dir", str(tmp_path), "--study-name", "m", "--cache-dir", str(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr
+    s = optuna.load_study(study_name="m", storage=f"sqlite:///{tmp_path / 'm.db'}")
+    for t in s.trials:
+        if t.user_attrs.get("trained"):
+            ratio = t.user_attrs["flops"] / 300e6
+            w = -0.07
+            assert t.values[0] == pytest.approx(t.user_attrs["acc"] * ratio ** w)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--budget-flops", "lots"], "not a count: 'lots'"),
+        (["--budget-latency", "fast"], "not a duration"),
+        (["--budget-latency", "2ms"], "needs a latency table"),
+        (["--strategy", "magic"], "invalid choice: 'magic'"),
+        (["--objectives", "acc,speed"], "unknown objective(s) speed"),
+        (["--recipe", "nope"], "recipe not found: nope"),
+        (["--study-name", "ghost", "--resume"], "no study 'ghost'"),
+        (["--data-dir", "/no/data/here"], "data not found"),
+        (["--table", "missing-table", "--budget-latency", "2ms"], "latency table not found"),
+    ],
+)
+def test_bad_input(args: list[str], fragment: str, tmp_path: Path) -> None:
+    r = hwnas("search", *args, "--run-dir", str(tmp_path), "--trials", "1", "--device", "cpu")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert lines and fragment in lines[-1] and "Traceback" not in r.stderr, r.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_optuna_dashboard_serves_the_study(study) -> None:  # type: ignore[no-untyped-def]
+    exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).with_name("optuna-dashboard"))
+    if not Path(exe).exists():
+        pytest.skip("optuna-dashboard is not installed (pip install 'hwnas[dashboard]')")
+    _, url, _ = study
+    port = _free_port()
+    server = subprocess.Popen([exe, url, "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        body = None
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as resp:
+                    body = json.loads(resp.read())
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert body is not None, "dashboard did not answer"
+        studies = {st["study_name"]: st["study_id"] for st in body["study_summaries"]}
+        assert "e2e" in studies
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies['e2e']}", timeout=5) as resp:
+            detail = json.loads(resp.read())
+        attrs = [{a["key"] for a in t["user_attrs"]} for t in detail["trials"]]
+        assert any({"genotype", "flops", "acc"} <= a for a in attrs)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
