@@ -106,10 +106,17 @@ def _init_weights(model: nn.Module) -> None:
 
 
 def build_model(genotype: Genotype, num_classes: int = 1000, *, input_size: int = 224, dropout: float = 0.2,
-                drop_path: float = 0.0) -> Network:
+                drop_path: float = 0.0, zero_init_last: bool = False) -> Network:
     """Build the network. ``input_size`` only selects the small-input stem stride
     (``hwnas.walker.stem_stride_for``); the network itself accepts any input size.
-    ``drop_path`` is the stochastic-depth rate of the last block (linear ramp from 0, as torchvision)."""
+    ``drop_path`` is the stochastic-depth rate of the last block (linear ramp from 0, as torchvision).
+    ``zero_init_last`` zeroes the last BN scale of every residual block, so each starts as the identity
+    (timm's ``zero_init_last``; it steadies short trainings of deep candidates)."""
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    return Network(genotype, num_classes, input_size, dropout, drop_path)
+    net = Network(genotype, num_classes, input_size, dropout, drop_path)
+    if zero_init_last:
+        for block in net.blocks:
+            if block.residual:
+                nn.init.zeros_(block.body[-1][1].weight)
+    return net

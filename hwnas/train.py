@@ -48,6 +48,7 @@ class Recipe:
     flip: bool = True
     dropout: float = 0.0
     drop_path: float = 0.0
+    zero_init_residual: bool = True  # residual blocks start as the identity (last BN scale 0)
     eval_batch_size: int = 1024
 
     def __post_init__(self) -> None:
@@ -178,7 +179,7 @@ class _Candidate:
                  recipe: Recipe, seed: int, graph: bool) -> None:
         torch.manual_seed(seed)  # init on the CPU generator: the same weights on every device
         model = build_model(genotype, num_classes, input_size=resolution, dropout=recipe.dropout,
-                            drop_path=recipe.drop_path)
+                            drop_path=recipe.drop_path, zero_init_last=recipe.zero_init_residual)
         self.channels_last = device.type == "cuda"
         self.model = model.to(device, memory_format=torch.channels_last if self.channels_last else
                               torch.contiguous_format)

@@ -6,6 +6,8 @@ Bad input of any kind ends with one line ``hwnas: error: ...`` on stderr and exi
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -30,8 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (e.g. `timeout`, a job scheduler) saves work like Ctrl-C does
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with contextlib.suppress(ValueError):  # not in the main thread (embedded use): keep the default
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args))
     except (UsageError, GenotypeError, SpaceError, TableError, DataError) as e:

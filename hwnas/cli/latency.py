@@ -9,7 +9,6 @@ import json
 import shlex
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from hwnas.cli.common import (
     load_space,
     non_negative_int,
     positive_int,
+    shipped_dir,
     write_text_atomic,
 )
 from hwnas.latency.table import (
@@ -32,22 +32,13 @@ from hwnas.latency.table import (
     space_fingerprint,
 )
 
-REPO_TABLES = Path(__file__).resolve().parents[2] / "latency_tables"
 DEFAULT_OUT = "latency_tables/{device}-{precision}-bs{batch}-r{resolutions}.json"
 SETTINGS_CHECKED = ("device", "precision", "batch_size", "resolutions", "num_classes", "space_fingerprint",
                     "channels_last", "threads", "timing")
 
 
 def shipped_tables_dir() -> Path:
-    """Tables shipped as package data (``hwnas/latency_tables`` when installed; the repo's folder when run
-    from a source checkout)."""
-    try:
-        p = Path(str(resources.files("hwnas.latency_tables")))
-        if p.is_dir():
-            return p
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return REPO_TABLES
+    return shipped_dir("hwnas.latency_tables", "latency_tables")
 
 
 def find_table(arg: str) -> Path:

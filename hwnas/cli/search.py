@@ -6,28 +6,27 @@ import argparse
 import datetime
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hwnas.cli.common import UsageError, load_recipe, non_negative_int, positive_int
-from hwnas.cli.train import EMBEDDED_NOTE, positive_float
+from hwnas.cli.common import (
+    FLOPS_HELP,
+    UsageError,
+    load_recipe,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    shipped_dir,
+)
+from hwnas.cli.train import EMBEDDED_NOTE
 from hwnas.space import SearchSpace, SpaceError
 from hwnas.units import parse_count, parse_ms
 
-REPO_RECIPES = Path(__file__).resolve().parents[2] / "search"
 DEFAULT_RECIPE = "cifar10-400m"
-FLOPS = "FLOPs are multiply-adds (MACs), as in the MnasNet/EfficientNet papers"
 
 
 def recipes_dir() -> Path:
-    try:
-        p = Path(str(resources.files("hwnas.recipes")))
-        if p.is_dir():
-            return p
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return REPO_RECIPES
+    return shipped_dir("hwnas.recipes", "search")
 
 
 def find_recipe(arg: str | None) -> Path:
@@ -70,6 +69,7 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
         "val_fraction": _get(r, "data", "val_fraction", 0.2),
         "trials": profile.get("trials", 20), "population": profile.get("population", 10),
         "epochs": profile.get("epochs", 2.0), "batch_size": profile.get("batch_size", 128),
+        "lr": profile.get("lr", 0.2),
         "proxy_width": profile.get("proxy_width", 1.0), "proxy_resolution": profile.get("proxy_resolution"),
     }
     budgets: dict[str, float] = {}
@@ -90,8 +90,8 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
         if args.objectives is None:  # a budget on the command line: optimise what it bounds
             s["objectives"] = ["acc", *[k for k in ("latency", "flops", "params") if k in cli_budgets]]
     s["budgets"] = budgets
-    for flag in ("strategy", "seed", "reward", "trials", "population", "epochs", "batch_size", "table", "data_dir",
-                 "dataset", "resolution"):
+    for flag in ("strategy", "seed", "reward", "trials", "population", "epochs", "batch_size", "lr", "table",
+                 "data_dir", "dataset", "resolution"):
         v = getattr(args, flag, None)
         if v is not None:
             s[flag] = v
@@ -136,7 +136,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     _check_study(storage, study_name, args.resume)
     evaluate = _make_evaluate(data, val_size, s)
-    fingerprint = {k: s[k] for k in ("epochs", "batch_size", "proxy_width", "proxy_resolution", "dataset", "device")}
+    fingerprint = {k: s[k] for k in ("epochs", "batch_size", "lr", "proxy_width", "proxy_resolution", "dataset",
+                                     "device")}
     fingerprint["data_source"] = data.source
     try:
         search = create_search(problem, storage, study_name, s["strategy"], evaluate, seed=int(s["seed"]),
@@ -151,7 +152,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"hwnas search: study {study_name} in {storage}\n  strategy {s['strategy']}, {s['trials']} trials, "
           f"objectives {', '.join(problem.value_names)}, budgets "
           f"{', '.join(f'{k} <= {_fmt(k, v)}' for k, v in problem.budgets.items()) or 'none'} at "
-          f"{problem.resolution} px ({FLOPS})\n  watch it live: {dashboard}", file=err)
+          f"{problem.resolution} px ({FLOPS_HELP})\n  watch it live: {dashboard}", file=err)
     if recovered:
         print(f"  recovered {len(recovered)} interrupted trial(s): {recovered} (re-queued)", file=err)
     if not s["data_dir"]:
@@ -268,7 +269,7 @@ def _make_evaluate(data: Any, val_size: int, s: dict[str, Any]) -> Any:
         tx, vx = _resize(tx, res), _resize(vx, res)
     try:
         ev = Evaluator((tx, ty), (vx, vy), data.num_classes, Budget(epochs=float(s["epochs"])),
-                       Recipe(batch_size=int(s["batch_size"])), s["device"])
+                       Recipe(batch_size=int(s["batch_size"]), lr=float(s["lr"])), s["device"])
     except ValueError as e:
         raise UsageError(str(e)) from None
     width, seed = float(s["proxy_width"]), int(s["seed"])
@@ -298,7 +299,7 @@ def register(sub: Any) -> None:
     from hwnas.search.problem import STRATEGIES
 
     p = sub.add_parser("search", help="multi-objective hardware-aware search (the main job)",
-                       description="Search the space for the best accuracy/cost trade-offs. " + FLOPS + ".")
+                       description="Search the space for the best accuracy/cost trade-offs. " + FLOPS_HELP + ".")
     p.add_argument("--recipe", help=f"recipe file or shipped name (default {DEFAULT_RECIPE})")
     p.add_argument("--budget-flops", help="FLOPs budget (multiply-adds at --resolution): 400M, 0.4G, 4e8")
     p.add_argument("--budget-latency", help="latency budget from --table: 1.5ms, 800us")
@@ -312,6 +313,7 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=non_negative_int, default=None)
     p.add_argument("--epochs", type=positive_float, default=None, help="proxy training epochs per candidate")
     p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate per 512 images")
     p.add_argument("--resolution", type=positive_int, default=None, help="deployment resolution for costs")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--dataset", default=None)

@@ -9,22 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hwnas.cli.common import Parser, UsageError, load_arch, non_negative_int, positive_int
+from hwnas.cli.common import Parser, UsageError, load_arch, non_negative_int, positive_float, positive_int
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "datasets" / "cifar10-mini.tar.xz"
 EMBEDDED_NOTE = ("the embedded CIFAR-10 subset (5,000 train / 1,000 test real images, low fidelity); "
                  "pass --data-dir with the full data (an ImageFolder folder or archive, or a torchvision "
                  "CIFAR-10 folder; --download on a connected machine) for real figures")
-
-
-def positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
 
 
 def cache_root(arg: str | None) -> Path:

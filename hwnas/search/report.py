@@ -176,7 +176,7 @@ def _plot_front(trials: list[FrozenTrial], rows: list[Row], front: list[Row], pr
     ax.set(xlabel=_label(cost) + f" at {problem.resolution} px", ylabel="proxy accuracy (validation)",
            title=f"{meta.get('study', '')}: {meta.get('strategy', '')}, {len(rows)} evaluated")
     ax.title.set_fontsize(9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
