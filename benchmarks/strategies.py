@@ -108,9 +108,12 @@ def run(a: argparse.Namespace) -> None:
 
     space = SearchSpace.default()
     problem = Problem(space, ("acc", "flops"), "pareto", {"flops": 400e6}, 224, 10)
-    results: dict[str, list[float]] = {}
-    curves: dict[str, list[list[float]]] = {}
-    seconds: dict[str, float] = {}
+    out = RESULTS / "strategies.json"
+    prev = json.loads(out.read_text()) if out.exists() else {}
+    same = (prev.get("evaluations"), prev.get("seeds"), prev.get("n_training_results")) == (a.evals, a.seeds, len(y))
+    results: dict[str, list[float]] = {k: v["all"] for k, v in prev.get("hypervolume", {}).items()} if same else {}
+    curves: dict[str, list[list[float]]] = prev.get("curves", {}) if same else {}
+    seconds: dict[str, float] = prev.get("seconds", {}) if same else {}
     for strategy in a.strategies or STRATEGIES:
         hvs, cs, t0 = [], [], time.perf_counter()
         for seed in range(a.seeds):
@@ -133,11 +136,11 @@ def run(a: argparse.Namespace) -> None:
         "evaluations": a.evals, "seeds": a.seeds, "population": a.population, "budget_flops": 400e6,
         "hypervolume": {k: {"median": float(np.median(v)), "all": v, "vs_random_pct":
                             (float(np.median(v)) / base - 1) * 100} for k, v in results.items()},
-        "seconds": seconds,
+        "seconds": seconds, "curves": curves,
     }
     best = max(results, key=lambda k: float(np.median(results[k])))
     summary["best"] = {"strategy": best, "vs_random_pct": summary["hypervolume"][best]["vs_random_pct"]}
-    write_json(RESULTS / "strategies.json", summary)
+    write_json(out, summary)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     xs = list(range(10, a.evals + 1, 10))
     for k, cs in curves.items():

@@ -279,6 +279,7 @@ class Evaluator:
             raise ValueError(f"{len(self.train)} training images are fewer than one batch ({self.recipe.batch_size})")
         self.use_graphs = use_graphs and self.device.type == "cuda"
         self.concurrency = concurrency
+        self._mem_per_candidate = 0  # bytes a captured candidate took on the GPU (largest seen)
         self.steps_per_epoch = len(self.train) // self.recipe.batch_size
         self.peak_lr = self.recipe.lr * self.recipe.batch_size / 512
 
@@ -311,7 +312,7 @@ class Evaluator:
         if isinstance(self.concurrency, int):
             return max(1, self.concurrency)
         free, _ = torch.cuda.mem_get_info(self.device)
-        per = getattr(self, "_mem_per_candidate", None)
+        per = self._mem_per_candidate
         return max(1, min(4, n, int(0.7 * free / per) if per else 4))
 
     def _run_group(self, genotypes: list[Genotype], seed: int,
@@ -334,7 +335,7 @@ class Evaluator:
                 c = _Candidate(g, self.num_classes, self.resolution, dev, r, seed, self.use_graphs)
                 if self.use_graphs:
                     c.capture(static_x, static_y)
-                    self._mem_per_candidate = max(getattr(self, "_mem_per_candidate", 0),
+                    self._mem_per_candidate = max(self._mem_per_candidate,
                                                   torch.cuda.memory_allocated(dev) - before)
                 cands.append(c)
             except (RuntimeError, ValueError) as e:

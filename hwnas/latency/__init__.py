@@ -1,0 +1,1 @@
+"""Latency lookup tables: ``table`` (pure: keys, predictor, calibration) and ``measure`` (torch timing)."""
