@@ -72,22 +72,16 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
         "lr": profile.get("lr", 0.2),
         "proxy_width": profile.get("proxy_width", 1.0), "proxy_resolution": profile.get("proxy_resolution"),
     }
-    budgets: dict[str, float] = {}
+    parsers = (("flops", parse_count), ("latency", parse_ms), ("params", parse_count))
     try:
-        for key, parse in (("flops", parse_count), ("latency", parse_ms), ("params", parse_count)):
-            v = _get(r, "search", f"budget_{key}")
-            if v not in (None, ""):
-                budgets[key] = parse(str(v))
-        cli_budgets = {}
-        for key, parse in (("flops", parse_count), ("latency", parse_ms), ("params", parse_count)):
-            v = getattr(args, f"budget_{key}")
-            if v is not None:
-                cli_budgets[key] = parse(v)
+        budgets = {k: parse(str(v)) for k, parse in parsers
+                   if (v := _get(r, "search", f"budget_{k}")) not in (None, "")}
+        cli_budgets = {k: parse(v) for k, parse in parsers if (v := getattr(args, f"budget_{k}")) is not None}
     except ValueError as e:
         raise UsageError(str(e)) from None
-    if cli_budgets:
-        budgets = {k: v for k, v in budgets.items() if k in cli_budgets or k == "params"} | cli_budgets
-        if args.objectives is None:  # a budget on the command line: optimise what it bounds
+    if cli_budgets:  # budgets on the command line replace the recipe's, and are what gets optimised
+        budgets = cli_budgets
+        if args.objectives is None:
             s["objectives"] = ["acc", *[k for k in ("latency", "flops", "params") if k in cli_budgets]]
     s["budgets"] = budgets
     for flag in ("strategy", "seed", "reward", "trials", "population", "epochs", "batch_size", "lr", "table",
