@@ -159,35 +159,27 @@ class Search:
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         record_constraints(trial, violations)
-        if not attrs["feasible"]:
-            trial.set_user_attr("trained", False)
-            trial.set_user_attr("acc", 0.0)
-            self.study.tell(trial, p.values(0.0, costs))
+        outcome: dict[str, Any]
+        if not attrs["feasible"]:  # priced, never trained
+            outcome = {"acc": 0.0, "trained": False}
+        elif (cached := self.cache().get(g.to_string())) is not None:  # never train a genotype twice
+            outcome = {"acc": float(cached.user_attrs["acc"]), "trained": False, "cached_from": cached.number}
         else:
-            cached = self.cache().get(g.to_string())
-            if cached is not None:
-                acc = float(cached.user_attrs["acc"])
-                trial.set_user_attr("cached_from", cached.number)
-                trial.set_user_attr("acc", acc)
-                trial.set_user_attr("trained", False)
-                self.study.tell(trial, p.values(acc, costs))
-            else:
-                try:
-                    res = self.evaluate(g)
-                except KeyboardInterrupt:
-                    trial.set_user_attr("interrupted", True)
-                    self.study.tell(trial, state=TrialState.FAIL)
-                    raise
-                for k, v in res.details.items():
-                    trial.set_user_attr(k, v)
-                if res.acc is None:
-                    trial.set_user_attr("failure", res.failure or "unknown failure")
-                    trial.set_user_attr("acc", 0.0)
-                    self.study.tell(trial, state=TrialState.FAIL)
-                else:
-                    trial.set_user_attr("acc", res.acc)
-                    trial.set_user_attr("trained", True)
-                    self.study.tell(trial, p.values(res.acc, costs))
+            try:
+                res = self.evaluate(g)
+            except KeyboardInterrupt:
+                trial.set_user_attr("interrupted", True)
+                self.study.tell(trial, state=TrialState.FAIL)
+                raise
+            outcome = {**res.details, "acc": res.acc or 0.0, "trained": res.acc is not None}
+            if res.acc is None:
+                outcome["failure"] = res.failure or "unknown failure"
+        for k, v in outcome.items():
+            trial.set_user_attr(k, v)
+        if "failure" in outcome:
+            self.study.tell(trial, state=TrialState.FAIL)
+        else:
+            self.study.tell(trial, p.values(outcome["acc"], costs))
         if on_trial is not None:
             on_trial(self.study._storage.get_trial(trial._trial_id))
 
