@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -47,3 +51,17 @@ def arbitrary_genotype(rng: np.random.Generator, max_channels: int = 96) -> Geno
         ))
     return Genotype(activation=str(rng.choice(ACTIVATIONS)), stem=int(rng.integers(3, 48)),
                     stages=tuple(stages_), head=int(rng.integers(8, 400)))
+
+
+def hwnas(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a real subprocess (the console script's code path)."""
+    return subprocess.run([sys.executable, "-m", "hwnas", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd)
+
+
+def assert_usage_error(r: subprocess.CompletedProcess[str], fragment: str) -> None:
+    """Bad input: exit code 2 and one line on stderr, naming the problem, without a traceback."""
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert fragment in lines[0], lines[0]

@@ -4,14 +4,13 @@ and every bad-input path, with real files."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import assert_usage_error, hwnas
 from hwnas.latency.table import (
     LatencyTable,
     MissingKeyError,
@@ -28,17 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny-space.toml"
 TINY_SPACE = SearchSpace.from_dict(tomllib.loads(TINY.read_text())["space"])
 SHIPPED = sorted(p for p in (ROOT / "latency_tables").glob("*.json") if ".validation" not in p.name)
-
-
-def hwnas(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hwnas", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def assert_usage_error(r: subprocess.CompletedProcess[str], fragment: str) -> None:
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    assert fragment in lines[0], lines[0]
 
 
 # ---- keys -----------------------------------------------------------------------------------------

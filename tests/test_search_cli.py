@@ -19,15 +19,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from conftest import hwnas
 from hwnas.genotype import parse_genotype
 from hwnas.walker import flops
 
 FAST = ["--epochs", "0.3", "--device", "cpu"]
-
-
-def hwnas(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hwnas", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd)
 
 
 @pytest.fixture(scope="module")

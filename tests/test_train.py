@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import hwnas
 from hwnas.data import load_dataset
 from hwnas.genotype import Genotype, parse_genotype
 from hwnas.model import build_model
@@ -101,10 +100,6 @@ def test_budget_and_recipe_validation() -> None:
         Budget(epochs=0)
     with pytest.raises(ValueError, match="invalid recipe"):
         Recipe(batch_size=0)
-
-
-def hwnas(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hwnas", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_train_cli_checkpoint_round_trip(tmp_path: Path, data) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ study as user attributes, which optuna-dashboard shows.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Callable
@@ -218,6 +219,4 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
 
 
 def _jsonable(x: Any) -> Any:
-    import json
-
     return json.loads(json.dumps(x))
