@@ -279,7 +279,7 @@ class Evaluator:
             raise ValueError(f"{len(self.train)} training images are fewer than one batch ({self.recipe.batch_size})")
         self.use_graphs = use_graphs and self.device.type == "cuda"
         self.concurrency = concurrency
-        self._mem_per_candidate = 0  # bytes a captured candidate took on the GPU (largest seen)
+        self._mem_per_candidate = 0  # bytes a captured candidate reserved on the GPU (largest seen)
         self.steps_per_epoch = len(self.train) // self.recipe.batch_size
         self.peak_lr = self.recipe.lr * self.recipe.batch_size / 512
 
@@ -331,12 +331,12 @@ class Evaluator:
         static_y.copy_(self.train.y[: r.batch_size])
         for g, m in zip(genotypes, metrics, strict=True):
             try:
-                before = torch.cuda.memory_allocated(dev) if self.use_graphs else 0
+                before = torch.cuda.memory_reserved(dev) if self.use_graphs else 0
                 c = _Candidate(g, self.num_classes, self.resolution, dev, r, seed, self.use_graphs)
                 if self.use_graphs:
                     c.capture(static_x, static_y)
                     self._mem_per_candidate = max(self._mem_per_candidate,
-                                                  torch.cuda.memory_allocated(dev) - before)
+                                                  torch.cuda.memory_reserved(dev) - before)
                 cands.append(c)
             except (RuntimeError, ValueError) as e:
                 if not _is_oom(e) and not isinstance(e, ValueError):

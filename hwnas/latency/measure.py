@@ -1,9 +1,14 @@
 """Timing layers and whole networks on a real device (torch).
 
 CUDA: every measurement runs inside a CUDA graph, timed with CUDA events. Eager timing at small batch
-measures Python launch overhead, not the GPU. A layer is captured ``calls_per_graph`` times back to back in
-one graph, so one graph launch is shared by many calls (the network model's intercept holds the launch);
-a whole network is captured once per graph, exactly as it would be deployed. Median over many replays.
+measures Python launch overhead, not the GPU. Layers are timed in groups: one graph holds a group of
+layers back to back with an external (in-graph) timing event between consecutive layers, so one replay
+gives one sample of every layer of the group, each as it runs inside a graph -- no launch or replay cost
+is counted per layer (the network model's intercept holds the one launch of a network). Replays repeat
+until the group has run ``layer_target_ms`` of GPU time (between ``min_layer_replays`` and
+``max_layer_replays``); the entry is the median. Where in-graph events are unsupported, each layer gets a
+graph of its own with ``calls`` back-to-back calls. A whole network is captured once per graph, exactly
+as it would be deployed, and timed with events around ``replay``; median over ``replays``.
 
 CPU: ``time.perf_counter`` around each call under ``torch.inference_mode``, after warm-up; the median of
 repeats, which run until ``target_s`` seconds or ``max_repeats`` calls (at least ``min_repeats``).
@@ -12,6 +17,7 @@ repeats, which run until ``target_s`` seconds or ``max_repeats`` calls (at least
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import platform
 import statistics
@@ -19,7 +25,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +101,11 @@ class Timer:
     def time(self, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int = 1) -> Timing:
         raise NotImplementedError
 
+    def time_group(self, items: Sequence[tuple[Callable[[torch.Tensor], Any], torch.Tensor]],
+                   calls: int = 1) -> list[Timing]:
+        """Time several layers; by default one after the other."""
+        return [self.time(fn, x, calls) for fn, x in items]
+
     def settings(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
@@ -102,8 +113,57 @@ class Timer:
 class CudaGraphTimer(Timer):
     method = "cuda-graph+events"
 
-    def __init__(self, replays: int = 50, warmup: int = 3) -> None:
+    def __init__(self, replays: int = 50, warmup: int = 3, layer_target_ms: float = 25.0,
+                 min_layer_replays: int = 5, max_layer_replays: int = 30, in_graph_events: bool = True) -> None:
         self.replays, self.warmup = replays, warmup
+        self.layer_target_ms, self.min_layer_replays, self.max_layer_replays = (
+            layer_target_ms, min_layer_replays, max_layer_replays)
+        self.in_graph_events = in_graph_events
+
+    def time_group(self, items: Sequence[tuple[Callable[[torch.Tensor], Any], torch.Tensor]],
+                   calls: int = 1) -> list[Timing]:
+        if not self.in_graph_events:
+            return [self.time(fn, x, calls) for fn, x in items]
+        try:
+            return self._time_group_in_graph(items)
+        except RuntimeError as e:  # a driver/torch without timing events inside graphs
+            if "out of memory" in str(e).lower():
+                raise
+            warnings.warn(f"in-graph timing events failed ({str(e).splitlines()[0][:120]}); timing each layer "
+                          "in a graph of its own", stacklevel=2)
+            self.in_graph_events = False
+            torch.cuda.synchronize()
+            return [self.time(fn, x, calls) for fn, x in items]
+
+    def _time_group_in_graph(self, items: Sequence[tuple[Callable[[torch.Tensor], Any], torch.Tensor]]
+                             ) -> list[Timing]:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode(), torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                for fn, x in items:
+                    fn(x)
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        marks = [torch.cuda.Event(enable_timing=True, external=True) for _ in range(len(items) + 1)]
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph):
+            marks[0].record()
+            for (fn, x), mark in zip(items, marks[1:], strict=True):
+                fn(x)
+                mark.record()
+        graph.replay()  # uploads the graph; also the pilot that sets the number of replays
+        torch.cuda.synchronize()
+        group_ms = max(marks[0].elapsed_time(marks[-1]), 1e-3)
+        reps = min(self.max_layer_replays, max(self.min_layer_replays, math.ceil(self.layer_target_ms / group_ms)))
+        samples: list[list[float]] = [[] for _ in items]
+        for _ in range(reps):
+            graph.replay()
+            marks[-1].synchronize()
+            for i, s in enumerate(samples):
+                s.append(marks[i].elapsed_time(marks[i + 1]))
+        del graph
+        return [_summary(s) for s in samples]
 
     def time(self, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int = 1) -> Timing:
         side = torch.cuda.Stream()
@@ -172,7 +232,8 @@ class CpuTimer(Timer):
 
 def default_timer(setup: Setup, quick: bool = False) -> Timer:
     if setup.device == "cuda":
-        return CudaGraphTimer(replays=20 if quick else 50)
+        return CudaGraphTimer(replays=20, layer_target_ms=5.0, min_layer_replays=3, max_layer_replays=10) \
+            if quick else CudaGraphTimer()
     return CpuTimer(min_repeats=3, max_repeats=20, target_s=0.02) if quick else CpuTimer()
 
 
@@ -196,8 +257,14 @@ def layer_input(layer: Layer, batch_size: int) -> torch.Tensor:
 
 
 def time_layer(layer: Layer, setup: Setup, timer: Timer, calls: int) -> Timing:
-    module, x = setup.prepare(layer_module(layer), layer_input(layer, setup.batch_size))
-    return timer.time(module, x, calls)
+    return time_layers([layer], setup, timer, calls)[0]
+
+
+def time_layers(layers: Sequence[Layer], setup: Setup, timer: Timer, calls: int) -> list[Timing]:
+    """Time a group of layers, each in isolation (its own module and input), in one go of ``timer``."""
+    with torch.device(setup.device):  # weights initialised where they run (no host-to-device copies)
+        items = [setup.prepare(layer_module(layer), layer_input(layer, setup.batch_size)) for layer in layers]
+    return timer.time_group(items, calls)
 
 
 def time_network(genotype: Genotype, resolution: int, num_classes: int, setup: Setup, timer: Timer) -> Timing:
@@ -208,13 +275,32 @@ def time_network(genotype: Genotype, resolution: int, num_classes: int, setup: S
 
 def measure_layers(
     layers: Iterable[Layer], setup: Setup, timer: Timer, on_result: Callable[[Layer, Timing], None],
-    calls_per_graph: int = 10,
+    calls_per_graph: int = 10, group_layers: int = 64, group_bytes: int = 4 << 30,
 ) -> None:
-    """Time each layer in isolation; ``on_result`` receives each (the caller stores and checkpoints)."""
+    """Time each layer in isolation; ``on_result`` receives each (the caller stores and checkpoints).
+    On CUDA, layers go to the timer in groups of at most ``group_layers`` whose inputs take at most
+    ``group_bytes``."""
     calls = calls_per_graph if isinstance(timer, CudaGraphTimer) else 1
+    limit = group_layers if isinstance(timer, CudaGraphTimer) else 1
+    elem = torch.finfo(setup.dtype).bits // 8
     torch.manual_seed(0)
+    group: list[Layer] = []
+    size = 0
+
+    def flush() -> None:
+        for layer, t in zip(group, time_layers(group, setup, timer, calls), strict=True):
+            on_result(layer, t)
+        group.clear()
+
     for layer in layers:
-        on_result(layer, time_layer(layer, setup, timer, calls))
+        nbytes = setup.batch_size * layer.in_c * layer.size * layer.size * elem * 4  # input + its expansions
+        if group and (len(group) >= limit or size + nbytes > group_bytes):
+            flush()
+            size = 0
+        group.append(layer)
+        size += nbytes
+    if group:
+        flush()
 
 
 # ---- end-to-end with several runtimes ------------------------------------------------------------

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Every GPU measurement of hwnas, in priority order, as one background job on a lent GPU machine whose
+# calls are time-limited: `start` launches it detached (setsid) from a copy of the checkout, `poll` waits
+# while it runs and packs what it produced into $OUT. Each step is resumable and skipped once done, so
+# `start` after a fix (or on a later call) carries on. Run from the repository root, with the CIFAR-10
+# archive at data/cifar10-jpg.tar.xz (carry ["data/cifar10-jpg.tar.xz"]):
+#
+#   benchmarks/gpu_session.sh start && benchmarks/gpu_session.sh poll 240
+#   benchmarks/gpu_session.sh poll 540        # next calls, while the machine is still warm
+set -u
+W=${HWNAS_GPU_WORK:-/tmp/hwnas-gpu}
+DATA=data/cifar10-jpg.tar.xz
+TABLE=latency_tables/h100
+
+step() {  # step NAME TIMEOUT_S COMMAND...: runs once; NAME.done marks success
+    local name=$1 limit=$2
+    shift 2
+    [ -e "$W/$name.done" ] && return 0
+    echo "== $(date -u +%T) $name"
+    timeout "$limit" "$@" >"$W/$name.log" 2>&1
+    local rc=$?
+    [ $rc = 0 ] && touch "$W/$name.done"
+    echo "== $(date -u +%T) $name rc=$rc"
+}
+
+run() {
+    export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HWNAS_CACHE=$W/cache
+    nvidia-smi >"$W/nvidia-smi.txt" 2>&1
+    step gpu-tests 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_latency.py tests/test_train.py
+    step throughput 420 python3 benchmarks/train_throughput.py --device cuda --data-dir $DATA
+    for pb in fp16:1 fp16:64 fp32:1 fp32:64; do
+        p=${pb%:*} b=${pb#*:}
+        t=$TABLE-$p-bs$b-r224-32
+        step "measure-$p-bs$b" 1200 python3 -m hwnas latency measure --device cuda --precision "$p" --batch-size "$b" \
+            --resolution 224,32 -o "$t.json"
+        step "validate-$p-bs$b-r224" 300 python3 -m hwnas latency validate --table "$t.json" -n 100 --seed 0
+        step "validate-$p-bs$b-r32" 300 python3 -m hwnas latency validate --table "$t.json" -n 100 --seed 0 \
+            --resolution 32 -o "$t.validation-r32"
+    done
+    step fidelity 3600 python3 benchmarks/proxy_fidelity.py --device cuda --data-dir $DATA
+    touch "$W/finished"
+}
+
+case ${1:-} in
+start)
+    mkdir -p "$W/src"
+    [ -e "$W/pid" ] && kill -- -"$(cat "$W/pid")" 2>/dev/null && sleep 2  # a running job and its children
+    rm -f "$W/finished"
+    if [ -e "$W/src/hwnas" ]; then  # fresh code, keep what earlier runs produced
+        tar -c --exclude=./latency_tables --exclude=./benchmarks/results --exclude=./.git . | tar -x -C "$W/src"
+    else
+        tar -c --exclude=./.git . | tar -x -C "$W/src"
+    fi
+    cd "$W/src" && setsid nohup bash benchmarks/gpu_session.sh run >>"$W/session.log" 2>&1 </dev/null &
+    echo $! >"$W/pid"
+    echo "started in $W/src"
+    ;;
+run) run ;;
+poll)
+    end=$((SECONDS + ${2:-60}))
+    while [ $SECONDS -lt $end ] && [ ! -e "$W/finished" ] && pgrep -f "gpu_session.sh run" >/dev/null; do sleep 5; done
+    cat "$W/session.log"
+    for f in "$W"/*.log; do
+        [ "$f" = "$W/session.log" ] && continue
+        echo "--- $(basename "$f"): $(tr '\r' '\n' <"$f" | grep -v '^\s*$' | tail -n 2 | cut -c1-400 | tr '\n' '|')"
+    done
+    for f in "$W"/src/latency_tables/h100-*.json; do [ -e "$f" ] && echo "$(basename "$f"): $(wc -l <"$f") lines"; done
+    [ -e "$W/finished" ] && echo FINISHED
+    if [ -n "${OUT:-}" ]; then
+        tar -czf "$OUT/results.tgz" -C "$W/src" latency_tables benchmarks/results 2>/dev/null
+        tar -czf "$OUT/logs.tgz" -C "$W" $(cd "$W" && ls ./*.log ./*.txt 2>/dev/null)
+    fi
+    ;;
+*) echo "usage: $0 start|run|poll SECONDS" >&2; exit 2 ;;
+esac
