@@ -3,7 +3,9 @@
 # calls are time-limited: `start` launches it detached (setsid) from a copy of the checkout, `poll` waits
 # while it runs and packs what it produced into $OUT. Each step is resumable and skipped once done, so
 # `start` after a fix (or on a later call) carries on. Run from the repository root, with the CIFAR-10
-# archive at data/cifar10-jpg.tar.xz (carry ["data/cifar10-jpg.tar.xz"]):
+# archive at data/cifar10-jpg.tar.xz (carry ["data/cifar10-jpg.tar.xz"]). Tables in
+# benchmarks/results/partial/ (half-measured by an earlier session) are resumed, not restarted;
+# validations whose report is already in the checkout are skipped.
 #
 #   benchmarks/gpu_session.sh start && benchmarks/gpu_session.sh poll 240
 #   benchmarks/gpu_session.sh poll 540        # next calls, while the machine is still warm
@@ -33,9 +35,11 @@ run() {
         t=$TABLE-$p-bs$b-r224-32
         step "measure-$p-bs$b" 1200 python3 -m hwnas latency measure --device cuda --precision "$p" --batch-size "$b" \
             --resolution 224,32 -o "$t.json"
-        step "validate-$p-bs$b-r224" 300 python3 -m hwnas latency validate --table "$t.json" -n 100 --seed 0
-        step "validate-$p-bs$b-r32" 300 python3 -m hwnas latency validate --table "$t.json" -n 100 --seed 0 \
-            --resolution 32 -o "$t.validation-r32"
+        [ -e "$t.validation.json" ] ||
+            step "validate-$p-bs$b-r224" 300 python3 -m hwnas latency validate --table "$t.json" -n 100 --seed 0
+        [ -e "$t.validation-r32.json" ] ||
+            step "validate-$p-bs$b-r32" 300 python3 -m hwnas latency validate --table "$t.json" -n 100 --seed 0 \
+                --resolution 32 -o "$t.validation-r32"
     done
     step fidelity 3600 python3 benchmarks/proxy_fidelity.py --device cuda --data-dir $DATA
     touch "$W/finished"
@@ -51,6 +55,9 @@ start)
     else
         tar -c --exclude=./.git . | tar -x -C "$W/src"
     fi
+    for f in benchmarks/results/partial/*.json; do  # tables an earlier session left half-measured
+        [ -e "$f" ] && [ ! -e "$W/src/latency_tables/$(basename "$f")" ] && cp "$f" "$W/src/latency_tables/"
+    done
     cd "$W/src" && setsid nohup bash benchmarks/gpu_session.sh run >>"$W/session.log" 2>&1 </dev/null &
     echo $! >"$W/pid"
     echo "started in $W/src"

@@ -109,6 +109,16 @@ class Timer:
     def settings(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
+    def profile(self) -> dict[str, float]:
+        """Host seconds spent per phase so far (where the measuring time goes)."""
+        return {k: round(v, 1) for k, v in getattr(self, "_profile", {}).items()}
+
+    def _spent(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        prof = self.__dict__.setdefault("_profile", {})
+        prof[phase] = prof.get(phase, 0.0) + now - since
+        return now
+
 
 class CudaGraphTimer(Timer):
     method = "cuda-graph+events"
@@ -137,6 +147,7 @@ class CudaGraphTimer(Timer):
 
     def _time_group_in_graph(self, items: Sequence[tuple[Callable[[torch.Tensor], Any], torch.Tensor]]
                              ) -> list[Timing]:
+        t = time.perf_counter()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.inference_mode(), torch.cuda.stream(side):
@@ -145,6 +156,7 @@ class CudaGraphTimer(Timer):
                     fn(x)
         torch.cuda.current_stream().wait_stream(side)
         torch.cuda.synchronize()
+        t = self._spent("warmup", t)
         marks = [torch.cuda.Event(enable_timing=True, external=True) for _ in range(len(items) + 1)]
         graph = torch.cuda.CUDAGraph()
         with torch.inference_mode(), torch.cuda.graph(graph):
@@ -152,8 +164,10 @@ class CudaGraphTimer(Timer):
             for (fn, x), mark in zip(items, marks[1:], strict=True):
                 fn(x)
                 mark.record()
+        t = self._spent("capture", t)
         graph.replay()  # uploads the graph; also the pilot that sets the number of replays
         torch.cuda.synchronize()
+        t = self._spent("upload", t)
         group_ms = max(marks[0].elapsed_time(marks[-1]), 1e-3)
         reps = min(self.max_layer_replays, max(self.min_layer_replays, math.ceil(self.layer_target_ms / group_ms)))
         samples: list[list[float]] = [[] for _ in items]
@@ -163,6 +177,7 @@ class CudaGraphTimer(Timer):
             for i, s in enumerate(samples):
                 s.append(marks[i].elapsed_time(marks[i + 1]))
         del graph
+        self._spent("replay", t)
         return [_summary(s) for s in samples]
 
     def time(self, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int = 1) -> Timing:
@@ -262,9 +277,13 @@ def time_layer(layer: Layer, setup: Setup, timer: Timer, calls: int) -> Timing:
 
 def time_layers(layers: Sequence[Layer], setup: Setup, timer: Timer, calls: int) -> list[Timing]:
     """Time a group of layers, each in isolation (its own module and input), in one go of ``timer``."""
+    t = time.perf_counter()
     with torch.device(setup.device):  # weights initialised where they run (no host-to-device copies)
         items = [setup.prepare(layer_module(layer), layer_input(layer, setup.batch_size)) for layer in layers]
-    return timer.time_group(items, calls)
+    t = timer._spent("build", t)
+    out = timer.time_group(items, calls)
+    timer._spent("timing", t)
+    return out
 
 
 def time_network(genotype: Genotype, resolution: int, num_classes: int, setup: Setup, timer: Timer) -> Timing:
@@ -439,5 +458,7 @@ def build_table(
         table.fit_overhead()
     finally:
         table.metadata["measure_seconds"] = round(spent0 + time.monotonic() - t_start, 1)
+        if timer.profile():
+            table.metadata["measure_profile_s"] = timer.profile()  # this run's host seconds per phase
         checkpoint(table)
     return table
