@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from hwnas import __version__
-from hwnas.cli import arch, latency, search, train
+from hwnas.cli import arch, export, latency, scale, search, train, transfer
 from hwnas.cli.common import FLOPS_HELP, Parser, UsageError
 from hwnas.data import DataError
 from hwnas.genotype import GenotypeError
@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     latency.register(sub)
     train.register(sub)
     search.register(sub)
+    export.register(sub)
+    scale.register(sub)
+    transfer.register(sub)
     return p
 
 

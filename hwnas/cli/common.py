@@ -143,3 +143,22 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def open_study(storage: str, name: str) -> Any:
+    """An existing Optuna study, or a one-line error naming what is missing."""
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+        raise UsageError(f"no such study storage: {storage} (file not found)")
+    try:
+        names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    except Exception as e:  # a broken URL or database
+        raise UsageError(f"cannot open storage {storage}: {str(e).splitlines()[0]}") from None
+    if name not in names:
+        raise UsageError(f"no study {name!r} in {storage} (studies: {', '.join(sorted(names)) or 'none'})")
+    return optuna.load_study(study_name=name, storage=storage)

@@ -45,11 +45,13 @@ def _get(d: dict[str, Any], section: str, key: str, default: Any = None) -> Any:
     return (d.get(section) or {}).get(key, default)
 
 
-def settings_from(args: argparse.Namespace) -> dict[str, Any]:
-    """Recipe values overridden by flags: one flat dict of every setting of the run."""
-    recipe_path = find_recipe(args.recipe)
+def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE,
+                  extra_tables: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Recipe values overridden by flags: one flat dict of every setting of the run (``extra_tables``:
+    further recipe tables the command reads, returned as they are under their names)."""
+    recipe_path = find_recipe(args.recipe or default_recipe)
     r = load_recipe(str(recipe_path))
-    known = {"search", "data", "profile", "space"}
+    known = {"search", "data", "profile", "space", *extra_tables}
     unknown = sorted(set(r) - known)
     if unknown:
         raise UsageError(f"recipe {recipe_path}: unknown table(s) [{'], ['.join(unknown)}]")
@@ -92,6 +94,8 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
     if args.objectives is not None:
         s["objectives"] = [o.strip() for o in args.objectives.split(",") if o.strip()]
     s["space"] = r.get("space")
+    for t in extra_tables:
+        s[t] = dict(r.get(t) or {})
     return s
 
 
@@ -101,12 +105,28 @@ def cmd_search(args: argparse.Namespace) -> int:
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    from hwnas.search.problem import STRATEGIES, Problem, ProblemError
-    from hwnas.search.run import SearchStopped, create_search
+    from hwnas.search.problem import STRATEGIES
+    from hwnas.search.run import create_search
 
     s = settings_from(args)
     if s["strategy"] not in STRATEGIES:
         raise UsageError(f"unknown strategy {s['strategy']!r} (choose from {', '.join(STRATEGIES)})")
+    problem, data, val_size = build_problem(args, s)
+    run_root, study_name, storage = study_location(args, s)
+    evaluate = _make_evaluate(data, val_size, s)
+    fingerprint = proxy_fingerprint(s, data)
+    try:
+        search = create_search(problem, storage, study_name, s["strategy"], evaluate, seed=int(s["seed"]),
+                               population=int(s["population"]), resume=args.resume, settings=fingerprint)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return drive(search, problem, s, data, storage, study_name, run_root, args)
+
+
+def build_problem(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Any, Any, int]:
+    """The search problem of the settings (space, latency table, budgets) and the data it trains on."""
+    from hwnas.search.problem import Problem, ProblemError
+
     try:
         space = SearchSpace.from_dict(s["space"]) if s["space"] else SearchSpace.default()
     except (SpaceError, TypeError) as e:
@@ -122,28 +142,37 @@ def cmd_search(args: argparse.Namespace) -> int:
                           data.num_classes, table)
     except ProblemError as e:
         raise UsageError(str(e)) from None
+    return problem, data, val_size
 
+
+def proxy_fingerprint(s: dict[str, Any], data: Any) -> dict[str, Any]:
+    """The evaluator settings a study is tied to (a resume with other settings is refused)."""
+    keys = ("epochs", "batch_size", "lr", "proxy_width", "proxy_resolution", "dataset", "device")
+    return {**{k: s[k] for k in keys}, "data_source": data.source}
+
+
+def study_location(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Path, str, str]:
+    """(run root, study name, storage URL), checked against --resume."""
     run_root = Path(args.run_dir)
     study_name = args.study_name or f"{s['name']}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     storage = args.storage or f"sqlite:///{run_root / (study_name + '.db')}"
     if storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     _check_study(storage, study_name, args.resume)
-    evaluate = _make_evaluate(data, val_size, s)
-    fingerprint = {k: s[k] for k in ("epochs", "batch_size", "lr", "proxy_width", "proxy_resolution", "dataset",
-                                     "device")}
-    fingerprint["data_source"] = data.source
-    try:
-        search = create_search(problem, storage, study_name, s["strategy"], evaluate, seed=int(s["seed"]),
-                               population=int(s["population"]), resume=args.resume, settings=fingerprint)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    return run_root, study_name, storage
+
+
+def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str, study_name: str, run_root: Path,
+          args: argparse.Namespace, what: str = "hwnas search") -> int:
+    """Run a created search to its trial budget with a progress bar; write and print its outputs."""
+    from hwnas.search.run import SearchStopped
+
     recovered = search.recover() if args.resume else []
     search.seed_population(int(s["trials"]))
     run_dir = run_root / study_name
     dashboard = f"optuna-dashboard {storage}"
     err = sys.stderr
-    print(f"hwnas search: study {study_name} in {storage}\n  strategy {s['strategy']}, {s['trials']} trials, "
+    print(f"{what}: study {study_name} in {storage}\n  strategy {s['strategy']}, {s['trials']} trials, "
           f"objectives {', '.join(problem.value_names)}, budgets "
           f"{', '.join(f'{k} <= {_fmt(k, v)}' for k, v in problem.budgets.items()) or 'none'} at "
           f"{problem.resolution} px ({FLOPS_HELP})\n  watch it live: {dashboard}", file=err)
@@ -295,13 +324,19 @@ def register(sub: Any) -> None:
     p = sub.add_parser("search", help="multi-objective hardware-aware search (the main job)",
                        description="Search the space for the best accuracy/cost trade-offs. " + FLOPS_HELP + ".")
     p.add_argument("--recipe", help=f"recipe file or shipped name (default {DEFAULT_RECIPE})")
+    add_search_options(p, STRATEGIES)
+    p.set_defaults(func=cmd_search)
+
+
+def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...]) -> None:
+    """The options ``search`` and ``transfer`` share (each overrides its recipe's value)."""
     p.add_argument("--budget-flops", help="FLOPs budget (multiply-adds at --resolution): 400M, 0.4G, 4e8")
     p.add_argument("--budget-latency", help="latency budget from --table: 1.5ms, 800us")
     p.add_argument("--budget-params", help="parameter budget: 6M")
     p.add_argument("--table", help="latency table (file or shipped name) for latency objectives/budgets")
     p.add_argument("--objectives", help="comma list of acc,latency,flops,params (default: acc + budgeted costs)")
     p.add_argument("--reward", choices=["pareto", "mnas-soft", "mnas-hard"], default=None)
-    p.add_argument("--strategy", choices=STRATEGIES, default=None)
+    p.add_argument("--strategy", choices=strategies, default=None)
     p.add_argument("--trials", type=positive_int, default=None, help="evaluated architectures (default: recipe)")
     p.add_argument("--population", type=positive_int, default=None)
     p.add_argument("--seed", type=non_negative_int, default=None)
@@ -318,4 +353,3 @@ def register(sub: Any) -> None:
     p.add_argument("--study-name")
     p.add_argument("--resume", action="store_true", help="continue --study-name to its trial budget")
     p.add_argument("--run-dir", default="search/runs", help="where studies and outputs go (default search/runs)")
-    p.set_defaults(func=cmd_search)

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hwnas.genotype import Genotype
 from hwnas.search.problem import Problem
-from hwnas.search.strategies import VIOLATIONS_ATTR, make_sampler, record_constraints
+from hwnas.search.strategies import VIOLATIONS_ATTR, AskTell, VectorSampler, make_sampler, record_constraints
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -68,6 +68,7 @@ class Search:
     strategy: str
     seed: int = 0
     population: int = 20
+    annotate: Callable[[np.ndarray], dict[str, Any]] | None = None  # extra trial attributes per proposal
 
     # ---- study bookkeeping -----------------------------------------------------------------------
     def objectives_of(self, t: FrozenTrial) -> tuple[list[float], list[float]] | None:
@@ -150,7 +151,10 @@ class Search:
         trial = self.study.ask()
         trial.set_user_attr("worker", _worker_id())
         choices = {name: trial.suggest_categorical(name, list(opts)) for name, opts in sp.dims}
-        g = sp.decode(sp.from_choices(choices))
+        x = sp.from_choices(choices)
+        g = sp.decode(x)
+        for k, v in (self.annotate(x) if self.annotate else {}).items():
+            trial.set_user_attr(k, v)
         costs = p.costs(g)
         violations = p.violations(costs)
         attrs: dict[str, Any] = {"genotype": g.to_string(), "flops": costs["flops"], "params": costs["params"],
@@ -187,8 +191,10 @@ class Search:
 
 def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage | None, study_name: str,
                   strategy: str, evaluate: Evaluate, seed: int = 0, population: int = 20, resume: bool = False,
-                  settings: dict[str, Any] | None = None) -> Search:
-    """Create (or, with ``resume``, load) the study and wire the strategy's sampler."""
+                  settings: dict[str, Any] | None = None,
+                  custom: Callable[[Callable[[np.ndarray], bool]], AskTell] | None = None) -> Search:
+    """Create (or, with ``resume``, load) the study and wire the strategy's sampler. ``custom`` builds an
+    ask/tell strategy from the feasibility test (used instead of ``strategy``'s own, which then only names it)."""
     fingerprint = {"problem": problem.describe(), "strategy": strategy, "seed": seed, "population": population,
                    **(settings or {})}
     holder: dict[str, Search] = {}
@@ -199,8 +205,9 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
     def feasible(x: np.ndarray) -> bool:
         return problem.feasible(problem.costs(problem.space.decode(x)))
 
-    sampler = make_sampler(strategy, problem.space, seed, len(problem.directions), len(problem.hard_budgets),
-                           feasible, objectives, population)
+    sampler = VectorSampler(problem.space, custom(feasible), objectives, seed) if custom is not None else \
+        make_sampler(strategy, problem.space, seed, len(problem.directions), len(problem.hard_budgets), feasible,
+                     objectives, population)
     if isinstance(storage, str) and storage.startswith("sqlite"):
         storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 30}})
     study = optuna.create_study(storage=storage, study_name=study_name, directions=problem.directions,

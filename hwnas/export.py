@@ -1,0 +1,246 @@
+"""ONNX export of a genotype, checked: ``onnx.checker``, onnxruntime-vs-PyTorch parity, and latency.
+
+* Export: ``torch.onnx.export`` (TorchScript exporter, ``dynamo=False``; opset 17) of the model in eval
+  mode (dropout and stochastic depth are identities), input ``"input"`` (N, 3, R, R) float32, output
+  ``"logits"`` (N, classes), the batch axis dynamic.
+* Untrained networks (no weights given) get BatchNorm running statistics from one forward pass in train
+  mode on seeded random inputs first (``calibrate_batchnorm``): with the initial statistics (mean 0,
+  var 1) activations shrink layer after layer and the logits of an EfficientNet come out near 1e-14,
+  which makes a parity check meaningless and PyTorch CPU timing slow (denormals). The batch is large
+  enough for stable statistics and variances are floored (see ``calibrate_batchnorm``).
+* Parity: onnxruntime's CPU provider against PyTorch (CPU, fp32) on seeded random inputs of batch 2
+  (exercising the dynamic axis). ``max_rel_error = max|ort - torch| / max|torch|`` over all logits; the
+  export passes when it is <= ``PARITY_TOLERANCE``.
+* Latency, batch 1: the median of repeated onnxruntime runs on the chosen provider
+  (``CUDAExecutionProvider`` when onnxruntime offers it and torch sees a GPU, else CPU) and of PyTorch
+  eager runs on CPU (and on CUDA when the CUDA provider is used), after warm-up.
+
+The result is a sidecar dict (written as ``NAME.json`` next to ``NAME.onnx``) with everything needed to
+reproduce and judge the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hwnas import __version__
+from hwnas.genotype import Genotype
+from hwnas.model import build_model
+from hwnas.walker import flops, params
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-4
+PARITY_BATCH = 2
+VAR_FLOOR = 1e-2  # calibrated BatchNorm variances below this are raised to it (see calibrate_batchnorm)
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+class ExportError(RuntimeError):
+    """The exporter, the checker or onnxruntime failed (one line)."""
+
+
+def calibration_batch(resolution: int) -> int:
+    """Images per calibration batch: enough that the last stage's (about resolution/32 square) maps give
+    each BatchNorm channel >= ~64 values, so no variance comes from a handful of numbers (2..32)."""
+    last = max(1, resolution // 32)
+    return max(2, min(32, math.ceil(64 / last ** 2)))
+
+
+def calibrate_batchnorm(model: nn.Module, resolution: int, seed: int = 0, batch: int | None = None) -> None:
+    """Set every BatchNorm's running statistics to those of one batch of seeded random inputs.
+
+    Variances are floored at ``VAR_FLOOR``: a channel that is (nearly) constant on the batch (a dead ReLU6
+    channel of a deep random network) would otherwise divide by sqrt(eps) in eval mode and amplify float
+    rounding ~300x per layer, an ill-conditioned network no trained model resembles."""
+    batch = batch or calibration_batch(resolution)
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
+    gen = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(batch, 3, resolution, resolution, generator=gen))
+    for m, mom in zip(bns, saved, strict=True):
+        m.momentum = mom
+        m.running_var.clamp_(min=VAR_FLOOR)
+    model.train(was_training)
+
+
+def export_onnx(model: nn.Module, path: Path, resolution: int, opset: int = OPSET) -> None:
+    """Write ``model`` (put in eval mode) as ONNX with a dynamic batch axis."""
+    model.eval()
+    x = torch.zeros(1, 3, resolution, resolution)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    tmp.replace(path)
+
+
+def check_onnx(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"onnx.checker rejected {path}: {str(e).splitlines()[0]}") from None
+
+
+def choose_provider() -> str:
+    """onnxruntime's CUDA provider when it is installed (onnxruntime-gpu) and torch sees a GPU, else CPU."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
+        return "CUDAExecutionProvider"
+    return "CPUExecutionProvider"
+
+
+def _session(path: Path, provider: str) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=[provider])
+
+
+def parity(model: nn.Module, path: Path, resolution: int, batch: int = PARITY_BATCH, seed: int = 0) -> dict[str, Any]:
+    """onnxruntime (CPU provider) against PyTorch (CPU, fp32) on seeded random inputs."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(batch, 3, resolution, resolution, generator=gen)
+    model = model.eval()
+    with torch.inference_mode():
+        ref = model(x).numpy()
+    out = _session(path, "CPUExecutionProvider").run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+    if out.shape != ref.shape:
+        raise ExportError(f"onnxruntime output shape {out.shape} != PyTorch {ref.shape}")
+    diff = float(np.abs(out.astype(np.float64) - ref).max())
+    scale = float(np.abs(ref).max())
+    rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+    return {"provider": "CPUExecutionProvider", "batch": batch, "max_abs_error": diff, "max_abs_logit": scale,
+            "max_rel_error": rel, "definition": "max|ort - torch| / max|torch| over all logits",
+            "tolerance": PARITY_TOLERANCE, "ok": bool(rel <= PARITY_TOLERANCE)}
+
+
+def median_ms(fn: Callable[[], Any], runs: int = 20, warmup: int = 2, max_seconds: float = 3.0,
+              sync: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Median wall time of ``fn`` in ms: ``warmup`` calls, then ``runs`` calls (at least 3; fewer than
+    ``runs`` once ``max_seconds`` have passed)."""
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    t_end = time.perf_counter() + max_seconds
+    while len(samples) < max(3, runs) and (len(samples) < 3 or time.perf_counter() < t_end):
+        t0 = time.perf_counter()
+        fn()
+        if sync is not None:
+            sync()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return {"median_ms": round(statistics.median(samples), 4), "runs": len(samples)}
+
+
+def latency(model: nn.Module, path: Path, resolution: int, provider: str, runs: int = 20) -> dict[str, Any]:
+    """Batch-1 latency: onnxruntime on ``provider`` and PyTorch eager on CPU (and CUDA with the CUDA provider)."""
+    x = torch.randn(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(2))
+    sess = _session(path, provider)
+    feed = {INPUT_NAME: x.numpy()}
+    out: dict[str, Any] = {"batch": 1, "threads": torch.get_num_threads(), "onnxruntime": {
+        "provider": provider, **median_ms(lambda: sess.run([OUTPUT_NAME], feed), runs)}}
+    model = model.eval()
+    with torch.inference_mode():
+        out["torch_cpu"] = median_ms(lambda: model(x), runs)
+        if provider == "CUDAExecutionProvider":  # pragma: no cover - needs onnxruntime-gpu and a GPU
+            gpu = model.to("cuda")
+            xg = x.to("cuda")
+            out["torch_cuda"] = median_ms(lambda: gpu(xg), runs, sync=torch.cuda.synchronize)
+            model.to("cpu")
+    ort_ms, torch_ms = out["onnxruntime"]["median_ms"], out["torch_cpu"]["median_ms"]
+    out["torch_cpu_over_ort"] = round(torch_ms / ort_ms, 3) if ort_ms > 0 else None
+    return out
+
+
+def predicted_latency(table: Any, genotype: Genotype, resolution: int) -> dict[str, Any] | None:
+    """The latency table's prediction, or ms None with the reason (missing key, resolution not covered)."""
+    if table is None:
+        return None
+    from hwnas.latency.table import TableError
+
+    out: dict[str, Any] = {"table": table.source, "device": table.describe(), "ms": None}
+    try:
+        out["ms"] = round(float(table.predict(genotype, resolution)), 4)
+    except TableError as e:
+        out["reason"] = str(e).splitlines()[0]
+    return out
+
+
+def export_genotype(genotype: Genotype, path: Path, resolution: int = 224, num_classes: int = 1000, *,
+                    state_dict: Mapping[str, torch.Tensor] | None = None, dropout: float = 0.0,
+                    drop_path: float = 0.0, table: Any = None, runs: int = 20, measure: bool = True,
+                    info: Mapping[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
+    """Build, export, check and time ``genotype``; write ``path`` and its sidecar ``path.with_suffix('.json')``.
+
+    Returns the sidecar. ``sidecar["parity"]["ok"]`` says whether the parity check passed (the files are
+    written either way, so a failure can be inspected). ``info`` adds keys (accuracy, source, ...)."""
+    torch.manual_seed(seed)
+    model = build_model(genotype, num_classes, input_size=resolution, dropout=dropout, drop_path=drop_path)
+    if state_dict is not None:
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as e:
+            raise ExportError(f"weights do not fit the network: {str(e).splitlines()[0][:300]}") from None
+        weights = "checkpoint"
+    else:
+        calibrate_batchnorm(model, resolution, seed)
+        weights = "random (seeded), BatchNorm statistics from one random batch"
+    model.eval()
+    try:
+        export_onnx(model, path, resolution)
+    except Exception as e:
+        raise ExportError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+    check_onnx(path)
+    par = parity(model, path, resolution, seed=seed)
+    provider = choose_provider()
+    sidecar: dict[str, Any] = {
+        "hwnas_version": __version__,
+        "onnx": path.name,
+        "genotype": genotype.to_string(),
+        "genotype_json": genotype.to_dict(),
+        "resolution": resolution,
+        "num_classes": num_classes,
+        "flops": flops(genotype, resolution, num_classes),
+        "flops_unit": "multiply-adds",
+        "params": params(genotype, num_classes),
+        "dropout": dropout,
+        "weights": weights,
+        "accuracy": None,
+        "opset": OPSET,
+        "input": {"name": INPUT_NAME, "shape": ["batch", 3, resolution, resolution], "dtype": "float32"},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", num_classes]},
+        "checker": "passed",
+        "parity": par,
+        "predicted_latency": predicted_latency(table, genotype, resolution),
+        "measured_latency": latency(model, path, resolution, provider, runs) if measure else None,
+    }
+    sidecar.update(info or {})
+    sidecar_path(path).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+    return sidecar
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_suffix(".json")
