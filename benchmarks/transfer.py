@@ -25,23 +25,21 @@ from _common import RESULTS, ROOT, environment, write_json
 
 
 def curves(storage: str, study: str, budget_flops: float, resolution: int) -> dict[str, list[float]]:
+    """Best accuracy and hypervolume after each trained evaluation (repeats and infeasible proposals cost none)."""
     import optuna
 
     from hwnas.search.problem import Problem
-    from hwnas.search.report import feasible_rows, hypervolume
+    from hwnas.search.report import hypervolume_curve
     from hwnas.space import SearchSpace
 
-    trials = sorted(optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False),
-                    key=lambda t: t.number)
+    trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
     problem = Problem(SearchSpace.default(), ("acc", "flops"), "pareto", {"flops": budget_flops}, resolution, 10)
-    best, hv, seen = [], [], []
-    for t in trials:
-        if not (t.state.name == "COMPLETE" and t.user_attrs.get("trained")):
-            continue
-        seen.append(t)
-        best.append(max(float(x.user_attrs["acc"]) for x in seen))
-        hv.append(hypervolume(feasible_rows(seen), problem))
-    return {"best_acc": best, "hypervolume": hv}
+    hv_after = dict(hypervolume_curve(trials, problem))
+    trained = sorted((t for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get("trained")),
+                     key=lambda t: t.number)
+    accs = [float(t.user_attrs["acc"]) for t in trained]
+    return {"best_acc": [max(accs[:i + 1]) for i in range(len(accs))],
+            "hypervolume": [hv_after[t.number] for t in trained]}
 
 
 def _proxy(storage: str, study: str) -> tuple[float, int]:

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -80,10 +78,11 @@ def calibrate_batchnorm(model: nn.Module, resolution: int, seed: int = 0, batch:
     model.train(was_training)
 
 
-def export_onnx(model: nn.Module, path: Path, resolution: int, opset: int = OPSET) -> None:
+def export_onnx(model: nn.Module, path: Path, resolution: int, opset: int = OPSET,
+                dtype: torch.dtype = torch.float32) -> None:
     """Write ``model`` (put in eval mode) as ONNX with a dynamic batch axis."""
     model.eval()
-    x = torch.zeros(1, 3, resolution, resolution)
+    x = torch.zeros(1, 3, resolution, resolution, dtype=dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with warnings.catch_warnings():
@@ -112,11 +111,13 @@ def choose_provider() -> str:
     return "CPUExecutionProvider"
 
 
-def _session(path: Path, provider: str) -> Any:
+def ort_session(path: Path, provider: str, threads: int | None = None) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), opts, providers=[provider])
 
 
@@ -127,7 +128,7 @@ def parity(model: nn.Module, path: Path, resolution: int, batch: int = PARITY_BA
     model = model.eval()
     with torch.inference_mode():
         ref = model(x).numpy()
-    out = _session(path, "CPUExecutionProvider").run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+    out = ort_session(path, "CPUExecutionProvider").run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
     if out.shape != ref.shape:
         raise ExportError(f"onnxruntime output shape {out.shape} != PyTorch {ref.shape}")
     diff = float(np.abs(out.astype(np.float64) - ref).max())
@@ -138,38 +139,25 @@ def parity(model: nn.Module, path: Path, resolution: int, batch: int = PARITY_BA
             "tolerance": PARITY_TOLERANCE, "ok": bool(rel <= PARITY_TOLERANCE)}
 
 
-def median_ms(fn: Callable[[], Any], runs: int = 20, warmup: int = 2, max_seconds: float = 3.0,
-              sync: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Median wall time of ``fn`` in ms: ``warmup`` calls, then ``runs`` calls (at least 3; fewer than
-    ``runs`` once ``max_seconds`` have passed)."""
-    for _ in range(warmup):
-        fn()
-    samples: list[float] = []
-    t_end = time.perf_counter() + max_seconds
-    while len(samples) < max(3, runs) and (len(samples) < 3 or time.perf_counter() < t_end):
-        t0 = time.perf_counter()
-        fn()
-        if sync is not None:
-            sync()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    return {"median_ms": round(statistics.median(samples), 4), "runs": len(samples)}
-
-
 def latency(model: nn.Module, path: Path, resolution: int, provider: str, runs: int = 20) -> dict[str, Any]:
-    """Batch-1 latency: onnxruntime on ``provider`` and PyTorch eager on CPU (and CUDA with the CUDA provider)."""
+    """Batch-1 latency: onnxruntime on ``provider`` and PyTorch eager on CPU (and CUDA with the CUDA provider),
+    with the latency tables' timers (median of repeats after warm-up; CUDA events on the GPU)."""
+    from hwnas.latency.measure import CpuTimer, CudaEagerTimer
+
+    def timed(timer: Any, fn: Callable[[torch.Tensor], Any], x: torch.Tensor) -> dict[str, Any]:
+        t = timer.time(fn, x)
+        return {"median_ms": round(t.ms, 4), "runs": t.n}
+
+    cpu = CpuTimer(min_repeats=3, max_repeats=max(3, runs), target_s=3.0, warmup=2)
     x = torch.randn(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(2))
-    sess = _session(path, provider)
-    feed = {INPUT_NAME: x.numpy()}
+    sess = ort_session(path, provider)
     out: dict[str, Any] = {"batch": 1, "threads": torch.get_num_threads(), "onnxruntime": {
-        "provider": provider, **median_ms(lambda: sess.run([OUTPUT_NAME], feed), runs)}}
+        "provider": provider, **timed(cpu, lambda t: sess.run([OUTPUT_NAME], {INPUT_NAME: t.numpy()}), x)}}
     model = model.eval()
-    with torch.inference_mode():
-        out["torch_cpu"] = median_ms(lambda: model(x), runs)
-        if provider == "CUDAExecutionProvider":  # pragma: no cover - needs onnxruntime-gpu and a GPU
-            gpu = model.to("cuda")
-            xg = x.to("cuda")
-            out["torch_cuda"] = median_ms(lambda: gpu(xg), runs, sync=torch.cuda.synchronize)
-            model.to("cpu")
+    out["torch_cpu"] = timed(cpu, model, x)
+    if provider == "CUDAExecutionProvider":  # pragma: no cover - needs onnxruntime-gpu and a GPU
+        out["torch_cuda"] = timed(CudaEagerTimer(replays=max(3, runs), warmup=2), model.to("cuda"), x.to("cuda"))
+        model.to("cpu")
     ort_ms, torch_ms = out["onnxruntime"]["median_ms"], out["torch_cpu"]["median_ms"]
     out["torch_cpu_over_ort"] = round(torch_ms / ort_ms, 3) if ort_ms > 0 else None
     return out

@@ -92,17 +92,6 @@ def build_family(args: argparse.Namespace) -> tuple[list[Member], dict[str, Any]
     return family_from_coefficients(base, coeffs, phis, args.resolution or 224, nc), spec
 
 
-def _predicted(table: Any, m: Member) -> dict[str, Any] | None:
-    from hwnas.latency.table import TableError
-
-    if table is None:
-        return None
-    try:
-        return {"ms": round(float(table.predict(m.genotype, m.resolution)), 4), "table": table.source}
-    except TableError as e:
-        return {"ms": None, "table": table.source, "reason": str(e).splitlines()[0]}
-
-
 def _family_table(rows: list[dict[str, Any]], title: str, with_latency: bool) -> Any:
     from rich.table import Table
 
@@ -160,13 +149,15 @@ def plot_family(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def cmd_scale_family(args: argparse.Namespace) -> int:
     from hwnas.cli.export import export_dir, load_table_arg
+    from hwnas.export import predicted_latency
 
     out_dir = export_dir(args.export) if args.export else None
     if args.plot and Path(args.plot).is_dir():
         raise UsageError(f"--plot {args.plot} is a directory; give a .png file name")
     members, spec = build_family(args)
     table = load_table_arg(args.table)
-    rows = [{**m.to_dict(), "predicted_latency": _predicted(table, m)} for m in members]
+    rows = [{**m.to_dict(), "predicted_latency": predicted_latency(table, m.genotype, m.resolution)}
+            for m in members]
     title = f"{spec['arch']} family" + (f" ({spec['coefficients']['alpha']:g}, {spec['coefficients']['beta']:g}, "
                                         f"{spec['coefficients']['gamma']:g})" if "coefficients" in spec else "")
     status = 0

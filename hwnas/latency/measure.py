@@ -27,6 +27,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -341,11 +342,13 @@ def measure_model_runtimes(genotype: Genotype, resolution: int, num_classes: int
 
 
 def time_onnxruntime(genotype: Genotype, resolution: int, num_classes: int, setup: Setup) -> dict[str, Any] | None:
+    """The network exported as ``hwnas export`` does, timed on onnxruntime (None: onnxruntime not installed)."""
     try:
-        import numpy as np
         import onnxruntime as ort
     except ImportError:
         return None
+    from hwnas.export import INPUT_NAME, export_onnx, ort_session
+
     model = build_model(genotype, num_classes, input_size=resolution, dropout=0.0).eval()
     if setup.precision == "fp16":
         model = model.half()
@@ -356,25 +359,12 @@ def time_onnxruntime(genotype: Genotype, resolution: int, num_classes: int, setu
     if setup.precision == "fp16" and provider == "CPUExecutionProvider":
         return {"onnxruntime": {"skipped": "fp16 needs onnxruntime's CUDA provider (install hwnas[gpu])"}}
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model.to("cpu"), (x,), path, dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=["logits"])
-        opts = ort.SessionOptions()
-        if setup.threads:
-            opts.intra_op_num_threads = setup.threads
-        sess = ort.InferenceSession(path, opts, providers=[provider])
-        feed = {"input": x.numpy() if x.dtype != torch.float16 else x.numpy().astype(np.float16)}
-        for _ in range(3):
-            sess.run(None, feed)
-        samples = []
-        t_end = time.perf_counter() + 0.5
-        while len(samples) < 200 and (len(samples) < 10 or time.perf_counter() < t_end):
-            t0 = time.perf_counter()
-            sess.run(None, feed)
-            samples.append((time.perf_counter() - t0) * 1e3)
-    return {f"onnxruntime-{provider.removesuffix('ExecutionProvider').lower()}": _summary(samples).to_dict()}
+        path = Path(tmp) / "model.onnx"
+        export_onnx(model.to("cpu"), path, resolution, dtype=setup.dtype)
+        sess = ort_session(path, provider, setup.threads)
+        feed = {INPUT_NAME: x.numpy()}
+        t = CpuTimer(min_repeats=10, max_repeats=200, target_s=0.5, warmup=3).time(lambda _: sess.run(None, feed), x)
+    return {f"onnxruntime-{provider.removesuffix('ExecutionProvider').lower()}": t.to_dict()}
 
 
 # ---- metadata ------------------------------------------------------------------------------------
