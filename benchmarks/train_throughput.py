@@ -2,10 +2,10 @@
 
 Naive baseline: one process, fp32, eager, contiguous memory, torch.optim.SGD, the data already on the
 device, no augmentation (the issue's "plain fp32 eager loop"), each candidate trained in turn; its
-aggregate is all images over all time. hwnas: channels_last, the whole step (augmentation outside) in a
-CUDA graph, several candidates in lock-step on separate streams (``--concurrency``), and the same with one
-candidate at a time (graphs alone). Candidates: EfficientNet-B0 and random genotypes within +-20 % of
-its FLOPs, at 32 px.
+aggregate is all images over all time. hwnas: channels_last, bf16 autocast, the whole step (augmentation
+outside) in a CUDA graph, several candidates in lock-step on separate streams (``--concurrency``); also
+the same with one candidate at a time, and in fp32 (graphs and channels_last alone). Candidates:
+EfficientNet-B0 and random genotypes within +-20 % of its FLOPs, at 32 px.
 
     python benchmarks/train_throughput.py --device cuda --data-dir data/cifar10-jpg.tar.xz
 """
@@ -80,9 +80,10 @@ def main() -> None:
     naive = len(cands) / sum(1 / v for v in naive_each)  # equal images per candidate, one after another
     conc = a.concurrency if a.concurrency == "auto" else int(a.concurrency)
 
-    def hwnas_run(concurrency: int | str) -> tuple[float, float, list]:  # type: ignore[type-arg]
+    def hwnas_run(concurrency: int | str, precision: str = "auto") -> tuple[float, float, list]:  # type: ignore[type-arg]
         ev = Evaluator((data.train_x, data.train_y), (data.test_x[:1000], data.test_y[:1000]), 10,
-                       Budget(epochs=a.epochs), Recipe(batch_size=a.batch_size), a.device, concurrency=concurrency)
+                       Budget(epochs=a.epochs), Recipe(batch_size=a.batch_size, precision=precision), a.device,
+                       concurrency=concurrency)
         t0 = time.perf_counter()
         ms = ev.evaluate_many(cands, 0)
         wall = time.perf_counter() - t0
@@ -90,19 +91,25 @@ def main() -> None:
         train_s = sum(m.train_seconds / m.extra.get("group_size", 1) for m in ms)
         return images / train_s, images / wall, ms
 
-    single, _, _ = hwnas_run(1)
+    fp32_single, _, ms32 = hwnas_run(1, "fp32")
+    single, _, ms1 = hwnas_run(1)
     agg, agg_incl_setup, ms = hwnas_run(conc)
     result = {
         **environment(a.device), "benchmark": "train_throughput", "batch_size": a.batch_size,
         "naive_img_per_s": round(naive, 1), "hwnas_img_per_s": round(agg, 1), "speedup": round(agg / naive, 3),
         "naive_img_per_s_each": [round(v, 1) for v in naive_each],
         "hwnas_single_img_per_s": round(single, 1), "single_speedup": round(single / naive, 3),
+        "hwnas_single_img_per_s_each": [round(m.images_per_s, 1) for m in ms1],
+        "hwnas_fp32_single_img_per_s": round(fp32_single, 1),
+        "hwnas_fp32_single_img_per_s_each": [round(m.images_per_s, 1) for m in ms32],
+        "precision": ms[0].extra.get("precision"), "epochs_per_candidate": a.epochs,
         "hwnas_img_per_s_incl_setup": round(agg_incl_setup, 1),
         "group_sizes": [m.extra.get("group_size") for m in ms], "candidates": [m.genotype for m in ms],
         "failures": [m.failure for m in ms if m.failure],
     }
     write_json(RESULTS / (a.output or f"train_throughput-{a.device}.json"), result)
-    print(f"naive {naive:.0f} img/s, hwnas {single:.0f} img/s one at a time ({single / naive:.2f}x), "
+    print(f"naive {naive:.0f} img/s, hwnas fp32 {fp32_single:.0f} img/s one at a time ({fp32_single / naive:.2f}x), "
+          f"hwnas {single:.0f} img/s one at a time ({single / naive:.2f}x), "
           f"{agg:.0f} img/s aggregate ({agg / naive:.2f}x) ({result['device_name']})")
 
 

@@ -52,6 +52,13 @@ def test_same_seed_same_result_other_seed_differs(small) -> None:  # type: ignor
     assert a.final_loss != c.final_loss
 
 
+def test_evaluation_batches_cover_every_image_once(small) -> None:  # type: ignore[no-untyped-def]
+    # 200 held-out images in batches of 64 (the last overlaps), of 7, and in one batch: the same accuracy
+    accs = {eb: make(small, eval_batch_size=eb).evaluate(TINY, 3).val_acc for eb in (None, 7, 1000)}
+    assert len(set(accs.values())) == 1, accs
+    assert 0 < accs[None] < 1
+
+
 def test_training_learns_on_real_images(data) -> None:  # type: ignore[no-untyped-def]
     tx, ty, vx, vy = data.split_validation(500)
     ev = Evaluator((tx[:2000], ty[:2000]), (vx, vy), 10, Budget(epochs=3), Recipe(batch_size=64), "cpu")
@@ -100,6 +107,17 @@ def test_budget_and_recipe_validation() -> None:
         Budget(epochs=0)
     with pytest.raises(ValueError, match="invalid recipe"):
         Recipe(batch_size=0)
+    with pytest.raises(ValueError, match="unknown training precision 'fp16'"):
+        Recipe(precision="fp16")
+
+
+def test_precision_resolves_per_device() -> None:
+    cpu = torch.device("cpu")
+    assert all(Recipe(precision=p).autocast_dtype(cpu) is None for p in ("auto", "bf16", "fp32"))
+    if torch.cuda.is_available():
+        gpu = torch.device("cuda")
+        assert Recipe(precision="fp32").autocast_dtype(gpu) is None
+        assert Recipe().autocast_dtype(gpu) == (torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
 
 
 def test_train_cli_checkpoint_round_trip(tmp_path: Path, data) -> None:  # type: ignore[no-untyped-def]
@@ -128,6 +146,7 @@ def test_train_cli_checkpoint_round_trip(tmp_path: Path, data) -> None:  # type:
         (["train", "mobilenetv2", "--epochs", "-1"], "expected a positive number"),
         (["train", "mobilenetv2", "--epochs", "1", "--seconds", "3"], "not allowed with argument"),
         (["train", "nonsense-net"], "unknown architecture"),
+        (["train", "mobilenetv2", "--precision", "fp16"], "invalid choice: 'fp16'"),
     ],
 )
 def test_train_cli_bad_input(args: list[str], fragment: str) -> None:
