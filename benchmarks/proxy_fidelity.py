@@ -60,9 +60,8 @@ def main() -> None:
     from hwnas.space import SearchSpace
     from hwnas.train import Budget, Evaluator, Recipe
 
-    state: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
-    for k in ("proxies", "long", "references", "noise"):
-        state.setdefault(k, {})
+    saved: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    state: dict[str, Any] = {k: saved.get(k, {}) for k in ("proxies", "long", "references", "noise")}
     data = load_data(a.data_dir, a.cache)
     tx, ty, vx, vy = data.split_validation(a.val_size)
     space, rng = SearchSpace.default(), np.random.default_rng(a.seed)
