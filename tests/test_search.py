@@ -28,6 +28,11 @@ class CheapObjective:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.batches: list[int] = []
+
+    def many(self, gs: list[Genotype]) -> list[EvalResult]:
+        self.batches.append(len(gs))
+        return [self(g) for g in gs]
 
     def __call__(self, g: Genotype) -> EvalResult:
         self.calls.append(g.to_string())
@@ -41,9 +46,10 @@ def problem(**kw) -> Problem:  # type: ignore[no-untyped-def]
 
 
 def run(strategy: str, n: int, seed: int = 0, storage=None, name: str = "s", resume: bool = False,  # type: ignore[no-untyped-def]
-        obj: CheapObjective | None = None, prob: Problem | None = None):
+        obj: CheapObjective | None = None, prob: Problem | None = None, parallel: int = 1):
     obj = obj or CheapObjective()
-    s = create_search(prob or problem(), storage, name, strategy, obj, seed=seed, population=4, resume=resume)
+    s = create_search(prob or problem(), storage, name, strategy, obj, seed=seed, population=4, resume=resume,
+                      evaluate_many=obj.many, parallel=parallel)
     if resume:
         s.recover()
     s.seed_population()
@@ -69,6 +75,36 @@ def test_contract_seeded_constrained_no_repeats(strategy: str) -> None:
     assert rows and all(r.flops <= BUDGET for r in pareto_front(rows, s1.problem))
     s3, _ = run(strategy, 10, seed=4)
     assert [t.user_attrs["genotype"] for t in s3.study.trials] != g1, "another seed explores differently"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_contract_parallel_proposals(strategy: str) -> None:
+    """Proposals asked three at a time and trained together keep the contract."""
+    s1, obj1 = run(strategy, 10, seed=3, parallel=3)
+    s2, _ = run(strategy, 10, seed=3, parallel=3)
+    assert [t.user_attrs["genotype"] for t in s1.study.trials] == [t.user_attrs["genotype"] for t in s2.study.trials]
+    assert s1.trained_count() == 10 == len(obj1.calls) == len(set(obj1.calls))
+    assert all(flops(Genotype.from_string(c), 224) <= BUDGET for c in obj1.calls)
+    assert max(obj1.batches) > 1 and sum(obj1.batches) <= 10
+    assert all(t.state == TrialState.COMPLETE for t in s1.study.trials)
+
+
+def test_interrupt_during_a_parallel_batch_fails_and_requeues_all(tmp_path: Path) -> None:
+    class Interrupting(CheapObjective):
+        def many(self, gs: list[Genotype]) -> list[EvalResult]:
+            if len(self.calls) >= 2:
+                raise KeyboardInterrupt
+            return super().many(gs)
+
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    with pytest.raises(KeyboardInterrupt):
+        run("random", 8, storage=url, name="i", obj=Interrupting(), parallel=3)
+    s, obj = run("random", 8, storage=url, name="i", resume=True, parallel=3)
+    interrupted = [t for t in s.study.trials if t.user_attrs.get("interrupted")]
+    assert len(interrupted) == 3 and all(t.state == TrialState.FAIL for t in interrupted)
+    assert s.trained_count() == 8
+    redone = {t.user_attrs["genotype"] for t in interrupted} & set(obj.calls)
+    assert redone == {t.user_attrs["genotype"] for t in interrupted if t.user_attrs["feasible"]}
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

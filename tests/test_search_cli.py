@@ -175,3 +175,13 @@ def test_optuna_dashboard_serves_the_study(study) -> None:  # type: ignore[no-un
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_parallel_proposals_train_together(tmp_path: Path) -> None:
+    r = hwnas("search", "--budget-flops", "400M", "--trials", "3", "--parallel", "3", *FAST, "--run-dir",
+              str(tmp_path), "--study-name", "par", "--cache-dir", str(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr
+    trials = optuna.load_study(study_name="par", storage=f"sqlite:///{tmp_path / 'par.db'}").trials
+    trained = [t for t in trials if t.user_attrs.get("trained")]
+    assert len(trained) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(t.user_attrs["trained_with"] == 1 for t in trained)  # CPU: one at a time, however many proposed

@@ -23,6 +23,7 @@ from hwnas.space import SearchSpace, SpaceError
 from hwnas.units import parse_count, parse_ms
 
 DEFAULT_RECIPE = "cifar10-400m"
+PARALLEL_CUDA = 4  # proposals trained together on CUDA (the evaluator's lock-step group, at most 4)
 
 
 def recipes_dir() -> Path:
@@ -73,6 +74,7 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
         "epochs": profile.get("epochs", 2.0), "batch_size": profile.get("batch_size", 128),
         "lr": profile.get("lr", 0.2),
         "proxy_width": profile.get("proxy_width", 1.0), "proxy_resolution": profile.get("proxy_resolution"),
+        "parallel": args.parallel or (PARALLEL_CUDA if device == "cuda" else 1),
     }
     parsers = (("flops", parse_count), ("latency", parse_ms), ("params", parse_count))
     try:
@@ -113,11 +115,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown strategy {s['strategy']!r} (choose from {', '.join(STRATEGIES)})")
     problem, data, val_size = build_problem(args, s)
     run_root, study_name, storage = study_location(args, s)
-    evaluate = _make_evaluate(data, val_size, s)
+    evaluate, evaluate_many = _make_evaluate(data, val_size, s)
     fingerprint = proxy_fingerprint(s, data)
     try:
         search = create_search(problem, storage, study_name, s["strategy"], evaluate, seed=int(s["seed"]),
-                               population=int(s["population"]), resume=args.resume, settings=fingerprint)
+                               population=int(s["population"]), resume=args.resume, settings=fingerprint,
+                               evaluate_many=evaluate_many, parallel=int(s["parallel"]))
     except ValueError as e:
         raise UsageError(str(e)) from None
     return drive(search, problem, s, data, storage, study_name, run_root, args)
@@ -280,11 +283,12 @@ def _load_search_data(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Any,
     return data, val_size
 
 
-def _make_evaluate(data: Any, val_size: int, s: dict[str, Any]) -> Any:
-    """The search's evaluator: proxy-train the width-scaled candidate on the resized images."""
+def _make_evaluate(data: Any, val_size: int, s: dict[str, Any]) -> tuple[Any, Any]:
+    """The search's evaluators (one genotype; several trained together): proxy-train the width-scaled
+    candidates on the resized images."""
     from hwnas.scaling import scale
     from hwnas.search.run import EvalResult
-    from hwnas.train import Budget, Evaluator, Recipe
+    from hwnas.train import Budget, Evaluator, Metrics, Recipe
 
     tx, ty, vx, vy = data.split_validation(val_size)
     res = s["proxy_resolution"]
@@ -297,14 +301,20 @@ def _make_evaluate(data: Any, val_size: int, s: dict[str, Any]) -> Any:
         raise UsageError(str(e)) from None
     width, seed = float(s["proxy_width"]), int(s["seed"])
 
-    def evaluate(g: Any) -> EvalResult:
-        proxy = scale(g, width=width)
-        m = ev.evaluate(proxy, seed)
+    def result(m: Metrics, proxy: Any) -> EvalResult:
         details = {"train_seconds": round(m.train_seconds, 2), "epochs": m.epochs,
-                   "images_per_s": round(m.images_per_s, 1), "proxy_genotype": proxy.to_string()}
+                   "images_per_s": round(m.images_per_s, 1), "proxy_genotype": proxy.to_string(),
+                   "trained_with": m.extra.get("group_size", 1)}
         return EvalResult(m.val_acc if m.ok else None, m.failure, details)
 
-    return evaluate
+    def evaluate(g: Any) -> EvalResult:
+        return evaluate_many([g])[0]
+
+    def evaluate_many(gs: list[Any]) -> list[EvalResult]:
+        proxies = [scale(g, width=width) for g in gs]
+        return [result(m, p) for m, p in zip(ev.evaluate_many(proxies, seed), proxies, strict=True)]
+
+    return evaluate, evaluate_many
 
 
 def _resize(x: Any, res: int) -> Any:
@@ -345,6 +355,10 @@ def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...]) 
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate per 512 images")
     p.add_argument("--resolution", type=positive_int, default=None, help="deployment resolution for costs")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--parallel", type=positive_int, default=None,
+                   help=f"proposals trained together (default {PARALLEL_CUDA} on CUDA: the evaluator trains them in "
+                        "lock-step on separate streams, 3.3x the naive loop vs 2.6x one at a time on an H100; "
+                        "1 on CPU)")
     p.add_argument("--dataset", default=None)
     p.add_argument("--data-dir", default=None, help="training data (default: the embedded CIFAR-10 subset)")
     p.add_argument("--download", action="store_true")

@@ -87,7 +87,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     basic_x = space.encode(parse_genotype(basic.genotype))
     run_root, study_name, storage = study_location(args, s)
-    evaluate = _make_evaluate(data, val_size, s)
+    evaluate, evaluate_many = _make_evaluate(data, val_size, s)
     lineage = {"source_storage": t["source_storage"], "source_study": t["source_study"],
                "source_trial": basic.number, "basic_genotype": basic.genotype, "basic_source_acc": basic.acc,
                "select": t["select"], "quality_lambda": float(t["quality_lambda"]),
@@ -108,7 +108,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     try:
         search = create_search(problem, storage, study_name, STRATEGY, evaluate, seed=int(s["seed"]),
                                population=int(s["population"]), resume=args.resume, settings=fingerprint,
-                               custom=strategy)
+                               custom=strategy, evaluate_many=evaluate_many, parallel=int(s["parallel"]))
     except (ValueError, SpaceError) as e:
         raise UsageError(str(e)) from None
     search.study.set_user_attr("transfer", lineage)

@@ -37,6 +37,7 @@ class EvalResult:
 
 
 Evaluate = Callable[[Genotype], EvalResult]
+EvaluateMany = Callable[[list[Genotype]], list[EvalResult]]
 
 
 class SearchStopped(Exception):
@@ -69,6 +70,8 @@ class Search:
     seed: int = 0
     population: int = 20
     annotate: Callable[[np.ndarray], dict[str, Any]] | None = None  # extra trial attributes per proposal
+    evaluate_many: EvaluateMany | None = None  # trains several candidates at once (e.g. on one GPU)
+    parallel: int = 1  # proposals asked before any of them is told (candidates trained together)
 
     # ---- study bookkeeping -----------------------------------------------------------------------
     def objectives_of(self, t: FrozenTrial) -> tuple[list[float], list[float]] | None:
@@ -136,63 +139,88 @@ class Search:
     def run(self, n_trials: int, on_trial: Callable[[FrozenTrial], None] | None = None,
             max_proposals: int | None = None) -> None:
         """Run until ``n_trials`` evaluations are in the study (previous runs count), within
-        ``max_proposals`` proposals (default 50 x n_trials; infeasible and repeated ones cost no training)."""
+        ``max_proposals`` proposals (default 50 x n_trials; infeasible and repeated ones cost no training).
+        Proposals come ``parallel`` at a time; their new, feasible genotypes train together."""
         limit = max_proposals or 50 * n_trials
         proposals = 0
-        while self.trained_count() < n_trials:
+        while (left := n_trials - self.trained_count()) > 0:
             if proposals >= limit:
                 raise SearchStopped(f"{proposals} proposals gave only {self.trained_count()} feasible, new "
                                     f"architectures: the budget is too tight for the space, or the space too small")
-            proposals += 1
-            self.step(on_trial)
+            k = max(1, min(self.parallel, left, limit - proposals))
+            proposals += k
+            self.step(on_trial, k)
 
-    def step(self, on_trial: Callable[[FrozenTrial], None] | None = None) -> None:
+    def step(self, on_trial: Callable[[FrozenTrial], None] | None = None, k: int = 1) -> None:
+        """Ask ``k`` proposals, price them, train the feasible new ones (together), tell every one."""
         p, sp = self.problem, self.problem.space
-        trial = self.study.ask()
-        trial.set_user_attr("worker", _worker_id())
-        choices = {name: trial.suggest_categorical(name, list(opts)) for name, opts in sp.dims}
-        x = sp.from_choices(choices)
-        g = sp.decode(x)
-        for k, v in (self.annotate(x) if self.annotate else {}).items():
-            trial.set_user_attr(k, v)
-        costs = p.costs(g)
-        violations = p.violations(costs)
-        attrs: dict[str, Any] = {"genotype": g.to_string(), "flops": costs["flops"], "params": costs["params"],
-                                 "feasible": p.feasible(costs)}
-        if "latency" in costs:
-            attrs["latency_ms"] = costs["latency"]
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
-        record_constraints(trial, violations)
-        outcome: dict[str, Any]
-        if not attrs["feasible"]:  # priced, never trained
-            outcome = {"acc": 0.0, "trained": False}
-        elif (cached := self.cache().get(g.to_string())) is not None:  # never train a genotype twice
-            outcome = {"acc": float(cached.user_attrs["acc"]), "trained": False, "cached_from": cached.number}
-        else:
-            try:
-                res = self.evaluate(g)
-            except KeyboardInterrupt:
+        asked: list[tuple[optuna.Trial, Genotype, dict[str, Any], bool]] = []
+        for _ in range(k):
+            trial = self.study.ask()
+            trial.set_user_attr("worker", _worker_id())
+            choices = {name: trial.suggest_categorical(name, list(opts)) for name, opts in sp.dims}
+            x = sp.from_choices(choices)
+            g = sp.decode(x)
+            for key, v in (self.annotate(x) if self.annotate else {}).items():
+                trial.set_user_attr(key, v)
+            costs = p.costs(g)
+            attrs: dict[str, Any] = {"genotype": g.to_string(), "flops": costs["flops"], "params": costs["params"],
+                                     "feasible": p.feasible(costs)}
+            if "latency" in costs:
+                attrs["latency_ms"] = costs["latency"]
+            for key, v in attrs.items():
+                trial.set_user_attr(key, v)
+            record_constraints(trial, p.violations(costs))
+            asked.append((trial, g, costs, attrs["feasible"]))
+        cache = self.cache()
+        todo: dict[str, Genotype] = {}  # genotype string -> genotype, trained once however often asked
+        for _, g, _, feasible in asked:
+            if feasible and g.to_string() not in cache:
+                todo.setdefault(g.to_string(), g)
+        try:
+            genos = list(todo.values())
+            if len(genos) > 1 and self.evaluate_many is not None:
+                results = self.evaluate_many(genos)
+            else:
+                results = [self.evaluate(g) for g in genos]
+        except KeyboardInterrupt:
+            for trial, *_ in asked:
                 trial.set_user_attr("interrupted", True)
                 self.study.tell(trial, state=TrialState.FAIL)
-                raise
-            outcome = {**res.details, "acc": res.acc or 0.0, "trained": res.acc is not None}
-            if res.acc is None:
-                outcome["failure"] = res.failure or "unknown failure"
-        for k, v in outcome.items():
-            trial.set_user_attr(k, v)
-        if "failure" in outcome:
-            self.study.tell(trial, state=TrialState.FAIL)
-        else:
-            self.study.tell(trial, p.values(outcome["acc"], costs))
-        if on_trial is not None:
-            on_trial(self.study._storage.get_trial(trial._trial_id))
+            raise
+        trained = dict(zip(todo, results, strict=True))
+        first: dict[str, int] = {}
+        for trial, g, costs, feasible in asked:
+            key = g.to_string()
+            outcome: dict[str, Any]
+            if not feasible:  # priced, never trained
+                outcome = {"acc": 0.0, "trained": False}
+            elif key in cache:  # never train a genotype twice
+                outcome = {"acc": float(cache[key].user_attrs["acc"]), "trained": False,
+                           "cached_from": cache[key].number}
+            elif key in first:  # asked twice in this batch: the first one trained it (a failure is not retold)
+                outcome = {"acc": trained[key].acc or 0.0, "trained": False, "cached_from": first[key]}
+            else:
+                first[key] = trial.number
+                res = trained[key]
+                outcome = {**res.details, "acc": res.acc or 0.0, "trained": res.acc is not None}
+                if res.acc is None:
+                    outcome["failure"] = res.failure or "unknown failure"
+            for name, v in outcome.items():
+                trial.set_user_attr(name, v)
+            if "failure" in outcome:
+                self.study.tell(trial, state=TrialState.FAIL)
+            else:
+                self.study.tell(trial, p.values(outcome["acc"], costs))
+            if on_trial is not None:
+                on_trial(self.study._storage.get_trial(trial._trial_id))
 
 
 def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage | None, study_name: str,
                   strategy: str, evaluate: Evaluate, seed: int = 0, population: int = 20, resume: bool = False,
                   settings: dict[str, Any] | None = None,
-                  custom: Callable[[Callable[[np.ndarray], bool]], AskTell] | None = None) -> Search:
+                  custom: Callable[[Callable[[np.ndarray], bool]], AskTell] | None = None,
+                  evaluate_many: EvaluateMany | None = None, parallel: int = 1) -> Search:
     """Create (or, with ``resume``, load) the study and wire the strategy's sampler. ``custom`` builds an
     ask/tell strategy from the feasibility test (used instead of ``strategy``'s own, which then only names it)."""
     fingerprint = {"problem": problem.describe(), "strategy": strategy, "seed": seed, "population": population,
@@ -220,7 +248,8 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
         diff = sorted(k for k in set(existing) | set(fingerprint) if existing.get(k) != _jsonable(fingerprint).get(k))
         raise ValueError(f"study {study_name!r} was run with other settings ({', '.join(diff)}); "
                          f"use the same settings to resume, or another --study-name")
-    s = Search(problem, study, evaluate, strategy, seed, population)
+    s = Search(problem, study, evaluate, strategy, seed, population, evaluate_many=evaluate_many,
+               parallel=max(1, parallel))
     holder["s"] = s
     return s
 
