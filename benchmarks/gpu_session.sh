@@ -33,6 +33,8 @@ run() {
     [ -e benchmarks/results/train_throughput-cuda.json ] ||
         step throughput 420 python3 benchmarks/train_throughput.py --device cuda --data-dir $DATA
     step fidelity 3600 python3 benchmarks/proxy_fidelity.py --device cuda --data-dir $DATA
+    [ -e benchmarks/results/proxy_cost-cuda.json ] ||
+        step proxy-cost 600 python3 benchmarks/proxy_cost.py --device cuda --data-dir $DATA --processes 1,3
     for pb in fp16:64 fp32:1 fp32:64 fp16:1; do
         p=${pb%:*} b=${pb#*:}
         t=$TABLE-$p-bs$b-r224-32
