@@ -198,7 +198,7 @@ class Search:
             elif key in cache:  # never train a genotype twice
                 outcome = {"acc": float(cache[key].user_attrs["acc"]), "trained": False,
                            "cached_from": cache[key].number}
-            elif key in first:  # asked twice in this batch: the first one trained it (a failure is not retold)
+            elif key in first:  # asked twice in this batch: the first one's result (acc 0 if it failed)
                 outcome = {"acc": trained[key].acc or 0.0, "trained": False, "cached_from": first[key]}
             else:
                 first[key] = trial.number
