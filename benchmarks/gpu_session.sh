@@ -3,9 +3,10 @@
 # calls are time-limited: `start` launches it detached (setsid) from a copy of the checkout, `poll` waits
 # while it runs and packs what it produced into $OUT. Each step is resumable and skipped once done, so
 # `start` after a fix (or on a later call) carries on. Run from the repository root, with the CIFAR-10
-# archive at data/cifar10-jpg.tar.xz (carry ["data/cifar10-jpg.tar.xz"]). Tables in
-# benchmarks/results/partial/ (half-measured by an earlier session) are resumed, not restarted;
-# validations whose report is already in the checkout are skipped.
+# archive at data/cifar10-jpg.tar.xz and optuna/pymoo wheels in .whl/ (carry ["data/cifar10-jpg.tar.xz",
+# ".whl"]; benchmarks/README.md says how to fetch them). Tables in benchmarks/results/partial/
+# (half-measured by an earlier session) are resumed, not restarted; validations whose report is already
+# in the checkout are skipped.
 #
 #   benchmarks/gpu_session.sh start && benchmarks/gpu_session.sh poll 240
 #   benchmarks/gpu_session.sh poll 540        # next calls, while the machine is still warm
@@ -27,8 +28,16 @@ step() {  # step NAME TIMEOUT_S COMMAND...: runs once; NAME.done marks success
 
 run() {
     export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HWNAS_CACHE=$W/cache
+    if [ -d .whl ]; then  # optuna, pymoo and their needs (the GPU image lacks them): carry [".whl"]
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            .whl/*.whl >"$W/wheels.log" 2>&1 && export PYTHONPATH=$PWD:/tmp/site
+    fi
     nvidia-smi >"$W/nvidia-smi.txt" 2>&1
     step gpu-tests 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_latency.py tests/test_train.py
+    # the search on CUDA: 4 proposals at a time trained in one lock-step group (needs the wheels)
+    [ -d /tmp/site/optuna ] &&
+        step search-smoke 400 python3 -m hwnas search --budget-flops 400M --data-dir $DATA --trials 8 --epochs 1 \
+            --run-dir "$W/runs" --study-name gpu-smoke
     # committed results are not measured again (delete one to rerun it)
     [ -e benchmarks/results/train_throughput-cuda.json ] ||
         step throughput 420 python3 benchmarks/train_throughput.py --device cuda --data-dir $DATA
