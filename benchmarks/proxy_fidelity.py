@@ -12,20 +12,57 @@ Resumable: every finished group is written to the result file at once, and ``--m
 cleanly, so the work can be spread over several calls of a time-limited GPU machine:
 
     python benchmarks/proxy_fidelity.py --device cuda --data-dir data/cifar10-jpg.tar.xz --max-minutes 9
+
+A proxy is named by its budget: dash-separated tokens ``e<epochs>``, ``w<width factor>``, ``b<batch>``,
+``lr<peak lr per 512 images>``, ``i<training images>`` (``i20k`` = the first 20,000 of a seeded stratified
+shuffle of the 45k), e.g. ``w0.5-e1-b128-lr0.2-i20k``; left out: full width, ``--batch-size``,
+``--proxy-lr``, all 45k images. ``--long-from FILE`` starts from the long results of another run (only the
+missing ones are trained); with ``--skip-long`` none are, and only architectures with one are scored, e.g.
+proxies trained on a CPU against the GPU's long runs (a proxy's ranking does not depend on the device that
+trained it, its cost does and is reported for this device).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from _common import RESULTS, environment, load_data, write_json
 
-# name -> (epochs, proxy width); the first is the default proxy
-PROXIES: dict[str, tuple[float, float]] = {"e2": (2.0, 1.0), "e1": (1.0, 1.0), "w0.5-e2": (2.0, 0.5),
-                                           "w0.5-e4": (4.0, 0.5)}
+# the proxies measured by default; the first is the default proxy
+PROXIES = ("e2", "e1", "w0.5-e2", "w0.5-e4")
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A proxy budget parsed from its name (see the module docstring); None: the command-line default."""
+
+    epochs: float
+    width: float = 1.0
+    batch: int | None = None
+    lr: float | None = None
+    images: int | None = None
+
+    @classmethod
+    def parse(cls, name: str) -> Proxy:
+        got: dict[str, Any] = {}
+        for tok in name.split("-"):
+            m = re.fullmatch(r"(lr|e|w|b|i)(\d+(?:\.\d+)?)(k?)", tok)
+            if not m or m.group(1) in got or (m.group(3) and m.group(1) != "i"):
+                raise SystemExit(f"proxy_fidelity: bad proxy name {name!r} (token {tok!r}); "
+                                 "expected e.g. e2, w0.5-e4, w0.5-e1-b128-lr0.2-i20k")
+            v = float(m.group(2)) * (1000 if m.group(3) else 1)
+            got[m.group(1)] = int(v) if m.group(1) in ("b", "i") else v
+        if "e" not in got:
+            raise SystemExit(f"proxy_fidelity: proxy {name!r} names no epochs (e<N>)")
+        return cls(got["e"], got.get("w", 1.0), got.get("b"), got.get("lr"), got.get("i"))
+
+
 REFERENCES = ("efficientnet-b0", "mnasnet-a1", "mobilenetv2")
 
 
@@ -36,7 +73,10 @@ def main() -> None:
     p.add_argument("--cache")
     p.add_argument("-n", type=int, default=20, help="random architectures")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--proxies", default=",".join(PROXIES), help=f"subset of {', '.join(PROXIES)}")
+    p.add_argument("--proxies", default=",".join(PROXIES), help="comma-separated proxy names (module docstring)")
+    p.add_argument("--long-from", help="start from the long results (and references) of this result file")
+    p.add_argument("--skip-long", action="store_true",
+                   help="train no long runs; score only the architectures that have one")
     p.add_argument("--noise-archs", type=int, default=4, help="architectures retrained with two more seeds")
     p.add_argument("--proxy-lr", type=float, default=0.4)
     p.add_argument("--long-epochs", type=float, default=30.0)
@@ -68,16 +108,44 @@ def main() -> None:
     archs = [space.decode(space.sample(rng)) for _ in range(a.n)]
     names = [g.to_string() for g in archs]
     proxies = [x for x in a.proxies.split(",") if x]
+    spec = {k: Proxy.parse(k) for k in proxies}
     deadline = time.monotonic() + a.max_minutes * 60
-    proxy_recipe = Recipe(batch_size=a.batch_size, lr=a.proxy_lr)
     long_recipe = Recipe(batch_size=a.batch_size, lr=a.long_lr)
+    long_from = json.loads(Path(a.long_from).read_text()) if a.long_from else None
+    if long_from is not None:
+        theirs = long_from.get("long_budget", {})
+        mine = {"epochs": a.long_epochs, "batch_size": a.batch_size, "lr": a.long_lr}
+        if any(theirs.get(k) != v for k, v in mine.items()):
+            raise SystemExit(f"proxy_fidelity: {a.long_from} has long runs of {theirs}, not {mine}")
+        for k in ("long", "references"):
+            state[k] = {**long_from.get(k, {}), **state[k]}
+    if a.skip_long:
+        if not any(n in state["long"] for n in names):
+            raise SystemExit("proxy_fidelity: no long result for these architectures (--long-from FILE, with "
+                             "the -n/--seed of the run that produced it)")
+        names, archs = map(list, zip(*[(n, g) for n, g in zip(names, archs, strict=True) if n in state["long"]],
+                                     strict=True))
+
+    def recipe(k: str) -> Any:
+        return Recipe(batch_size=spec[k].batch or a.batch_size, lr=spec[k].lr or a.proxy_lr)
+
+    def train_subset(k: str) -> tuple[Any, Any]:
+        n = spec[k].images
+        if n is None or n >= len(ty):
+            return tx, ty
+        from hwnas.data import ImageData
+
+        sub = ImageData(name=data.name, classes=data.classes, train_x=tx, train_y=ty, test_x=vx[:0],
+                        test_y=vy[:0], source=data.source)
+        _, _, keep_x, keep_y = sub.split_validation(n, seed=a.seed)  # a stratified, seeded subset
+        return keep_x, keep_y
 
     def summary() -> dict[str, Any]:
         res: dict[str, Any] = {
             **environment(a.device), "benchmark": "proxy_fidelity", "n_planned": a.n, "default_proxy": proxies[0],
-            "proxy_budgets": {k: {"epochs": PROXIES[k][0], "width": PROXIES[k][1], "train_images": len(ty),
-                                  "val_images": len(vy), "batch_size": a.batch_size, "lr": a.proxy_lr}
-                              for k in proxies},
+            "proxy_budgets": {k: {"epochs": spec[k].epochs, "width": spec[k].width,
+                                  "train_images": min(spec[k].images or len(ty), len(ty)), "val_images": len(vy),
+                                  "batch_size": recipe(k).batch_size, "lr": recipe(k).lr} for k in proxies},
             "long_budget": {"epochs": a.long_epochs, "train_images": len(data.train_y),
                             "test_images": len(data.test_y), "batch_size": a.batch_size, "lr": a.long_lr},
             "table": {},
@@ -121,11 +189,10 @@ def main() -> None:
             save()
 
     for k in proxies:
-        epochs, width = PROXIES[k]
-        ev = Evaluator((tx, ty), (vx, vy), 10, Budget(epochs=epochs), proxy_recipe, a.device)
+        ev = Evaluator(train_subset(k), (vx, vy), 10, Budget(epochs=spec[k].epochs), recipe(k), a.device)
         store = state["proxies"].setdefault(k, {})
-        run(ev, [(n, scale(g, width=width)) for n, g in zip(names, archs, strict=True) if n not in store], store,
-            a.seed)
+        run(ev, [(n, scale(g, width=spec[k].width)) for n, g in zip(names, archs, strict=True) if n not in store],
+            store, a.seed)
         if k == proxies[0] and a.noise_archs:  # the same architectures with two more seeds
             for s in (a.seed + 1, a.seed + 2):
                 extra: dict[str, Any] = {}
@@ -136,10 +203,13 @@ def main() -> None:
                 for n, m in extra.items():
                     have.setdefault(n, [store[n]["val_acc"]]).append(m["val_acc"])
             save()
-    long = Evaluator((data.train_x, data.train_y), (data.test_x, data.test_y), 10, Budget(epochs=a.long_epochs),
-                     long_recipe, a.device)
-    run(long, [(n, g) for n, g in zip(names, archs, strict=True) if n not in state["long"]], state["long"], a.seed)
-    run(long, [(n, reference(n)) for n in REFERENCES if n not in state["references"]], state["references"], a.seed)
+    if not a.skip_long:
+        long = Evaluator((data.train_x, data.train_y), (data.test_x, data.test_y), 10,
+                         Budget(epochs=a.long_epochs), long_recipe, a.device)
+        run(long, [(n, g) for n, g in zip(names, archs, strict=True) if n not in state["long"]], state["long"],
+            a.seed)
+        run(long, [(n, reference(n)) for n in REFERENCES if n not in state["references"]], state["references"],
+            a.seed)
     save()
     res = summary()
     plot(res, out.with_suffix(".png"))

@@ -90,7 +90,13 @@ class Network(nn.Module):
 
 
 def _init_weights(model: nn.Module) -> None:
-    """torchvision's EfficientNet initialisation."""
+    """torchvision's EfficientNet initialisation, except the classifier's scale.
+
+    torchvision draws the classifier from U(+-1/sqrt(out_features)): fine for 1000 classes, but for 10
+    it starts CIFAR-10 networks with logits of std 1.9-3.4 and a loss of 2.9-5.9 instead of ln 10 = 2.3
+    (measured on real CIFAR-10 images, six random networks of the space), and a short proxy training
+    spends its budget undoing that. U(+-1/sqrt(in_features)) does not depend on the class count and is
+    the same scale for the 1000-class, 1280-feature case (0.028 vs 0.032)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -100,7 +106,7 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            bound = 1.0 / m.out_features ** 0.5
+            bound = 1.0 / m.in_features ** 0.5
             nn.init.uniform_(m.weight, -bound, bound)
             nn.init.zeros_(m.bias)
 

@@ -68,3 +68,17 @@ def test_stochastic_depth_ramp_and_eval_determinism() -> None:
 def test_bad_num_classes() -> None:
     with pytest.raises(ValueError, match="num_classes"):
         build_model(reference("mobilenetv2"), 0)
+
+
+@pytest.mark.parametrize("num_classes", [10, 1000])
+def test_initial_loss_is_near_chance_whatever_the_class_count(num_classes: int) -> None:
+    """The classifier's init scale must not grow with fewer classes (torchvision's U(+-1/sqrt(classes))
+    gave 10-class networks an initial loss of 3-6); start near ln(num_classes), as an untrained net should."""
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, num_classes, (64,))
+    for seed in range(4):
+        g = SPACE.decode(SPACE.sample(np.random.default_rng(seed)))
+        model = build_model(g, num_classes, input_size=32, zero_init_last=True).train()
+        with torch.no_grad():
+            loss = torch.nn.functional.cross_entropy(model(x), y).item()
+        assert abs(loss - np.log(num_classes)) < 0.25, (g.to_string(), loss)
