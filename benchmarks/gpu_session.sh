@@ -14,7 +14,7 @@ set -u
 W=${HWNAS_GPU_WORK:-/tmp/hwnas-gpu}
 DATA=data/cifar10-jpg.tar.xz
 TABLE=latency_tables/h100
-PROXIES=${HWNAS_PROXIES:-w0.5-e4,e2}  # the first is the search's GPU profile
+PROXIES=${HWNAS_PROXIES:-w0.5-e4,w0.5-e2-b128,w0.5-e1-b128-lr0.4-i20k}  # the first: the search's GPU profile
 
 step() {  # step NAME TIMEOUT_S COMMAND...: runs once; NAME.done marks success
     local name=$1 limit=$2
