@@ -1,7 +1,8 @@
 """What a fresh candidate costs the default proxy, and whether worker processes hide its set-up.
 
 On an H100 a candidate the process has not seen before spends ~7.5 s in set-up (the first call of each
-new convolution shape: cuDNN heuristics, host work) against ~2 s of training (proxy_fidelity-cuda-torchvision-init.json).
+new convolution shape: cuDNN heuristics, host work) against ~2 s of training
+(proxy_fidelity-cuda-torchvision-init.json).
 Threads do not run that host work in parallel (measure_speed); separate processes might, while another
 process trains. This runs P processes at once (P = 1 is the baseline, measured in the same run), each
 proxy-training its own fresh random candidates in lock-step groups, and reports candidates per GPU-hour
