@@ -30,7 +30,7 @@ from _common import RESULTS, write_json
 
 from hwnas.genotype import parse_genotype
 from hwnas.latency.table import LatencyTable, error_stats
-from hwnas.walker import Layer, walk
+from hwnas.walker import Layer
 
 Features = Callable[[list[tuple[Layer, float]], str], dict[str, float]]
 
@@ -78,7 +78,7 @@ def score(table: LatencyTable, cal: list[tuple[str, float]], val: list[tuple[str
           res: int) -> dict[str, Any]:
     def layers(g: str) -> tuple[list[tuple[Layer, float]], str]:
         gt = parse_genotype(g)
-        return [(L, table.entries[L.key()]["ms"]) for L in walk(gt, res, table.num_classes)], gt.activation
+        return table.layer_times(gt, res), gt.activation
 
     cal_l = [layers(g) for g, _ in cal]
     val_l = [layers(g) for g, _ in val]

@@ -231,19 +231,23 @@ class LatencyTable:
                              f"{', '.join(map(str, self.resolutions))}, not {resolution}")
 
     # ---- prediction ---------------------------------------------------------------------------
-    def layer_sum(self, genotype: Genotype, resolution: int) -> tuple[float, int]:
-        """(sum of the entries of every layer, number of layers); MissingKeyError names a missing key."""
+    def layer_times(self, genotype: Genotype, resolution: int) -> list[tuple[Layer, float]]:
+        """Every layer with its entry (ms), in execution order; MissingKeyError names a missing key."""
         self.check_resolution(resolution)
-        total, n = 0.0, 0
+        out = []
         for layer in walk(genotype, resolution, self.num_classes):
             k = layer.key()
             e = self.entries.get(k)
             if e is None:
                 raise MissingKeyError(f"latency table {self.source} has no entry for layer {k!r}; "
                                       f"extend it with: {self.measure_command()}")
-            total += e["ms"]
-            n += 1
-        return total, n
+            out.append((layer, e["ms"]))
+        return out
+
+    def layer_sum(self, genotype: Genotype, resolution: int) -> tuple[float, int]:
+        """(sum of the entries of every layer, number of layers); MissingKeyError names a missing key."""
+        times = self.layer_times(genotype, resolution)
+        return sum(ms for _, ms in times), len(times)
 
     def predict(self, genotype: Genotype, resolution: int) -> float:
         """Predicted latency in milliseconds of one batch (the table's batch size)."""
