@@ -4,6 +4,9 @@ and every bad-input path, with real files."""
 from __future__ import annotations
 
 import json
+import platform
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -27,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "tiny-space.toml"
 TINY_SPACE = SearchSpace.from_dict(tomllib.loads(TINY.read_text())["space"])
 SHIPPED = sorted(p for p in (ROOT / "latency_tables").glob("*.json") if ".validation" not in p.name)
+GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 # ---- keys -----------------------------------------------------------------------------------------
@@ -129,7 +133,7 @@ def test_malformed_tables(mutate, fragment: str) -> None:  # type: ignore[no-unt
 def tiny_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("lat") / "tiny.json"
     r = hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "10", "--quick",
-              "--threads", "1", "-o", str(out))
+              "--threads", "1", "--layers-per-process", "20", "-o", str(out))  # 3 processes of layers
     assert r.returncode == 0, r.stderr
     assert "fit on 10 networks" in r.stdout
     return out
@@ -143,6 +147,9 @@ def test_measured_table_contents(tiny_table: Path) -> None:
                 "hwnas_version", "command", "threads", "measure_seconds"):
         assert key in md, key
     assert md["threads"] == 1 and md["command"].startswith("hwnas latency measure")
+    assert md["timing"]["layers_per_process"] == 20
+    assert len(md["probe"]["ms"]) == 3 and md["probe"]["genotype"] == t.calibration[0]["genotype"]
+    assert md["host_allocator"] == ("glibc mallopt: M_MMAP_MAX=0, M_TRIM_THRESHOLD=2^31-1" if GLIBC else "default")
     assert len(t.calibration) == 10 and "32" in t.overhead
     assert all(e["p10"] <= e["ms"] <= e["p90"] for e in t.entries.values())
 
@@ -160,6 +167,7 @@ def test_predict_and_validate_cli(tiny_table: Path, tmp_path: Path) -> None:
     rep = json.loads(r.stdout)
     assert {"mape", "within_5pct", "spearman", "n", "max_error", "naive_sum"} <= set(rep)
     assert rep["n"] == 12 and 0 <= rep["within_5pct"] <= 100
+    assert rep["host_allocator"] == LatencyTable.from_json(tiny_table.read_text()).metadata["host_allocator"]
     assert rep["mape"] < 25  # loose: a shared 2-core CI machine is noisy; shipped tables report real figures
     assert json.loads(prefix.with_suffix(".json").read_text()) == rep
     assert len(prefix.with_suffix(".csv").read_text().splitlines()) == 13
@@ -182,12 +190,13 @@ def test_resume_keeps_measured_entries(tmp_path: Path) -> None:
         if done == 25:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):  # in fresh processes of 10 layers: the interrupt lands in the third
         build_table(fresh, Setup(threads=1), default_timer(Setup(), quick=True),
                     calibration_genotypes(TINY_SPACE, 8, full.metadata["calibration_seed"]),
-                    lambda t: write_text_atomic(out, t.to_json()), stop)
+                    lambda t: write_text_atomic(out, t.to_json()), stop, layers_per_process=10)
     partial = LatencyTable.from_json(out.read_text(), str(out))
-    assert len(partial.entries) == 25 and not partial.overhead
+    # 43 layers in processes of 10 with 2 of the 8 calibration networks each: 21 layers + 4 networks
+    assert (len(partial.entries), len(partial.calibration)) == (21, 4) and not partial.overhead
     r = hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "8", "--quick",
               "--threads", "1", "-o", str(out))
     assert r.returncode == 0, r.stderr
@@ -203,6 +212,50 @@ def test_measure_model_cli() -> None:
     d = json.loads(r.stdout)
     assert d["runtimes"]["torch-eager"]["ms"] > 0
     assert d["runtimes"]["onnxruntime-cpu"]["ms"] > 0
+    assert d["host_allocator"].startswith("glibc" if GLIBC else "default")
+
+
+@pytest.mark.parametrize(("layers", "per_process", "networks"), [(43, 10, 8), (44211, 2000, 44), (5, 2000, 44),
+                                                                    (0, 10, 3)])
+def test_young_tasks_cover_every_layer_and_network_once(layers: int, per_process: int, networks: int) -> None:
+    from hwnas.latency.measure import CpuTimer, Setup, young_tasks
+
+    ls = list(space_layers(SearchSpace.default(), 224))[:layers]
+    nets = [(g, 224) for g in calibration_genotypes(TINY_SPACE, networks, 1)][:networks]
+    tasks = young_tasks(ls, nets, per_process, nets[0], Setup(threads=1), CpuTimer(), "default", 1000)
+    assert len(tasks) == max(1, -(-layers // per_process))
+    assert [x for t in tasks for x in t.layers] == ls and [x for t in tasks for x in t.networks] == nets
+    assert max(len(t.networks) for t in tasks) - min(len(t.networks) for t in tasks) <= 2  # spread, not bunched
+
+
+PAGE_FAULTS = """
+import resource, sys, torch
+from hwnas.latency.measure import steady_host_allocator
+if sys.argv[1] != "default":
+    print(steady_host_allocator(sys.argv[1]), file=sys.stderr)
+faults = []
+for _ in range(8):  # a 64 MiB activation, allocated, written and freed, as one layer call does
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.ones(16 << 20)
+    del x
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+print(sum(faults[3:]))
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="the host-allocator setting is glibc's mallopt")
+def test_steady_host_allocator_reuses_freed_memory_instead_of_faulting_it_in_again() -> None:
+    def faults(policy: str) -> int:
+        r = subprocess.run([sys.executable, "-c", PAGE_FAULTS, policy], capture_output=True, text=True, check=True)
+        return int(r.stdout)
+
+    default, reuse = faults("default"), faults("reuse")
+    assert default > 5 * 8192  # glibc maps every 64 MiB block afresh: ~16k page faults per call
+    assert reuse < default / 20
+    from hwnas.latency.measure import steady_host_allocator
+
+    with pytest.raises(ValueError, match="unknown host allocator policy"):
+        steady_host_allocator("jemalloc")
 
 
 # ---- bad input, with real files ----------------------------------------------------------------------
@@ -257,7 +310,9 @@ def test_shipped_tables_are_complete_and_validated(path: Path) -> None:
 
 
 def test_a_cpu_table_ships() -> None:
-    assert any(json.loads(p.read_text())["metadata"]["device"] == "cpu" for p in SHIPPED)
+    cpu = [json.loads(p.read_text())["metadata"] for p in SHIPPED]
+    cpu = [md for md in cpu if md["device"] == "cpu"]
+    assert cpu and all(md["host_allocator"].startswith("glibc mallopt") for md in cpu)
 
 
 # ---- GPU ----------------------------------------------------------------------------------------------

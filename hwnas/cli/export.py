@@ -80,6 +80,10 @@ def _export(g: Genotype, path: Path, resolution: int, num_classes: int, args: ar
             **kw: Any) -> dict[str, Any]:
     from hwnas.export import ExportError, export_genotype
 
+    if not args.no_latency:  # PyTorch CPU is timed as the latency tables time it
+        from hwnas.cli.latency import apply_host_allocator
+
+        kw["info"] = {**(kw.get("info") or {}), "host_allocator": apply_host_allocator()}
     try:
         return export_genotype(g, path, resolution, num_classes, table=table, runs=args.runs,
                                measure=not args.no_latency, **kw)

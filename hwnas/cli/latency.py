@@ -34,7 +34,7 @@ from hwnas.latency.table import (
 
 DEFAULT_OUT = "latency_tables/{device}-{precision}-bs{batch}-r{resolutions}.json"
 SETTINGS_CHECKED = ("device", "precision", "batch_size", "resolutions", "num_classes", "space_fingerprint",
-                    "channels_last", "threads", "timing")
+                    "channels_last", "threads", "timing", "host_allocator")
 
 
 def shipped_tables_dir() -> Path:
@@ -79,6 +79,13 @@ def _apply_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def apply_host_allocator() -> str:
+    """CPU timing reuses freed memory (glibc mallopt; see ``steady_host_allocator``); returns the setting."""
+    from hwnas.latency.measure import steady_host_allocator
+
+    return steady_host_allocator()
+
+
 def _slug(text: str) -> str:
     out = "".join(c.lower() if c.isalnum() else "-" for c in text)
     while "--" in out:
@@ -116,14 +123,18 @@ def cmd_measure(args: argparse.Namespace) -> int:
     for precision, batch in combos:
         setup = _setup(args, precision, batch)
         timer = default_timer(setup, quick=args.quick)
+        per_process = args.layers_per_process if setup.device == "cpu" else 0
         info = device_info(setup)
         out = Path(args.output.format(device=_slug(info["device_name"]), precision=precision, batch=batch,
                                       resolutions="-".join(map(str, args.resolution))))
+        allocator = {"host_allocator": apply_host_allocator()} if setup.device == "cpu" else {}
         metadata: dict[str, Any] = {
-            "device": setup.device, **info, "precision": precision, "batch_size": batch,
+            "device": setup.device, **info, **allocator, "precision": precision, "batch_size": batch,
             "resolutions": args.resolution, "num_classes": args.num_classes, "channels_last": setup.channels_last,
             "threads": info["threads"], "timing_method": timer.method,
-            "timing": {**timer.settings(), "calls_per_graph": args.calls_per_graph}, "space": space.to_dict(),
+            "timing": {**timer.settings(), "calls_per_graph": args.calls_per_graph,
+                       **({"layers_per_process": per_process} if setup.device == "cpu" else {})},
+            "space": space.to_dict(),
             "space_fingerprint": space_fingerprint(space), "calibration_networks": args.calibration,
             "calibration_seed": args.calibration_seed, "date": now_iso(), "hwnas_version": hwnas_version(),
             "command": command,
@@ -143,11 +154,17 @@ def cmd_measure(args: argparse.Namespace) -> int:
                 bar.update(task, description=what, completed=done, total=total)
 
             try:
-                build_table(table, setup, timer, calib, save, progress, calls_per_graph=args.calls_per_graph)
+                build_table(table, setup, timer, calib, save, progress, calls_per_graph=args.calls_per_graph,
+                            layers_per_process=per_process)
             except KeyboardInterrupt:
                 print(f"hwnas: interrupted; {len(table.entries)} entries and {len(table.calibration)} calibration "
                       f"networks saved in {out}: rerun the same command to resume", file=sys.stderr)
                 return 130
+        probe = table.metadata.get("probe") or {}
+        if len(probe.get("ms") or []) > 1:
+            lo, hi = min(probe["ms"]), max(probe["ms"])
+            print(f"{out}: probe network {lo:.3f}-{hi:.3f} ms over {len(probe['ms'])} processes (machine drift "
+                  f"{(hi / lo - 1) * 100:.1f}%)")
         for r, o in sorted(table.overhead.items()):
             print(f"{out}: {len(table.entries)} entries; resolution {r}: latency = {o.a:.4f} ms + {o.b:.4f} x sum "
                   f"+ {o.c:.4f} ms x layers (fit on {o.n} networks, MAPE {o.fit_mape:.2f}%); "
@@ -196,6 +213,7 @@ def _timer_from(table: LatencyTable, setup: Any) -> Any:
 
     t = dict(table.metadata.get("timing") or {})
     t.pop("calls_per_graph", None)
+    t.pop("layers_per_process", None)
     return CudaGraphTimer(**t) if setup.device == "cuda" else CpuTimer(**t)
 
 
@@ -216,6 +234,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     here = device_info(setup)["device_name"]
     if here != md["device_name"]:
         print(f"hwnas: warning: table measured on {md['device_name']!r}, validating on {here!r}", file=sys.stderr)
+    allocator = apply_host_allocator() if setup.device == "cpu" else None
+    if allocator is not None and allocator != md.get("host_allocator", "default"):
+        print(f"hwnas: warning: table measured with host allocator {md.get('host_allocator', 'default')!r}, "
+              f"validating with {allocator!r}", file=sys.stderr)
     res = args.resolution or table.resolutions[0]
     table.check_resolution(res)
     calib = {row["genotype"] for row in table.calibration}
@@ -236,6 +258,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     report = {
         "table": table.source, "device": md["device_name"], "validated_on": here, "precision": md["precision"],
         "batch_size": md["batch_size"], "resolution": res, "seed": args.seed,
+        **({"host_allocator": allocator} if allocator is not None else {}),
         **error_stats([r["predicted_ms"] for r in rows], measured),
         "naive_sum": error_stats([r["naive_sum_ms"] for r in rows], measured),
         "median_measured_ms": sorted(measured)[len(measured) // 2],
@@ -294,8 +317,9 @@ def cmd_measure_model(args: argparse.Namespace) -> int:
     name, g = load_arch(args.arch)
     _apply_threads(args.threads)
     setup = _setup(args, args.precision, args.batch_size)
+    allocator = {"host_allocator": apply_host_allocator()} if setup.device == "cpu" else {}
     results = measure_model_runtimes(g, args.resolution, args.num_classes, setup)
-    d = {"arch": name, "genotype": g.to_string(), **device_info(setup), "precision": args.precision,
+    d = {"arch": name, "genotype": g.to_string(), **device_info(setup), **allocator, "precision": args.precision,
          "batch_size": args.batch_size, "resolution": args.resolution, "channels_last": setup.channels_last,
          "runtimes": results}
     if args.json:
@@ -335,6 +359,10 @@ def register(sub: Any) -> None:
                    help="random calibration networks per resolution (default 40), plus the references")
     m.add_argument("--calibration-seed", type=non_negative_int, default=20261122)
     m.add_argument("--calls-per-graph", type=positive_int, default=10, help="layer calls per CUDA graph")
+    m.add_argument("--layers-per-process", type=non_negative_int, default=2000,
+                   help="CPU: time layers in fresh processes of this many layers each, and the calibration "
+                   "networks in a fresh one (a process that has timed tens of thousands of layers runs ~10%% "
+                   "slower); 0 = all in one process (default 2000)")
     m.add_argument("--quick", action="store_true", help="fewer repeats (for tests)")
     m.add_argument("-o", "--output", default=DEFAULT_OUT,
                    help="table path; may use {device} {precision} {batch} {resolutions} (default: %(default)s)")

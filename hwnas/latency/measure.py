@@ -25,7 +25,7 @@ import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,38 @@ class Setup:
             module = module.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
         return module, x
+
+
+# ---- host memory allocator (CPU timing) ------------------------------------------------------------
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # glibc's mallopt parameters (malloc.h)
+HOST_ALLOCATOR_DEFAULT = "default"
+
+
+def steady_host_allocator(policy: str = "reuse") -> str:
+    """Make glibc's malloc keep and reuse freed memory, so large activations are not freshly mapped
+    (and page-faulted) on some calls and recycled on others; returns the setting in force, as recorded
+    in a CPU table's ``host_allocator``. Process-wide and one-way; a no-op off glibc (``"default"``).
+
+    With glibc's defaults a block above its mmap threshold (128 KiB, raised dynamically up to 32 MiB as
+    blocks are freed) is mapped anew and handed back on free, so whether a 3 MB activation costs
+    page faults depends on the history of the process: the same network measured 22 ms or 35 ms from
+    one build to the next on the 2-core EPYC (``benchmarks/cpu_allocator.py``). Deployments that care
+    use jemalloc or tcmalloc, which reuse memory; ``reuse`` does the same with glibc (no mmap, no trim);
+    ``threshold`` fixes the threshold at 32 MiB and turns trimming off (larger blocks are still mapped)."""
+    import ctypes
+
+    settings = {"reuse": ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)),
+                "threshold": ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 2**31 - 1))}
+    if policy not in settings:
+        raise ValueError(f"unknown host allocator policy {policy!r} (expected {', '.join(settings)})")
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return HOST_ALLOCATOR_DEFAULT
+    libc = ctypes.CDLL(None)
+    for param, value in settings[policy]:
+        if libc.mallopt(param, value) != 1:
+            raise OSError(f"glibc mallopt({param}, {value}) failed")
+    return {"reuse": "glibc mallopt: M_MMAP_MAX=0, M_TRIM_THRESHOLD=2^31-1",
+            "threshold": "glibc mallopt: M_MMAP_THRESHOLD=32MiB, M_TRIM_THRESHOLD=2^31-1"}[policy]
 
 
 class Timer:
@@ -414,15 +446,79 @@ def hwnas_version() -> str:
     return __version__
 
 
+# ---- CPU: measuring in young processes ------------------------------------------------------------
+@dataclass(frozen=True)
+class YoungTask:
+    """One fresh process's share of a CPU table: a probe network, some layers, some calibration networks."""
+
+    layers: list[Layer]
+    networks: list[tuple[Genotype, int]]
+    probe: tuple[Genotype, int] | None
+    setup: Setup
+    timer_settings: dict[str, Any]
+    host_allocator: str
+    num_classes: int
+
+
+YoungResult = tuple[Timing | None, list[Timing], list[Timing]]  # probe, layers, networks
+
+
+def _young_process_task(task: YoungTask) -> YoungResult:
+    """Runs in a fresh process: (probe, layer timings, network timings)."""
+    if task.host_allocator != HOST_ALLOCATOR_DEFAULT:
+        steady_host_allocator()
+    if task.setup.threads:
+        torch.set_num_threads(task.setup.threads)
+    torch.manual_seed(0)
+    timer = CpuTimer(**task.timer_settings)
+    probe = time_network(*task.probe, task.num_classes, task.setup, timer) if task.probe else None
+    layers = [time_layer(layer, task.setup, timer, 1) for layer in task.layers]
+    return probe, layers, [time_network(g, res, task.num_classes, task.setup, timer) for g, res in task.networks]
+
+
+def _in_young_processes(tasks: Sequence[YoungTask]) -> Iterator[tuple[YoungTask, YoungResult]]:
+    """Run each task in a fresh process, one at a time, yielding (task, result) as each finishes."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ex = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1)
+    try:
+        for task in tasks:
+            yield task, ex.submit(_young_process_task, task).result()
+    finally:
+        ex.shutdown(wait=False, cancel_futures=True)
+
+
+def young_tasks(layers: Sequence[Layer], networks: Sequence[tuple[Genotype, int]], per_process: int,
+                probe: tuple[Genotype, int] | None, setup: Setup, timer: CpuTimer, host_allocator: str,
+                num_classes: int) -> list[YoungTask]:
+    """``per_process`` layers per process; the calibration networks spread evenly over the processes, so
+    they see the machine in the states the layers saw (a shared VM drifts by 10 % and more over the
+    20 minutes a table takes); every process also times ``probe`` first, which records that drift."""
+    n = max(1, math.ceil(len(layers) / per_process))
+    per_net = math.ceil(len(networks) / n)
+    return [YoungTask(list(layers[i * per_process:(i + 1) * per_process]),
+                      list(networks[i * per_net:(i + 1) * per_net]), probe, setup, timer.settings(), host_allocator,
+                      num_classes) for i in range(n)]
+
+
 # ---- building a whole table (resumable) ----------------------------------------------------------
 def build_table(
     table: LatencyTable, setup: Setup, timer: Timer, calibration: list[Genotype],
     checkpoint: Callable[[LatencyTable], None], progress: Callable[[str, int, int], None] | None = None,
-    calls_per_graph: int = 10, checkpoint_every_s: float = 15.0,
+    calls_per_graph: int = 10, checkpoint_every_s: float = 15.0, layers_per_process: int = 0,
 ) -> LatencyTable:
     """Measure what ``table`` lacks: every layer of its space at its resolutions, then the calibration
     networks end to end, then fit the overhead model. ``checkpoint`` is called every
-    ``checkpoint_every_s`` seconds and at the end (also when interrupted), so no measurement is lost."""
+    ``checkpoint_every_s`` seconds and at the end (also when interrupted), so no measurement is lost.
+
+    ``layers_per_process`` (CPU only; 0 = everything in this process): time the layers in fresh processes
+    of that many layers each, with the calibration networks spread over the same processes
+    (``young_tasks``), so every measurement sees a young process, as ``hwnas latency validate`` and a
+    freshly started server do; ``metadata["probe"]`` holds each process's time for one fixed network.
+    Measured on the 2-core EPYC: one process that has timed 44,000 layers runs the same networks ~10 %
+    slower than a fresh one (3 % after 5,000), which biased the fitted overhead and left the CPU table's
+    validation MAPE at 12.5 % (6.7 % with the calibration networks re-measured in a fresh process)."""
     space = table.space
     todo = [layer for r in table.resolutions for layer in space_layers(space, r, table.num_classes)
             if layer.key() not in table.entries]
@@ -445,12 +541,28 @@ def build_table(
         table.entries[layer.key()] = t.to_dict()
         tick("layers")
 
+    def store_network(g: Genotype, res: int, t: Timing) -> None:
+        table.calibration.append({"genotype": g.to_string(), "resolution": res, **t.to_dict()})
+        tick("calibration")
+
+    allocator = str(table.metadata.get("host_allocator", HOST_ALLOCATOR_DEFAULT))
     try:
-        measure_layers(todo, setup, timer, store, calls_per_graph)
-        for g, res in cal_todo:
-            t = time_network(g, res, table.num_classes, setup, timer)
-            table.calibration.append({"genotype": g.to_string(), "resolution": res, **t.to_dict()})
-            tick("calibration")
+        if layers_per_process > 0 and isinstance(timer, CpuTimer) and total:
+            probe = (calibration[0], table.resolutions[0]) if calibration else None
+            probes = table.metadata.setdefault("probe", {"genotype": probe[0].to_string() if probe else None,
+                                                         "resolution": table.resolutions[0], "ms": []})
+            for task, (p, lt, nt) in _in_young_processes(young_tasks(
+                    todo, cal_todo, layers_per_process, probe, setup, timer, allocator, table.num_classes)):
+                if p is not None:
+                    probes["ms"].append(round(p.ms, 4))
+                for layer, t in zip(task.layers, lt, strict=True):
+                    store(layer, t)
+                for (g, res), t in zip(task.networks, nt, strict=True):
+                    store_network(g, res, t)
+        else:
+            measure_layers(todo, setup, timer, store, calls_per_graph)
+            for g, res in cal_todo:
+                store_network(g, res, time_network(g, res, table.num_classes, setup, timer))
         table.fit_overhead()
     finally:
         table.metadata["measure_seconds"] = round(spent0 + time.monotonic() - t_start, 1)
