@@ -360,9 +360,9 @@ def register(sub: Any) -> None:
     m.add_argument("--calibration-seed", type=non_negative_int, default=20261122)
     m.add_argument("--calls-per-graph", type=positive_int, default=10, help="layer calls per CUDA graph")
     m.add_argument("--layers-per-process", type=non_negative_int, default=2000,
-                   help="CPU: time layers in fresh processes of this many layers each, and the calibration "
-                   "networks in a fresh one (a process that has timed tens of thousands of layers runs ~10%% "
-                   "slower); 0 = all in one process (default 2000)")
+                   help="CPU: time layers in fresh processes of this many layers each, the calibration networks "
+                   "spread over them (a process that has timed tens of thousands of layers runs ~10%% slower); "
+                   "0 = all in one process (default 2000)")
     m.add_argument("--quick", action="store_true", help="fewer repeats (for tests)")
     m.add_argument("-o", "--output", default=DEFAULT_OUT,
                    help="table path; may use {device} {precision} {batch} {resolutions} (default: %(default)s)")
