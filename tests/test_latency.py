@@ -228,6 +228,17 @@ def test_young_tasks_cover_every_layer_and_network_once(layers: int, per_process
     assert max(len(t.networks) for t in tasks) - min(len(t.networks) for t in tasks) <= 2  # spread, not bunched
 
 
+def test_a_failing_timing_process_is_an_error_not_a_hang() -> None:
+    from hwnas.latency.measure import CpuTimer, Setup, _in_young_processes, young_tasks
+
+    layers = list(space_layers(TINY_SPACE, 32))[:3]
+    task = young_tasks(layers, [], 10, None, Setup(threads=1), CpuTimer(), "default", 10)[0]
+    bad = type(task)(**{**vars(task), "timer_settings": {"repeats": 3}})  # CpuTimer has no such setting
+    with pytest.raises(RuntimeError, match="CPU timing process failed: TypeError"):
+        list(_in_young_processes([bad]))
+    assert [k for k, _, _ in _in_young_processes([task])] == ["layer"] * 3
+
+
 PAGE_FAULTS = """
 import resource, sys, torch
 from hwnas.latency.measure import steady_host_allocator

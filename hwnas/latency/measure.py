@@ -460,33 +460,56 @@ class YoungTask:
     num_classes: int
 
 
-YoungResult = tuple[Timing | None, list[Timing], list[Timing]]  # probe, layers, networks
-
-
-def _young_process_task(task: YoungTask) -> YoungResult:
-    """Runs in a fresh process: (probe, layer timings, network timings)."""
-    if task.host_allocator != HOST_ALLOCATOR_DEFAULT:
-        steady_host_allocator()
-    if task.setup.threads:
-        torch.set_num_threads(task.setup.threads)
-    torch.manual_seed(0)
-    timer = CpuTimer(**task.timer_settings)
-    probe = time_network(*task.probe, task.num_classes, task.setup, timer) if task.probe else None
-    layers = [time_layer(layer, task.setup, timer, 1) for layer in task.layers]
-    return probe, layers, [time_network(g, res, task.num_classes, task.setup, timer) for g, res in task.networks]
-
-
-def _in_young_processes(tasks: Sequence[YoungTask]) -> Iterator[tuple[YoungTask, YoungResult]]:
-    """Run each task in a fresh process, one at a time, yielding (task, result) as each finishes."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    ex = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1)
+def _young_process_main(task: YoungTask, results: Any) -> None:
+    """Runs in a fresh process: puts ("probe" | "layer" | "network", index, Timing) on ``results`` as each
+    measurement finishes (so an interrupt loses none), then ("done", -1, None) or ("error", -1, why)."""
     try:
-        for task in tasks:
-            yield task, ex.submit(_young_process_task, task).result()
-    finally:
-        ex.shutdown(wait=False, cancel_futures=True)
+        if task.host_allocator != HOST_ALLOCATOR_DEFAULT:
+            steady_host_allocator()
+        if task.setup.threads:
+            torch.set_num_threads(task.setup.threads)
+        torch.manual_seed(0)
+        timer = CpuTimer(**task.timer_settings)
+        if task.probe:
+            results.put(("probe", -1, time_network(*task.probe, task.num_classes, task.setup, timer)))
+        for i, layer in enumerate(task.layers):
+            results.put(("layer", i, time_layer(layer, task.setup, timer, 1)))
+        for i, (g, res) in enumerate(task.networks):
+            results.put(("network", i, time_network(g, res, task.num_classes, task.setup, timer)))
+        results.put(("done", -1, None))
+    except BaseException as e:  # reported to the parent, which raises it
+        results.put(("error", -1, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"))
+
+
+def _in_young_processes(tasks: Sequence[YoungTask]) -> Iterator[tuple[str, Any, Timing]]:
+    """Run each task in a fresh (spawned) process, one at a time; yield (kind, item, timing) as each
+    measurement arrives: ("probe", (genotype, resolution)), ("layer", Layer), ("network", (genotype, res))."""
+    import multiprocessing
+    import queue
+
+    ctx = multiprocessing.get_context("spawn")
+    for task in tasks:
+        results = ctx.Queue()
+        proc = ctx.Process(target=_young_process_main, args=(task, results), daemon=True)
+        proc.start()
+        try:
+            while True:
+                try:
+                    kind, i, t = results.get(timeout=5)
+                except queue.Empty:
+                    if not proc.is_alive():
+                        raise RuntimeError(f"CPU timing process died (exit code {proc.exitcode})") from None
+                    continue
+                if kind == "done":
+                    break
+                if kind == "error":
+                    raise RuntimeError(f"CPU timing process failed: {t}")
+                item = task.probe if kind == "probe" else task.layers[i] if kind == "layer" else task.networks[i]
+                yield kind, item, t
+        finally:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
 
 
 def young_tasks(layers: Sequence[Layer], networks: Sequence[tuple[Genotype, int]], per_process: int,
@@ -551,14 +574,14 @@ def build_table(
             probe = (calibration[0], table.resolutions[0]) if calibration else None
             probes = table.metadata.setdefault("probe", {"genotype": probe[0].to_string() if probe else None,
                                                          "resolution": table.resolutions[0], "ms": []})
-            for task, (p, lt, nt) in _in_young_processes(young_tasks(
+            for kind, item, t in _in_young_processes(young_tasks(
                     todo, cal_todo, layers_per_process, probe, setup, timer, allocator, table.num_classes)):
-                if p is not None:
-                    probes["ms"].append(round(p.ms, 4))
-                for layer, t in zip(task.layers, lt, strict=True):
-                    store(layer, t)
-                for (g, res), t in zip(task.networks, nt, strict=True):
-                    store_network(g, res, t)
+                if kind == "probe":
+                    probes["ms"].append(round(t.ms, 4))
+                elif kind == "layer":
+                    store(item, t)
+                else:
+                    store_network(*item, t)
         else:
             measure_layers(todo, setup, timer, store, calls_per_graph)
             for g, res in cal_todo:
