@@ -83,7 +83,7 @@ def _export(g: Genotype, path: Path, resolution: int, num_classes: int, args: ar
     if not args.no_latency:  # PyTorch CPU is timed as the latency tables time it
         from hwnas.cli.latency import apply_host_allocator
 
-        kw["info"] = {**(kw.get("info") or {}), "host_allocator": apply_host_allocator()}
+        kw["info"] = {**(kw.get("info") or {}), **apply_host_allocator("cpu")}
     try:
         return export_genotype(g, path, resolution, num_classes, table=table, runs=args.runs,
                                measure=not args.no_latency, **kw)

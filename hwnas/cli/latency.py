@@ -79,11 +79,14 @@ def _apply_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def apply_host_allocator() -> str:
-    """CPU timing reuses freed memory (glibc mallopt; see ``steady_host_allocator``); returns the setting."""
+def apply_host_allocator(device: str) -> dict[str, str]:
+    """CPU timing reuses freed memory (glibc mallopt; see ``steady_host_allocator``): ``{"host_allocator":
+    setting}`` to record beside CPU figures; nothing on CUDA."""
+    if device != "cpu":
+        return {}
     from hwnas.latency.measure import steady_host_allocator
 
-    return steady_host_allocator()
+    return {"host_allocator": steady_host_allocator()}
 
 
 def _slug(text: str) -> str:
@@ -127,7 +130,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         info = device_info(setup)
         out = Path(args.output.format(device=_slug(info["device_name"]), precision=precision, batch=batch,
                                       resolutions="-".join(map(str, args.resolution))))
-        allocator = {"host_allocator": apply_host_allocator()} if setup.device == "cpu" else {}
+        allocator = apply_host_allocator(setup.device)
         metadata: dict[str, Any] = {
             "device": setup.device, **info, **allocator, "precision": precision, "batch_size": batch,
             "resolutions": args.resolution, "num_classes": args.num_classes, "channels_last": setup.channels_last,
@@ -234,10 +237,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     here = device_info(setup)["device_name"]
     if here != md["device_name"]:
         print(f"hwnas: warning: table measured on {md['device_name']!r}, validating on {here!r}", file=sys.stderr)
-    allocator = apply_host_allocator() if setup.device == "cpu" else None
-    if allocator is not None and allocator != md.get("host_allocator", "default"):
+    allocator = apply_host_allocator(setup.device)
+    if allocator and allocator["host_allocator"] != md.get("host_allocator", "default"):
         print(f"hwnas: warning: table measured with host allocator {md.get('host_allocator', 'default')!r}, "
-              f"validating with {allocator!r}", file=sys.stderr)
+              f"validating with {allocator['host_allocator']!r}", file=sys.stderr)
     res = args.resolution or table.resolutions[0]
     table.check_resolution(res)
     calib = {row["genotype"] for row in table.calibration}
@@ -258,7 +261,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     report = {
         "table": table.source, "device": md["device_name"], "validated_on": here, "precision": md["precision"],
         "batch_size": md["batch_size"], "resolution": res, "seed": args.seed,
-        **({"host_allocator": allocator} if allocator is not None else {}),
+        **allocator,
         **error_stats([r["predicted_ms"] for r in rows], measured),
         "naive_sum": error_stats([r["naive_sum_ms"] for r in rows], measured),
         "median_measured_ms": sorted(measured)[len(measured) // 2],
@@ -317,7 +320,7 @@ def cmd_measure_model(args: argparse.Namespace) -> int:
     name, g = load_arch(args.arch)
     _apply_threads(args.threads)
     setup = _setup(args, args.precision, args.batch_size)
-    allocator = {"host_allocator": apply_host_allocator()} if setup.device == "cpu" else {}
+    allocator = apply_host_allocator(setup.device)
     results = measure_model_runtimes(g, args.resolution, args.num_classes, setup)
     d = {"arch": name, "genotype": g.to_string(), **device_info(setup), **allocator, "precision": args.precision,
          "batch_size": args.batch_size, "resolution": args.resolution, "channels_last": setup.channels_last,
