@@ -168,6 +168,7 @@ def test_predict_and_validate_cli(tiny_table: Path, tmp_path: Path) -> None:
     assert {"mape", "within_5pct", "spearman", "n", "max_error", "naive_sum"} <= set(rep)
     assert rep["n"] == 12 and 0 <= rep["within_5pct"] <= 100
     assert rep["host_allocator"] == LatencyTable.from_json(tiny_table.read_text()).metadata["host_allocator"]
+    assert len(rep["probe"]["now_ms"]) == 2 and rep["probe"]["ratio"] > 0 and "bias" in rep  # 12 nets: at 0 and 10
     # loose on purpose: these ~1 ms 32-px networks are Python-overhead bound, and on the shared 2-core VM
     # four measure+validate runs gave 12-51 % MAPE; a unit slip (s vs ms, per-call vs per-sample) is >= 99 %
     assert rep["mape"] < 80
@@ -215,6 +216,70 @@ def test_measure_model_cli() -> None:
     assert d["runtimes"]["torch-eager"]["ms"] > 0
     assert d["runtimes"]["onnxruntime-cpu"]["ms"] > 0
     assert d["host_allocator"].startswith("glibc" if GLIBC else "default")
+
+
+def test_onnxruntime_runs_the_layer_torch_runs() -> None:
+    import torch
+
+    from hwnas.latency.measure import CpuTimer, OrtModule, Setup, layer_input, layer_module, time_layer
+
+    setup = Setup(threads=1, runtime="onnxruntime")
+    layers = list(space_layers(TINY_SPACE, 32))
+    picked = [next(x for x in layers if x.kind == k) for k in ("stem", "ir", "ds", "head", "classifier")]
+    torch.manual_seed(0)
+    for layer in picked:
+        module, x = Setup(threads=1).prepare(layer_module(layer), layer_input(layer, 1))
+        fn, x2 = setup.prepare(module, x)
+        assert isinstance(fn, OrtModule) and x2 is x
+        with torch.inference_mode():
+            want = module(x).numpy()
+        np.testing.assert_allclose(fn(x), want, rtol=1e-3, atol=1e-4)  # the same computation, not a stand-in
+        t = time_layer(layer, setup, CpuTimer(min_repeats=3, max_repeats=10, target_s=0.01), 1)
+        assert 0 < t.p10 <= t.ms <= t.p90 and t.n >= 3
+    with pytest.raises(ValueError, match="unknown runtime 'tvm'"):
+        Setup(runtime="tvm")
+    with pytest.raises(ValueError, match="onnxruntime's CPU provider: use --device cpu"):
+        Setup(device="cuda", runtime="onnxruntime")
+
+
+def test_onnxruntime_table_cli(tiny_table: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ort.json"
+    r = hwnas("latency", "measure", "--runtime", "onnxruntime", "--recipe", str(TINY), "--resolution", "32",
+              "--calibration", "10", "--quick", "--threads", "1", "--layers-per-process", "30", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    t = LatencyTable.from_json(out.read_text(), str(out))
+    assert t.runtime == "onnxruntime" and t.metadata["onnxruntime"] and "onnxruntime" in t.describe()
+    assert set(t.entries) == {layer.key() for layer in space_layers(TINY_SPACE, 32)} and "32" in t.overhead
+    assert len(t.metadata["probe"]["ms"]) == 2
+    # onnxruntime's fused kernels and one session call per network vs torch's per-op dispatch: the two runtimes
+    # must give different tables (a table silently measured with torch would match the torch one)
+    torch_table = LatencyTable.from_json(tiny_table.read_text(), str(tiny_table))
+    g = calibration_genotypes(TINY_SPACE, 1, 123)[0]
+    assert t.naive_sum(g, 32) < 0.8 * torch_table.naive_sum(g, 32)
+    r = hwnas("latency", "validate", "--table", str(out), "-n", "8", "--seed", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["runtime"] == "onnxruntime" and rep["n"] == 8 and rep["mape"] < 80
+    assert_usage_error(hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--quick",
+                             "--threads", "1", "--layers-per-process", "30", "--calibration", "10", "-o", str(out)),
+                       "exists with other settings (runtime)")
+    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(out)),
+                       "extend it with: hwnas latency measure --device cpu --runtime onnxruntime --precision fp32")
+    assert_usage_error(hwnas("latency", "measure", "--runtime", "onnxruntime", "--device", "cuda", "-o",
+                             str(tmp_path / "x.json")), "onnxruntime's CPU provider: use --device cpu")
+    assert_usage_error(hwnas("latency", "measure", "--runtime", "tvm"), "invalid choice: 'tvm'")
+
+
+def test_a_table_from_before_the_runtime_setting_resumes_as_torch(tiny_table: Path, tmp_path: Path) -> None:
+    d = json.loads(tiny_table.read_text())
+    assert d["metadata"].pop("runtime") == "torch"
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(d))
+    assert LatencyTable.from_json(old.read_text()).runtime == "torch"
+    r = hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "10", "--quick",
+              "--threads", "1", "--layers-per-process", "20", "-o", str(old))  # nothing left to measure
+    assert r.returncode == 0, r.stderr
+    assert f"({len(d['entries'])} entries already there)" in r.stderr
 
 
 @pytest.mark.parametrize(("layers", "per_process", "networks"), [(43, 10, 8), (44211, 2000, 44), (5, 2000, 44),
@@ -326,6 +391,7 @@ def test_a_cpu_table_ships() -> None:
     cpu = [json.loads(p.read_text())["metadata"] for p in SHIPPED]
     cpu = [md for md in cpu if md["device"] == "cpu"]
     assert cpu and all(md["host_allocator"].startswith("glibc mallopt") for md in cpu)
+    assert {md.get("runtime", "torch") for md in cpu} == {"torch", "onnxruntime"}
 
 
 # ---- GPU ----------------------------------------------------------------------------------------------

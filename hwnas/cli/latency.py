@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from hwnas.cli.common import (
     shipped_dir,
     write_text_atomic,
 )
+from hwnas.genotype import parse_genotype
 from hwnas.latency.table import (
     LatencyTable,
     calibration_genotypes,
@@ -32,9 +34,12 @@ from hwnas.latency.table import (
     space_fingerprint,
 )
 
-DEFAULT_OUT = "latency_tables/{device}-{precision}-bs{batch}-r{resolutions}.json"
-SETTINGS_CHECKED = ("device", "precision", "batch_size", "resolutions", "num_classes", "space_fingerprint",
-                    "channels_last", "threads", "timing", "host_allocator")
+DEFAULT_OUT = "latency_tables/{device}{runtime}-{precision}-bs{batch}-r{resolutions}.json"
+SETTINGS_CHECKED = ("device", "runtime", "precision", "batch_size", "resolutions", "num_classes",
+                    "space_fingerprint", "channels_last", "threads", "timing", "host_allocator")
+PROBE_EVERY = 10  # validate (CPU tables): time the table's probe network before every 10th network
+PROBE_WARN = 0.05  # and warn when its median moved more than 5 % from the table's
+SETTING_DEFAULTS = {"runtime": "torch"}  # what a table written before the setting existed was measured with
 
 
 def shipped_tables_dir() -> Path:
@@ -67,7 +72,7 @@ def _setup(args: argparse.Namespace, precision: str, batch: int) -> Any:
 
     channels_last = args.channels_last if args.channels_last is not None else args.device == "cuda"
     try:
-        return Setup(args.device, precision, batch, channels_last, args.threads)
+        return Setup(args.device, precision, batch, channels_last, args.threads, getattr(args, "runtime", "torch"))
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -129,10 +134,12 @@ def cmd_measure(args: argparse.Namespace) -> int:
         per_process = args.layers_per_process if setup.device == "cpu" else 0
         info = device_info(setup)
         out = Path(args.output.format(device=_slug(info["device_name"]), precision=precision, batch=batch,
-                                      resolutions="-".join(map(str, args.resolution))))
+                                      resolutions="-".join(map(str, args.resolution)),
+                                      runtime="" if setup.runtime == "torch" else f"-{setup.runtime}"))
         allocator = apply_host_allocator(setup.device)
         metadata: dict[str, Any] = {
-            "device": setup.device, **info, **allocator, "precision": precision, "batch_size": batch,
+            "device": setup.device, "runtime": setup.runtime, **info, **allocator, "precision": precision,
+            "batch_size": batch,
             "resolutions": args.resolution, "num_classes": args.num_classes, "channels_last": setup.channels_last,
             "threads": info["threads"], "timing_method": timer.method,
             "timing": {**timer.settings(), "calls_per_graph": args.calls_per_graph,
@@ -182,7 +189,7 @@ def _resume_or_new(out: Path, metadata: dict[str, Any]) -> LatencyTable:
         old = LatencyTable.from_json(out.read_text(encoding="utf-8"), str(out))
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read {out}: {e}") from None
-    diff = [k for k in SETTINGS_CHECKED if old.metadata.get(k) != metadata.get(k)]
+    diff = [k for k in SETTINGS_CHECKED if old.metadata.get(k, SETTING_DEFAULTS.get(k)) != metadata.get(k)]
     if old.metadata.get("device_name") != metadata["device_name"]:
         diff.insert(0, "device_name")
     if diff:
@@ -231,7 +238,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     _apply_threads(md.get("threads"))
     try:
         setup = Setup(md["device"], md["precision"], int(md["batch_size"]), bool(md.get("channels_last")),
-                      md.get("threads"))
+                      md.get("threads"), table.runtime)
     except ValueError as e:
         raise UsageError(f"cannot validate {table.source} here: {e}") from None
     here = device_info(setup)["device_name"]
@@ -246,11 +253,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     calib = {row["genotype"] for row in table.calibration}
     nets = random_genotypes(space, args.n, args.seed, exclude=calib)
     timer = _timer_from(table, setup)
+    probe = md.get("probe") or {}
+    probe_g = parse_genotype(probe["genotype"]) if probe.get("genotype") and probe.get("ms") \
+        and int(probe.get("resolution", 0)) == res else None
+    probe_now: list[float] = []
     rows: list[dict[str, Any]] = []
     t0 = time.monotonic()
     with _progress() as bar:
         task = bar.add_task("validating", total=len(nets))
-        for g in nets:
+        for i, g in enumerate(nets):
+            if probe_g is not None and i % PROBE_EVERY == 0:  # the machine's state, beside the table's record
+                probe_now.append(time_network(probe_g, res, table.num_classes, setup, timer).ms)
             pred, naive = table.predict(g, res), table.naive_sum(g, res)
             meas = time_network(g, res, table.num_classes, setup, timer)
             rows.append({"genotype": g.to_string(), "predicted_ms": pred, "naive_sum_ms": naive,
@@ -258,13 +271,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
                          "error_pct": (pred - meas.ms) / meas.ms * 100})
             bar.advance(task)
     measured = [r["measured_ms"] for r in rows]
+    drift: dict[str, Any] = {}
+    if probe_now:
+        then, now = statistics.median(probe["ms"]), statistics.median(probe_now)
+        drift = {"probe": {"genotype": probe["genotype"], "table_median_ms": then, "now_ms": probe_now,
+                           "ratio": now / then}}
+        if abs(now / then - 1) > PROBE_WARN:
+            print(f"hwnas: warning: this machine runs the table's probe network {abs(now / then - 1) * 100:.1f}% "
+                  f"{'slower' if now > then else 'faster'} than when the table was measured ({now:.3f} vs "
+                  f"{then:.3f} ms, median); the errors below include that drift", file=sys.stderr)
     report = {
-        "table": table.source, "device": md["device_name"], "validated_on": here, "precision": md["precision"],
+        "table": table.source, "device": md["device_name"], "validated_on": here, "runtime": table.runtime,
+        "precision": md["precision"],
         "batch_size": md["batch_size"], "resolution": res, "seed": args.seed,
         **allocator,
         **error_stats([r["predicted_ms"] for r in rows], measured),
         "naive_sum": error_stats([r["naive_sum_ms"] for r in rows], measured),
-        "median_measured_ms": sorted(measured)[len(measured) // 2],
+        "median_measured_ms": sorted(measured)[len(measured) // 2], **drift,
         "validation_seconds": round(time.monotonic() - t0, 1),
         "table_measure_seconds": md.get("measure_seconds"), "entries": len(table.entries),
         "date": now_iso(), "command": "hwnas " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
@@ -282,9 +305,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         print(f"{table.source} at {res}px, {report['n']} networks: MAPE {report['mape']:.2f}%, max "
               f"{report['max_error']:.2f}%, {report['within_5pct']:.0f}% within +-5%, Spearman "
-              f"{report['spearman']:.4f} (naive sum: MAPE {report['naive_sum']['mape']:.2f}%); "
+              f"{report['spearman']:.4f}, bias {report['bias']:+.2f}% (naive sum: MAPE "
+              f"{report['naive_sum']['mape']:.2f}%); "
               f"report: {prefix}.{{json,csv,png}}")
     return 0
+
+
+def _runtime_words(report: dict[str, Any]) -> str:
+    return "" if report.get("runtime", "torch") == "torch" else f"{report['runtime']}, "
 
 
 def _scatter(rows: list[dict[str, Any]], report: dict[str, Any], path: Path) -> None:
@@ -303,7 +331,7 @@ def _scatter(rows: list[dict[str, Any]], report: dict[str, Any], path: Path) -> 
     ax.scatter(m, [r["predicted_ms"] for r in rows], s=12, c="tab:blue",
                label=f"hwnas (MAPE {report['mape']:.2f} %, ρ {report['spearman']:.3f})")
     ax.set(xlabel="measured latency (ms)", ylabel="predicted latency (ms)", xlim=(lo, hi), ylim=(lo, hi),
-           title=f"{report['device']}\n{report['precision']}, batch {report['batch_size']}, "
+           title=f"{report['device']}\n{_runtime_words(report)}{report['precision']}, batch {report['batch_size']}, "
                  f"{report['resolution']} px, {report['n']} networks")
     ax.title.set_fontsize(9)
     ax.legend(loc="upper left", fontsize=8)
@@ -351,9 +379,12 @@ def register(sub: Any) -> None:
 
     m = lsub.add_parser("measure", help="time every layer the space can produce; writes a table",
                         description="Time every layer key reachable in the space (CUDA graphs + events on GPU, "
-                        "repeat-median on CPU), then calibration networks end to end. Resumable: rerun the same "
-                        "command after an interrupt.")
+                        "repeat-median on CPU, with torch or onnxruntime), then calibration networks end to end. "
+                        "Resumable: rerun the same command after an interrupt.")
     device_opts(m)
+    m.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
+                   help="what runs the layers: torch (eager on CPU, CUDA graphs on GPU) or onnxruntime (CPU "
+                   "provider: each layer exported as `hwnas export` does; --device cpu) (default: torch)")
     m.add_argument("--precision", type=choice_list("fp32", "fp16"), default=["fp32"], help="fp32,fp16")
     m.add_argument("--batch-size", type=int_list, default=[1], help="e.g. 1,64 (one table each)")
     m.add_argument("--resolution", type=int_list, default=[224], help="deployment resolution(s), e.g. 224,32")
@@ -368,7 +399,8 @@ def register(sub: Any) -> None:
                    "0 = all in one process (default 2000)")
     m.add_argument("--quick", action="store_true", help="fewer repeats (for tests)")
     m.add_argument("-o", "--output", default=DEFAULT_OUT,
-                   help="table path; may use {device} {precision} {batch} {resolutions} (default: %(default)s)")
+                   help="table path; may use {device} {runtime} {precision} {batch} {resolutions} (default: "
+                   "%(default)s; {runtime} is empty for torch)")
     m.set_defaults(func=cmd_measure, command_line=None)
 
     p = lsub.add_parser("predict", help="predicted latency of an architecture from a table")

@@ -208,13 +208,20 @@ class LatencyTable:
     def num_classes(self) -> int:
         return int(self.metadata["num_classes"])
 
+    @property
+    def runtime(self) -> str:
+        """What ran the layers: ``torch`` (tables older than the field) or ``onnxruntime``."""
+        return str(self.metadata.get("runtime", "torch"))
+
     def describe(self) -> str:
         m = self.metadata
-        return f"{m['device_name']} {m['precision']} bs{m['batch_size']}"
+        rt = "" if self.runtime == "torch" else f" {self.runtime}"
+        return f"{m['device_name']}{rt} {m['precision']} bs{m['batch_size']}"
 
     def measure_command(self) -> str:
         m = self.metadata
-        return (f"hwnas latency measure --device {m['device']} --precision {m['precision']} "
+        rt = "" if self.runtime == "torch" else f" --runtime {self.runtime}"
+        return (f"hwnas latency measure --device {m['device']}{rt} --precision {m['precision']} "
                 f"--batch-size {m['batch_size']} --resolution {','.join(map(str, self.resolutions))} "
                 f"--recipe RECIPE -o {self.source}")
 
@@ -292,15 +299,17 @@ def _finite_positive(v: Any) -> bool:
 
 
 def error_stats(predicted: Iterable[float], measured: Iterable[float]) -> dict[str, float]:
-    """MAPE (%), max |error| (%), share within +-5 % (%), Spearman rank correlation."""
+    """MAPE (%), max |error| (%), share within +-5 % (%), Spearman rank correlation, and the mean signed
+    error (%, ``bias``: positive = predictions too high)."""
     from scipy.stats import spearmanr
 
     p = np.asarray(list(predicted), dtype=float)
     m = np.asarray(list(measured), dtype=float)
-    err = np.abs(p - m) / m * 100
+    signed = (p - m) / m * 100
+    err = np.abs(signed)
     rho = float(spearmanr(p, m).statistic) if len(p) > 2 else float("nan")
     return {"n": len(p), "mape": float(err.mean()), "max_error": float(err.max()),
-            "within_5pct": float((err <= 5).mean() * 100), "spearman": rho}
+            "within_5pct": float((err <= 5).mean() * 100), "spearman": rho, "bias": float(signed.mean())}
 
 
 # ---- networks for calibration and validation ------------------------------------------------------
