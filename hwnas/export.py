@@ -169,7 +169,7 @@ def predicted_latency(table: Any, genotype: Genotype, resolution: int) -> dict[s
         return None
     from hwnas.latency.table import TableError
 
-    out: dict[str, Any] = {"table": table.source, "device": table.describe(), "ms": None}
+    out: dict[str, Any] = {"table": table.source, "device": table.describe(), "runtime": table.runtime, "ms": None}
     try:
         out["ms"] = round(float(table.predict(genotype, resolution)), 4)
     except TableError as e:

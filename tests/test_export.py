@@ -80,7 +80,9 @@ def test_predicted_latency_is_null_with_a_reason_outside_the_table() -> None:
     table = load_table(CPU_TABLE)
     b0 = reference("efficientnet-b0")
     ok = predicted_latency(table, b0, 224)
-    assert ok is not None and ok["ms"] > 0 and ok["table"].endswith(f"{CPU_TABLE}.json")
+    assert ok is not None and ok["ms"] > 0 and ok["table"].endswith(f"{CPU_TABLE}.json") and ok["runtime"] == "torch"
+    ort = predicted_latency(load_table("cpu-epyc-2core-t1-onnxruntime-fp32-bs1-r224"), b0, 224)
+    assert ort is not None and ort["runtime"] == "onnxruntime" and 0 < ort["ms"] < ok["ms"]
     other_res = predicted_latency(table, b0, 200)
     assert other_res is not None and other_res["ms"] is None and "resolution" in other_res["reason"]
     wide = Genotype.from_string(b0.to_string().replace("c320", "c321"))

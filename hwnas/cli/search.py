@@ -183,8 +183,8 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
         print(f"  recovered {len(recovered)} interrupted trial(s): {recovered} (re-queued)", file=err)
     if not s["data_dir"]:
         print(f"  fidelity: LOW. {EMBEDDED_NOTE}; proxy: {s['epochs']:g} epochs at width x{s['proxy_width']:g}, "
-              f"{s['proxy_resolution'] or data.resolution} px. Full run: hwnas search --budget-flops 400M "
-              f"--data-dir PATH/cifar10 --device cuda", file=err)
+              f"{s['proxy_resolution'] or data.resolution} px. Full run: this command with --data-dir "
+              f"PATH/cifar10 on a CUDA machine", file=err)
     meta = {"study": study_name, "storage": storage, "strategy": s["strategy"], "settings": _plain(s)}
     t0 = time.monotonic()
     status = 0
