@@ -306,6 +306,33 @@ def test_a_failing_timing_process_is_an_error_not_a_hang() -> None:
     assert [k for k, _, _ in _in_young_processes([task])] == ["layer"] * 3
 
 
+def test_a_dead_timing_process_keeps_what_was_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from hwnas.cli import main
+    from hwnas.latency import measure
+
+    real = measure._in_young_processes
+
+    def dies_after_five(tasks):  # type: ignore[no-untyped-def]  # as when the kernel's OOM killer strikes
+        for i, got in enumerate(real(tasks)):
+            if i == 5:
+                raise measure.TimingProcessError("CPU timing process died (exit code -9)")
+            yield got
+
+    monkeypatch.setattr(measure, "_in_young_processes", dies_after_five)
+    out = tmp_path / "t.json"
+    args = ["latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "8", "--quick",
+            "--threads", "1", "--layers-per-process", "20", "-o", str(out)]
+    assert main(args) == 1
+    err = capsys.readouterr().err.splitlines()  # beside the progress bar's last state
+    assert (f"hwnas: error: CPU timing process died (exit code -9); 4 entries and 0 calibration networks "
+            f"saved in {out}: rerun the same command to resume") in err  # the probe, then 4 layers
+    assert len(LatencyTable.from_json(out.read_text()).entries) == 4
+    monkeypatch.setattr(measure, "_in_young_processes", real)
+    assert main(args) == 0
+    assert len(LatencyTable.from_json(out.read_text()).entries) == len(list(space_layers(TINY_SPACE, 32)))
+
+
 PAGE_FAULTS = """
 import resource, sys, torch
 from hwnas.latency.measure import steady_host_allocator

@@ -118,7 +118,14 @@ def _progress() -> Any:
 
 # ---- measure ------------------------------------------------------------------------------------
 def cmd_measure(args: argparse.Namespace) -> int:
-    from hwnas.latency.measure import build_table, default_timer, device_info, hwnas_version, now_iso
+    from hwnas.latency.measure import (
+        TimingProcessError,
+        build_table,
+        default_timer,
+        device_info,
+        hwnas_version,
+        now_iso,
+    )
 
     space = load_space(args.recipe)
     combos = [(p, b) for p in args.precision for b in args.batch_size]
@@ -170,6 +177,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
                 print(f"hwnas: interrupted; {len(table.entries)} entries and {len(table.calibration)} calibration "
                       f"networks saved in {out}: rerun the same command to resume", file=sys.stderr)
                 return 130
+            except TimingProcessError as e:
+                print(f"hwnas: error: {e}; {len(table.entries)} entries and {len(table.calibration)} calibration "
+                      f"networks saved in {out}: rerun the same command to resume", file=sys.stderr)
+                return 1
         probe = table.metadata.get("probe") or {}
         if len(probe.get("ms") or []) > 1:
             lo, hi = min(probe["ms"]), max(probe["ms"])

@@ -509,6 +509,10 @@ class YoungTask:
     num_classes: int
 
 
+class TimingProcessError(RuntimeError):
+    """A fresh CPU timing process failed or died; what it measured before is kept."""
+
+
 def _young_process_main(task: YoungTask, results: Any) -> None:
     """Runs in a fresh process: puts ("probe" | "layer" | "network", index, Timing) on ``results`` as each
     measurement finishes (so an interrupt loses none), then ("done", -1, None) or ("error", -1, why)."""
@@ -547,12 +551,12 @@ def _in_young_processes(tasks: Sequence[YoungTask]) -> Iterator[tuple[str, Any, 
                     kind, i, t = results.get(timeout=5)
                 except queue.Empty:
                     if not proc.is_alive():
-                        raise RuntimeError(f"CPU timing process died (exit code {proc.exitcode})") from None
+                        raise TimingProcessError(f"CPU timing process died (exit code {proc.exitcode})") from None
                     continue
                 if kind == "done":
                     break
                 if kind == "error":
-                    raise RuntimeError(f"CPU timing process failed: {t}")
+                    raise TimingProcessError(f"CPU timing process failed: {t}")
                 item = task.probe if kind == "probe" else task.layers[i] if kind == "layer" else task.networks[i]
                 yield kind, item, t
         finally:
