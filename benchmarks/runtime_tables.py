@@ -70,7 +70,37 @@ def main() -> None:
     print(f"{bd['n']} networks the base table puts within +-{a.band * 100:.0f}% of {centre:.2f} ms: the other "
           f"table spans {lo:.2f}-{hi:.2f} ms (x{hi / lo:.2f}), Spearman {bd['spearman']:.3f} within the band")
     write_json(RESULTS / a.output, report)
-    print(f"written to {RESULTS / a.output}")
+    png = (RESULTS / a.output).with_suffix(".png")
+    _plot(b, o, band, base.describe(), other.describe(), report, png)
+    print(f"written to {RESULTS / a.output} and {png.name}")
+
+
+def _plot(b: np.ndarray, o: np.ndarray, band: np.ndarray, base_name: str, other_name: str, report: dict,
+          path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
+    ax.scatter(b[~band], o[~band], s=4, c="0.6", alpha=0.5, label=f"{len(b)} random networks "
+               f"(Spearman {report['spearman']:.3f})")
+    bd = report["band"]
+    ax.scatter(b[band], o[band], s=6, c="tab:red", alpha=0.8,
+               label=f"±{bd['half_width'] * 100:.0f} % band of the base table (Spearman {bd['spearman']:.2f})")
+    for i, (name, r) in enumerate(report["references"].items()):  # labels stacked: the references sit close
+        ax.scatter([r["base_ms"]], [r["other_ms"]], s=30, marker="x", c="k")
+        ax.annotate(name, (r["base_ms"], r["other_ms"]), fontsize=7, xytext=(40, -12 - 10 * i),
+                    textcoords="offset points", arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.5})
+    ax.set(xlabel=f"{base_name}: predicted ms", ylabel=f"{other_name}: predicted ms",
+           title=f"Same networks, two runtimes ({report['resolution']} px)")
+    ax.title.set_fontsize(10)
+    ax.xaxis.label.set_fontsize(8)
+    ax.yaxis.label.set_fontsize(8)
+    ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
