@@ -21,6 +21,7 @@ reproduce and judge the file.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import warnings
@@ -78,18 +79,24 @@ def calibrate_batchnorm(model: nn.Module, resolution: int, seed: int = 0, batch:
     model.train(was_training)
 
 
-def export_onnx(model: nn.Module, path: Path, resolution: int, opset: int = OPSET,
-                dtype: torch.dtype = torch.float32) -> None:
-    """Write ``model`` (put in eval mode) as ONNX with a dynamic batch axis."""
-    model.eval()
-    x = torch.zeros(1, 3, resolution, resolution, dtype=dtype)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+def onnx_bytes(model: nn.Module, x: torch.Tensor, dynamic_batch: bool = True) -> bytes:
+    """``model`` (put in eval mode) as ONNX traced on ``x``: TorchScript exporter, opset 17, batch axis
+    dynamic or (for timing a fixed shape) static."""
+    buf = io.BytesIO()
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        torch.onnx.export(model.eval(), (x,), buf, dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], dynamic_axes=axes)
+    return buf.getvalue()
+
+
+def export_onnx(model: nn.Module, path: Path, resolution: int) -> None:
+    """Write ``model`` (put in eval mode) as ONNX with a dynamic batch axis."""
+    data = onnx_bytes(model, torch.zeros(1, 3, resolution, resolution))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
     tmp.replace(path)
 
 
@@ -111,14 +118,16 @@ def choose_provider() -> str:
     return "CPUExecutionProvider"
 
 
-def ort_session(path: Path, provider: str, threads: int | None = None) -> Any:
+def ort_session(model: Path | bytes, provider: str, threads: int | None = None) -> Any:
+    """An onnxruntime session (its defaults: all graph optimisations, sequential execution) for an ONNX file
+    or its bytes, with ``threads`` intra-op threads (None: onnxruntime's default)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=[provider])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=[provider])
 
 
 def parity(model: nn.Module, path: Path, resolution: int, batch: int = PARITY_BATCH, seed: int = 0) -> dict[str, Any]:

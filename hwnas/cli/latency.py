@@ -39,7 +39,6 @@ SETTINGS_CHECKED = ("device", "runtime", "precision", "batch_size", "resolutions
                     "space_fingerprint", "channels_last", "threads", "timing", "host_allocator")
 PROBE_EVERY = 10  # validate (CPU tables): time the table's probe network before every 10th network
 PROBE_WARN = 0.05  # and warn when its median moved more than 5 % from the table's
-SETTING_DEFAULTS = {"runtime": "torch"}  # what a table written before the setting existed was measured with
 
 
 def shipped_tables_dir() -> Path:
@@ -200,7 +199,8 @@ def _resume_or_new(out: Path, metadata: dict[str, Any]) -> LatencyTable:
         old = LatencyTable.from_json(out.read_text(encoding="utf-8"), str(out))
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read {out}: {e}") from None
-    diff = [k for k in SETTINGS_CHECKED if old.metadata.get(k, SETTING_DEFAULTS.get(k)) != metadata.get(k)]
+    settings = {**old.metadata, "runtime": old.runtime}  # a table from before the setting counts as torch
+    diff = [k for k in SETTINGS_CHECKED if settings.get(k) != metadata.get(k)]
     if old.metadata.get("device_name") != metadata["device_name"]:
         diff.insert(0, "device_name")
     if diff:

@@ -122,23 +122,9 @@ class OrtModule:
 
     def __init__(self, module: nn.Module, x: torch.Tensor, threads: int,
                  provider: str = "CPUExecutionProvider") -> None:
-        import io
+        from hwnas.export import INPUT_NAME, onnx_bytes, ort_session
 
-        import onnxruntime as ort
-
-        from hwnas.export import INPUT_NAME, OPSET, OUTPUT_NAME
-
-        buf = io.BytesIO()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(module.eval(), (x,), buf, dynamo=False, opset_version=OPSET,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(buf.getvalue(), opts, providers=[provider])
+        self.session = ort_session(onnx_bytes(module, x, dynamic_batch=False), provider, threads)
         self.input_name = INPUT_NAME
 
     def __call__(self, x: torch.Tensor) -> Any:
