@@ -334,17 +334,17 @@ def test_a_dead_timing_process_keeps_what_was_measured(tmp_path: Path, monkeypat
 
 
 PAGE_FAULTS = """
-import resource, sys, torch
+import resource, statistics, sys, torch
 from hwnas.latency.measure import steady_host_allocator
 if sys.argv[1] != "default":
     print(steady_host_allocator(sys.argv[1]), file=sys.stderr)
 faults = []
-for _ in range(8):  # a 64 MiB activation, allocated, written and freed, as one layer call does
+for _ in range(10):  # a 64 MiB activation, allocated, written and freed, as one layer call does
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     x = torch.ones(16 << 20)
     del x
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-print(sum(faults[3:]))
+print(int(statistics.median(faults[3:])))  # per call; one-off reclaim (kdamond) aside
 """
 
 
@@ -355,7 +355,7 @@ def test_steady_host_allocator_reuses_freed_memory_instead_of_faulting_it_in_aga
         return int(r.stdout)
 
     default, reuse = faults("default"), faults("reuse")
-    assert default > 5 * 8192  # glibc maps every 64 MiB block afresh: ~16k page faults per call
+    assert default > 8192  # glibc maps every 64 MiB block afresh: ~16k page faults per call
     assert reuse < default / 20
     from hwnas.latency.measure import steady_host_allocator
 
