@@ -375,6 +375,8 @@ def test_bad_tables_and_options(tiny_table: Path, tmp_path: Path) -> None:
     assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(other)), "not an hwnas latency table")
     assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", "no-such-table"),
                        "latency table not found: no-such-table")
+    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", "no-such-table.json"),
+                       "latency table not found: no-such-table.json (shipped: ")
     assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(tiny_table)), "no entry for layer")
     assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(tiny_table), "--resolution", "224"),
                        "covers resolution(s) 32, not 224")
@@ -412,6 +414,14 @@ def test_shipped_tables_are_complete_and_validated(path: Path) -> None:
     report = json.loads(path.with_name(path.stem + ".validation.json").read_text())
     assert report["n"] >= 30 and {"mape", "within_5pct", "spearman"} <= set(report)
     assert path.with_name(path.stem + ".validation.png").is_file()
+
+
+def test_a_shipped_table_by_name(tmp_path: Path) -> None:
+    name = SHIPPED[0].stem
+    outs = [hwnas("latency", "predict", "efficientnet-b0", "--table", arg, "--json", cwd=tmp_path)
+            for arg in (name, f"{name}.json")]
+    assert all(r.returncode == 0 for r in outs), [r.stderr for r in outs]
+    assert json.loads(outs[0].stdout) == json.loads(outs[1].stdout)
 
 
 def test_a_cpu_table_ships() -> None:

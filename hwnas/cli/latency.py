@@ -49,7 +49,7 @@ def find_table(arg: str) -> Path:
     p = Path(arg)
     if p.is_file():
         return p
-    if p.suffix != ".json" and not p.parent.parts:
+    if not p.parent.parts:  # a shipped table by name, with or without .json
         for cand in (shipped_tables_dir() / arg, shipped_tables_dir() / f"{arg}.json"):
             if cand.is_file():
                 return cand
