@@ -55,8 +55,8 @@ run() {
     # committed results are not measured again (delete one to rerun it)
     [ -e benchmarks/results/train_throughput-cuda.json ] ||
         step throughput 420 python3 benchmarks/train_throughput.py --device cuda --data-dir $DATA
-    # proxies again since the classifier-init fix; the 16 long runs of the earlier sessions are reused, the 4
-    # missing ones and the references are trained (~5 min)
+    # proxies with the classifier-init fix (2 of 3 partly measured on 2026-11-23, in the result file); the 16
+    # long runs of the earlier sessions are reused, the 4 missing ones and the references are trained first
     step fidelity 3600 python3 benchmarks/proxy_fidelity.py --device cuda --data-dir $DATA --proxies "$PROXIES" \
         --long-from benchmarks/results/proxy_fidelity-cuda-torchvision-init.json
     [ -e benchmarks/results/proxy_cost-cuda.json ] ||
