@@ -99,14 +99,17 @@ def test_kill_9_then_resume_loses_nothing(tmp_path: Path) -> None:
     assert not [t for t in s.trials if t.state == TrialState.RUNNING]
 
 
-def test_latency_recipe_with_the_cpu_table(tmp_path: Path) -> None:
-    r = hwnas("search", "--recipe", "cifar10-cpu-latency", "--trials", "3", *FAST, "--run-dir", str(tmp_path),
+@pytest.mark.parametrize(("recipe", "device", "batch"), [("cifar10-cpu-latency", "AMD EPYC", "1 image"),
+                                                      ("cifar10-h100-latency", "NVIDIA H100", "64 images")])
+def test_latency_recipes_with_their_tables(tmp_path: Path, recipe: str, device: str, batch: str) -> None:
+    r = hwnas("search", "--recipe", recipe, "--trials", "3", *FAST, "--run-dir", str(tmp_path),
               "--study-name", "lat", "--cache-dir", str(tmp_path / "cache"))
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "lat" / "pareto.json").read_text())
     budget = summary["problem"]["budgets"]["latency"]
     assert summary["pareto"] and all(row["latency_ms"] <= budget for row in summary["pareto"])
     assert summary["problem"]["objectives"] == ["acc", "latency"]
+    assert f"latency table: {device}" in r.stderr and f"(one batch of {batch}), " in r.stderr
 
 
 def test_mnas_reward_run(tmp_path: Path) -> None:

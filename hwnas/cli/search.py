@@ -178,7 +178,13 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
     print(f"{what}: study {study_name} in {storage}\n  strategy {s['strategy']}, {s['trials']} trials, "
           f"objectives {', '.join(problem.value_names)}, budgets "
           f"{', '.join(f'{k} <= {_fmt(k, v)}' for k, v in problem.budgets.items()) or 'none'} at "
-          f"{problem.resolution} px ({FLOPS_HELP})\n  watch it live: {dashboard}", file=err)
+          f"{problem.resolution} px ({FLOPS_HELP})", file=err)
+    uses_latency = "latency" in problem.value_names or "latency" in problem.budgets
+    if problem.table is not None and uses_latency:
+        t = problem.table
+        n = int(t.metadata["batch_size"])
+        print(f"  latency table: {t.describe()} (one batch of {n} image{'s' * (n > 1)}), {t.source}", file=err)
+    print(f"  watch it live: {dashboard}", file=err)
     if recovered:
         print(f"  recovered {len(recovered)} interrupted trial(s): {recovered} (re-queued)", file=err)
     if not s["data_dir"]:
@@ -341,7 +347,8 @@ def register(sub: Any) -> None:
 def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...]) -> None:
     """The options ``search`` and ``transfer`` share (each overrides its recipe's value)."""
     p.add_argument("--budget-flops", help="FLOPs budget (multiply-adds at --resolution): 400M, 0.4G, 4e8")
-    p.add_argument("--budget-latency", help="latency budget from --table: 1.5ms, 800us")
+    p.add_argument("--budget-latency", help="latency budget, predicted from --table for one batch of the "
+                   "table's batch size at --resolution: 1.5ms, 800us")
     p.add_argument("--budget-params", help="parameter budget: 6M")
     p.add_argument("--table", help="latency table (file or shipped name) for latency objectives/budgets")
     p.add_argument("--objectives", help="comma list of acc,latency,flops,params (default: acc + budgeted costs)")
