@@ -1,13 +1,16 @@
-"""Do two tables of the same device but different runtimes rank the space alike?
+"""Do two tables of the same device but different runtimes (or batch sizes) rank the space alike?
 
-Compares the predictions of two latency tables (e.g. PyTorch eager vs onnxruntime on the same CPU, both
-measured with ``hwnas latency measure``) on the reference networks and on random networks of the space:
+Compares the predictions of two latency tables (e.g. PyTorch eager vs onnxruntime on the same CPU, or
+batch 1 vs batch 64 on the same GPU, all measured with ``hwnas latency measure``) on the reference networks
+and on random networks of the space:
 the ratio of their predictions, rank agreement over the whole space, and rank agreement among networks
 the first table puts in the same narrow latency band -- which is what a latency-constrained search
 compares. No device needed: only the tables' stored measurements and fitted models.
 
     python benchmarks/runtime_tables.py latency_tables/cpu-epyc-2core-t1-fp32-bs1-r224.json \\
         latency_tables/cpu-epyc-2core-t1-onnxruntime-fp32-bs1-r224.json
+    python benchmarks/runtime_tables.py latency_tables/h100-fp16-bs1-r224-32.json \
+        latency_tables/h100-fp16-bs64-r224-32.json -o batch_tables.json
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def _plot(b: np.ndarray, o: np.ndarray, band: np.ndarray, base_name: str, other_
         ax.annotate(name, (r["base_ms"], r["other_ms"]), fontsize=7, xytext=(40, -12 - 10 * i),
                     textcoords="offset points", arrowprops={"arrowstyle": "-", "color": "0.4", "lw": 0.5})
     ax.set(xlabel=f"{base_name}: predicted ms", ylabel=f"{other_name}: predicted ms",
-           title=f"Same networks, two runtimes ({report['resolution']} px)")
+           title=f"Same networks, two tables ({report['resolution']} px)")
     ax.title.set_fontsize(10)
     ax.xaxis.label.set_fontsize(8)
     ax.yaxis.label.set_fontsize(8)
