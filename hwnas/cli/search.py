@@ -179,8 +179,7 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
           f"objectives {', '.join(problem.value_names)}, budgets "
           f"{', '.join(f'{k} <= {_fmt(k, v)}' for k, v in problem.budgets.items()) or 'none'} at "
           f"{problem.resolution} px ({FLOPS_HELP})", file=err)
-    uses_latency = "latency" in problem.value_names or "latency" in problem.budgets
-    if problem.table is not None and uses_latency:
+    if problem.table is not None:  # every candidate's latency is priced from it (Problem.costs)
         t = problem.table
         n = int(t.metadata["batch_size"])
         print(f"  latency table: {t.describe()} (one batch of {n} image{'s' * (n > 1)}), {t.source}", file=err)
