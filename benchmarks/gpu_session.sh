@@ -31,7 +31,7 @@ table() {  # table PRECISION BATCH: measure (or resume) one H100 table, then val
     local p=$1 b=$2 t=$TABLE-$1-bs$2-r224-32
     [ -e "$t.validation.json" ] && [ -e "$t.validation-r32.json" ] && return 0  # shipped and validated
     step "measure-$p-bs$b" 1200 python3 -m hwnas latency measure --device cuda --precision "$p" --batch-size "$b" \
-        --resolution 224,32 -o "$t.json"
+        --resolution 224,32 --workers "$WORKERS" -o "$t.json"
     [ -e "$t.validation.json" ] ||
         step "validate-$p-bs$b-r224" 300 python3 -m hwnas latency validate --table "$t.json" -n 100 --seed 0
     [ -e "$t.validation-r32.json" ] ||
@@ -47,7 +47,17 @@ run() {
     fi
     nvidia-smi >"$W/nvidia-smi.txt" 2>&1
     step gpu-tests 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_latency.py tests/test_train.py
+    WORKERS=1
     table fp16 64  # the second table the latency issue's goal names (shipped 2026-11-23: skipped)
+    # measuring processes (hwnas latency measure --workers): 1 vs 4 vs 8 on cold keys, and do 8 time as 1 does?
+    step measure-workers 420 python3 benchmarks/measure_speed.py --device cuda --precision fp32 --batch-size 1 \
+        -n 2000 --workers 1,4,8
+    WORKERS=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["recommended_workers"])' \
+        benchmarks/results/measure_workers-cuda-fp32-bs1.json 2>/dev/null || echo 1)
+    echo "== measuring tables with --workers $WORKERS"
+    if [ "$WORKERS" -gt 1 ]; then  # tables take minutes now: measure them before the hour of proxy training
+        for pb in fp32:1 fp32:64; do table "${pb%:*}" "${pb#*:}"; done
+    fi
     # the search on CUDA: 4 proposals at a time trained in one lock-step group (needs the wheels)
     [ -d /tmp/site/optuna ] &&
         step search-smoke 240 python3 -m hwnas search --budget-flops 400M --data-dir $DATA --trials 8 --epochs 1 \

@@ -333,6 +333,91 @@ def test_a_dead_timing_process_keeps_what_was_measured(tmp_path: Path, monkeypat
     assert len(LatencyTable.from_json(out.read_text()).entries) == len(list(space_layers(TINY_SPACE, 32)))
 
 
+# ---- several measuring processes on one device -------------------------------------------------------
+def _lock_user(rank: int, lock, log) -> None:  # type: ignore[no-untyped-def]  # runs in a spawned process
+    import time
+
+    for _ in range(6):
+        with lock.shared():
+            t0 = time.monotonic()
+            time.sleep(0.03)  # "building and warming up"
+            log.put(("shared", rank, t0, time.monotonic()))
+        with lock.exclusive():
+            t0 = time.monotonic()
+            time.sleep(0.01)  # "timing"
+            log.put(("exclusive", rank, t0, time.monotonic()))
+
+
+def test_device_lock_gives_timing_the_device_alone_and_lets_preparation_overlap() -> None:
+    import multiprocessing
+
+    from hwnas.latency.measure import DeviceLock
+
+    ctx = multiprocessing.get_context("spawn")
+    lock, log = DeviceLock(ctx), ctx.Queue()
+    procs = [ctx.Process(target=_lock_user, args=(r, lock, log)) for r in range(3)]
+    for p in procs:
+        p.start()
+    spans = [log.get(timeout=120) for _ in range(3 * 6 * 2)]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    exclusive = [s for s in spans if s[0] == "exclusive"]
+
+    def overlap(a, b) -> bool:  # type: ignore[no-untyped-def]
+        return a[2] < b[3] and b[2] < a[3]
+
+    for e in exclusive:  # nothing else ran while one process timed
+        assert not [s for s in spans if s is not e and overlap(s, e)], e
+    shared = [s for s in spans if s[0] == "shared"]
+    assert any(overlap(a, b) for a in shared for b in shared if a[1] != b[1])  # preparation ran side by side
+
+
+def test_measure_in_workers_times_every_layer_once() -> None:
+    from hwnas.latency.measure import CpuTimer, Setup, TimingProcessError, layer_groups, measure_in_workers
+
+    layers = list(space_layers(TINY_SPACE, 32))
+    timer = CpuTimer(min_repeats=3, max_repeats=5, target_s=0.005)
+    groups = list(layer_groups(layers, Setup(threads=1), timer))
+    got = list(measure_in_workers(groups, Setup(threads=1), timer, 1, workers=2))
+    assert sorted(layer.key() for layer, _ in got) == sorted(layer.key() for layer in layers)
+    assert all(t.ms > 0 and t.n >= 3 for _, t in got)
+    assert {"build", "timing", "wait"} <= set(timer.profile())  # the workers' host seconds came back
+    bad = CpuTimer()
+    bad.repeats = 3  # type: ignore[attr-defined]  # a setting CpuTimer does not take: each worker fails
+    with pytest.raises(TimingProcessError, match="timing worker failed: TypeError"):
+        list(measure_in_workers(groups, Setup(threads=1), bad, 1, workers=2))
+
+
+def test_an_interrupted_measurement_in_workers_keeps_what_was_measured(tmp_path: Path) -> None:
+    from hwnas.cli.common import write_text_atomic
+    from hwnas.latency.measure import CpuTimer, Setup, build_table
+
+    out = tmp_path / "w.json"
+    r = hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "8", "--quick",
+              "--threads", "1", "--layers-per-process", "0", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    full = LatencyTable.from_json(out.read_text(), str(out))
+    fresh = LatencyTable(dict(full.metadata), source=str(out))
+
+    def stop(what: str, done: int, total: int) -> None:
+        if done == 12:
+            raise KeyboardInterrupt
+
+    calib = calibration_genotypes(TINY_SPACE, 8, full.metadata["calibration_seed"])
+    with pytest.raises(KeyboardInterrupt):
+        build_table(fresh, Setup(threads=1), CpuTimer(min_repeats=3, max_repeats=5, target_s=0.005), calib,
+                    lambda t: write_text_atomic(out, t.to_json()), stop, workers=2)
+    partial = LatencyTable.from_json(out.read_text(), str(out))
+    assert len(partial.entries) == 12 and partial.metadata["measure_workers"] == 2
+    kept = dict(partial.entries)
+    build_table(partial, Setup(threads=1), CpuTimer(min_repeats=3, max_repeats=5, target_s=0.005), calib,
+                lambda t: write_text_atomic(out, t.to_json()), workers=2)
+    resumed = LatencyTable.from_json(out.read_text(), str(out))
+    assert set(resumed.entries) == set(full.entries) and "32" in resumed.overhead
+    assert all(resumed.entries[k] == pytest.approx(v, rel=1e-4) for k, v in kept.items())
+
+
 PAGE_FAULTS = """
 import resource, statistics, sys, torch
 from hwnas.latency.measure import steady_host_allocator
@@ -389,6 +474,8 @@ def test_bad_tables_and_options(tiny_table: Path, tmp_path: Path) -> None:
     assert_usage_error(hwnas("latency", "measure", "--precision", "fp16", "-o", str(tmp_path / "x.json")),
                        "fp16 timing needs --device cuda")
     assert_usage_error(hwnas("latency", "measure", "--batch-size", "1,x"), "comma-separated positive integers")
+    assert_usage_error(hwnas("latency", "measure", "--workers", "4", "-o", str(tmp_path / "x.json")),
+                       "--workers needs --device cuda")
     assert_usage_error(hwnas("latency", "measure", "--batch-size", "1,8", "-o", str(tmp_path / "x.json")),
                        "need {precision}/{batch} in -o")
 
@@ -446,3 +533,12 @@ def test_cuda_graph_table_on_gpu(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["mape"] < 10
         out.unlink()
+    # the same table by 3 processes sharing the GPU (DeviceLock): validates as well
+    r = hwnas("latency", "measure", "--device", "cuda", "--precision", "fp16", "--recipe", str(TINY), "--resolution",
+              "32", "--calibration", "10", "--quick", "--workers", "3", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    table = LatencyTable.from_json(out.read_text(), str(out))
+    assert table.metadata["measure_workers"] == 3 and table.metadata["measure_profile_s"]["wait"] > 0
+    r = hwnas("latency", "validate", "--table", str(out), "-n", "20", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["mape"] < 10

@@ -131,6 +131,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if len(combos) > 1 and not all(k in args.output for k in (
             *(["{precision}"] if len(args.precision) > 1 else []), *(["{batch}"] if len(args.batch_size) > 1 else []))):
         raise UsageError("several precisions/batch sizes need {precision}/{batch} in -o, e.g. " + DEFAULT_OUT)
+    if args.workers > 1 and args.device != "cuda":
+        raise UsageError("--workers needs --device cuda (on CPU, other processes would share the cores a layer is "
+                         "timed on; see --layers-per-process)")
     _apply_threads(args.threads)
     command = "hwnas " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None \
         else args.command_line
@@ -171,7 +174,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
             try:
                 build_table(table, setup, timer, calib, save, progress, calls_per_graph=args.calls_per_graph,
-                            layers_per_process=per_process)
+                            layers_per_process=per_process, workers=args.workers)
             except KeyboardInterrupt:
                 print(f"hwnas: interrupted; {len(table.entries)} entries and {len(table.calibration)} calibration "
                       f"networks saved in {out}: rerun the same command to resume", file=sys.stderr)
@@ -408,6 +411,9 @@ def register(sub: Any) -> None:
                    help="CPU: time layers in fresh processes of this many layers each, the calibration networks "
                    "spread over them (a process that has timed tens of thousands of layers runs ~10%% slower); "
                    "0 = all in one process (default 2000)")
+    m.add_argument("--workers", type=positive_int, default=1,
+                   help="CUDA: processes that build, warm up and capture layers side by side (host work: cuDNN "
+                   "choosing kernels for each new shape), each replaying with the GPU to itself (default 1)")
     m.add_argument("--quick", action="store_true", help="fewer repeats (for tests)")
     m.add_argument("-o", "--output", default=DEFAULT_OUT,
                    help="table path; may use {device} {runtime} {precision} {batch} {resolutions} (default: "

@@ -31,6 +31,7 @@ import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,10 +164,76 @@ def steady_host_allocator(policy: str = "reuse") -> str:
             "threshold": "glibc mallopt: M_MMAP_THRESHOLD=32MiB, M_TRIM_THRESHOLD=2^31-1"}[policy]
 
 
+# ---- one device, several measuring processes ------------------------------------------------------
+class DeviceLock:
+    """A readers-writer lock shared by processes (``multiprocessing`` primitives of ``ctx``), writers first.
+
+    Measuring workers (``measure_layers(workers=N)``) build, warm up and capture their layers under
+    ``shared()`` -- host-bound work (cuDNN choosing kernels for each new shape, module building) that runs
+    side by side in N processes -- and replay under ``exclusive()``, so while one process times, no other
+    process has work on the device: CUDA contexts of different processes time-slice the GPU rather than
+    overlap, and a slice of another context inside a timed replay would be counted as the layer's time.
+    Whoever leaves a shared section must have synchronised its device work first. A writer waiting keeps
+    new readers out (a replay never waits behind a stream of warm-ups)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._cond = ctx.Condition()
+        self._readers = ctx.Value("i", 0, lock=False)
+        self._writing = ctx.Value("i", 0, lock=False)
+        self._waiting = ctx.Value("i", 0, lock=False)
+
+    def shared(self) -> AbstractContextManager[None]:
+        return _Section(self, exclusive=False)
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        return _Section(self, exclusive=True)
+
+
+class _Section(AbstractContextManager[None]):
+    def __init__(self, lock: DeviceLock, exclusive: bool) -> None:
+        self.lock, self.exclusive = lock, exclusive
+
+    def __enter__(self) -> None:
+        lk = self.lock
+        with lk._cond:
+            if self.exclusive:
+                lk._waiting.value += 1
+                while lk._writing.value or lk._readers.value:
+                    lk._cond.wait()
+                lk._waiting.value -= 1
+                lk._writing.value = 1
+            else:
+                while lk._writing.value or lk._waiting.value:
+                    lk._cond.wait()
+                lk._readers.value += 1
+
+    def __exit__(self, *exc: object) -> None:
+        lk = self.lock
+        with lk._cond:
+            if self.exclusive:
+                lk._writing.value = 0
+            else:
+                lk._readers.value -= 1
+            lk._cond.notify_all()
+
+
+class NoLock:
+    """The lock of a process that has the device to itself."""
+
+    def shared(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
 class Timer:
-    """Times ``fn(x)``; ``repeat`` is how many calls one sample covers (CUDA graphs only)."""
+    """Times ``fn(x)``; ``repeat`` is how many calls one sample covers (CUDA graphs only). ``_lock`` (a
+    ``DeviceLock`` in a measuring worker) decides when this process may time: every timing runs under
+    its ``exclusive()``."""
 
     method: str = ""
+    _lock: DeviceLock | NoLock = NoLock()
 
     def time(self, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int = 1) -> Timing:
         raise NotImplementedError
@@ -218,39 +285,49 @@ class CudaGraphTimer(Timer):
     def _time_group_in_graph(self, items: Sequence[tuple[Callable[[torch.Tensor], Any], torch.Tensor]]
                              ) -> list[Timing]:
         t = time.perf_counter()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.inference_mode(), torch.cuda.stream(side):
-            for _ in range(self.warmup):
-                for fn, x in items:
+        with self._lock.shared():  # host-bound: other measuring processes may do the same meanwhile
+            t = self._spent("wait", t)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.inference_mode(), torch.cuda.stream(side):
+                for _ in range(self.warmup):
+                    for fn, x in items:
+                        fn(x)
+            torch.cuda.current_stream().wait_stream(side)
+            torch.cuda.synchronize()
+            t = self._spent("warmup", t)
+            marks = [torch.cuda.Event(enable_timing=True, external=True) for _ in range(len(items) + 1)]
+            graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(graph):
+                marks[0].record()
+                for (fn, x), mark in zip(items, marks[1:], strict=True):
                     fn(x)
-        torch.cuda.current_stream().wait_stream(side)
-        torch.cuda.synchronize()
-        t = self._spent("warmup", t)
-        marks = [torch.cuda.Event(enable_timing=True, external=True) for _ in range(len(items) + 1)]
-        graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph):
-            marks[0].record()
-            for (fn, x), mark in zip(items, marks[1:], strict=True):
-                fn(x)
-                mark.record()
-        t = self._spent("capture", t)
-        graph.replay()  # uploads the graph; also the pilot that sets the number of replays
-        torch.cuda.synchronize()
-        t = self._spent("upload", t)
-        group_ms = max(marks[0].elapsed_time(marks[-1]), 1e-3)
-        reps = min(self.max_layer_replays, max(self.min_layer_replays, math.ceil(self.layer_target_ms / group_ms)))
-        samples: list[list[float]] = [[] for _ in items]
-        for _ in range(reps):
-            graph.replay()
-            marks[-1].synchronize()
-            for i, s in enumerate(samples):
-                s.append(marks[i].elapsed_time(marks[i + 1]))
+                    mark.record()
+            torch.cuda.synchronize()
+            t = self._spent("capture", t)
+        with self._lock.exclusive():  # the device to this process alone
+            t = self._spent("wait", t)
+            graph.replay()  # uploads the graph; also the pilot that sets the number of replays
+            torch.cuda.synchronize()
+            t = self._spent("upload", t)
+            group_ms = max(marks[0].elapsed_time(marks[-1]), 1e-3)
+            reps = min(self.max_layer_replays,
+                       max(self.min_layer_replays, math.ceil(self.layer_target_ms / group_ms)))
+            samples: list[list[float]] = [[] for _ in items]
+            for _ in range(reps):
+                graph.replay()
+                marks[-1].synchronize()
+                for i, s in enumerate(samples):
+                    s.append(marks[i].elapsed_time(marks[i + 1]))
         del graph
         self._spent("replay", t)
         return [_summary(s) for s in samples]
 
     def time(self, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int = 1) -> Timing:
+        with self._lock.exclusive():
+            return self._time(fn, x, calls)
+
+    def _time(self, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int) -> Timing:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.inference_mode(), torch.cuda.stream(side):
@@ -281,7 +358,7 @@ class CudaEagerTimer(Timer):
         self.replays, self.warmup = replays, warmup
 
     def time(self, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int = 1) -> Timing:
-        with torch.inference_mode():
+        with self._lock.exclusive(), torch.inference_mode():
             for _ in range(self.warmup):
                 fn(x)
             torch.cuda.synchronize()
@@ -303,7 +380,7 @@ class CpuTimer(Timer):
         self.min_repeats, self.max_repeats, self.target_s, self.warmup = min_repeats, max_repeats, target_s, warmup
 
     def time(self, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int = 1) -> Timing:
-        with torch.inference_mode():
+        with self._lock.exclusive(), torch.inference_mode():
             for _ in range(self.warmup):
                 fn(x)
             samples: list[float] = []
@@ -348,9 +425,13 @@ def time_layer(layer: Layer, setup: Setup, timer: Timer, calls: int) -> Timing:
 def time_layers(layers: Sequence[Layer], setup: Setup, timer: Timer, calls: int) -> list[Timing]:
     """Time a group of layers, each in isolation (its own module and input), in one go of ``timer``."""
     t = time.perf_counter()
-    with torch.device(setup.device):  # weights initialised where they run (no host-to-device copies)
-        items = [setup.prepare(layer_module(layer), layer_input(layer, setup.batch_size)) for layer in layers]
-    t = timer._spent("build", t)
+    with timer._lock.shared():
+        t = timer._spent("wait", t)
+        with torch.device(setup.device):  # weights initialised where they run (no host-to-device copies)
+            items = [setup.prepare(layer_module(layer), layer_input(layer, setup.batch_size)) for layer in layers]
+        if setup.device == "cuda":
+            torch.cuda.synchronize()  # no initialising kernel of ours may run into another process's timing
+        t = timer._spent("build", t)
     out = timer.time_group(items, calls)
     timer._spent("timing", t)
     return out
@@ -362,40 +443,114 @@ def time_network(genotype: Genotype, resolution: int, num_classes: int, setup: S
     return timer.time(module, x, 1)
 
 
+def layer_groups(layers: Iterable[Layer], setup: Setup, timer: Timer, group_layers: int = 64,
+                 group_bytes: int = 4 << 30) -> Iterator[list[Layer]]:
+    """The layers as the timer takes them: on CUDA groups of at most ``group_layers`` whose inputs (and
+    their expansions) take at most ``group_bytes``, one graph each; elsewhere one layer at a time."""
+    limit = group_layers if isinstance(timer, CudaGraphTimer) else 1
+    elem = torch.finfo(setup.dtype).bits // 8
+    group: list[Layer] = []
+    size = 0
+    for layer in layers:
+        nbytes = setup.batch_size * layer.in_c * layer.size * layer.size * elem * 4  # input + its expansions
+        if group and (len(group) >= limit or size + nbytes > group_bytes):
+            yield group
+            group, size = [], 0
+        group.append(layer)
+        size += nbytes
+    if group:
+        yield group
+
+
 def measure_layers(
     layers: Iterable[Layer], setup: Setup, timer: Timer, on_result: Callable[[Layer, Timing], None],
-    calls_per_graph: int = 10, group_layers: int = 64, group_bytes: int = 4 << 30,
+    calls_per_graph: int = 10, group_layers: int = 64, group_bytes: int = 4 << 30, workers: int = 1,
 ) -> None:
     """Time each layer in isolation; ``on_result`` receives each (the caller stores and checkpoints).
-    On CUDA, layers go to the timer in groups of at most ``group_layers`` whose inputs take at most
-    ``group_bytes``.
+    On CUDA, layers go to the timer in groups (``layer_groups``).
 
     Where the time goes on an H100 (benchmarks/measure_speed.py, fp16, batch 1): ~85 % is the first call
     of each new layer shape in the warm-up (cuDNN choosing and building its kernels, host work); the same
     keys a second time run at ~280 layers/s. Building, warming up and capturing groups in 8 threads (the
     GPU idle, timing one group at a time) measured 0.39x as fast: that host work does not run in parallel
-    across threads, and cuDNN's caches are per thread."""
+    across threads, and cuDNN's caches are per thread. ``workers`` > 1 does it in that many processes
+    instead (``measure_in_workers``), each with its own CUDA context, cuDNN handle and interpreter."""
     calls = calls_per_graph if isinstance(timer, CudaGraphTimer) else 1
-    limit = group_layers if isinstance(timer, CudaGraphTimer) else 1
-    elem = torch.finfo(setup.dtype).bits // 8
+    groups = layer_groups(layers, setup, timer, group_layers, group_bytes)
+    if workers > 1:
+        for layer, t in measure_in_workers(list(groups), setup, timer, calls, workers):
+            on_result(layer, t)
+        return
     torch.manual_seed(0)
-    group: list[Layer] = []
-    size = 0
-
-    def flush() -> None:
+    for group in groups:
         for layer, t in zip(group, time_layers(group, setup, timer, calls), strict=True):
             on_result(layer, t)
-        group.clear()
 
-    for layer in layers:
-        nbytes = setup.batch_size * layer.in_c * layer.size * layer.size * elem * 4  # input + its expansions
-        if group and (len(group) >= limit or size + nbytes > group_bytes):
-            flush()
-            size = 0
-        group.append(layer)
-        size += nbytes
-    if group:
-        flush()
+
+def _worker_main(rank: int, setup: Setup, timer_cls: type[Timer], timer_settings: dict[str, Any], calls: int,
+                 lock: DeviceLock, tasks: Any, results: Any) -> None:
+    """A measuring worker: takes (index, layers) groups from ``tasks`` until None and puts ("group", index,
+    timings) on ``results`` as each is timed, then ("done", rank, profile) -- or ("error", rank, why)."""
+    try:
+        torch.set_num_threads(setup.threads or 1)
+        torch.manual_seed(rank)
+        timer = timer_cls(**timer_settings)
+        timer._lock = lock
+        while (task := tasks.get()) is not None:
+            index, group = task
+            results.put(("group", index, time_layers(group, setup, timer, calls)))
+        results.put(("done", rank, timer.profile()))
+    except BaseException as e:  # reported to the parent, which raises it
+        results.put(("error", rank, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"))
+
+
+def measure_in_workers(groups: Sequence[list[Layer]], setup: Setup, timer: Timer, calls: int, workers: int
+                       ) -> Iterator[tuple[Layer, Timing]]:
+    """Time ``groups`` in ``workers`` fresh (spawned) processes that share the device through one
+    ``DeviceLock``: each builds, warms up and captures its next group while others do the same, and
+    replays alone. Yields (layer, timing) as each group arrives, in completion order, so an interrupt
+    loses only the groups in flight. The workers' host seconds per phase are added to ``timer.profile()``
+    (summed over workers, so they exceed the wall time; "wait" is time spent waiting for the lock).
+    A worker that fails or dies raises ``TimingProcessError``; the others are stopped."""
+    import multiprocessing
+    import queue
+
+    ctx = multiprocessing.get_context("spawn")
+    lock = DeviceLock(ctx)
+    tasks, results = ctx.Queue(), ctx.Queue()
+    n = min(workers, len(groups))
+    for item in enumerate(groups):
+        tasks.put(item)
+    for _ in range(n):
+        tasks.put(None)
+    procs = [ctx.Process(target=_worker_main, args=(rank, setup, type(timer), timer.settings(), calls, lock, tasks,
+                                                    results), daemon=True) for rank in range(n)]
+    for proc in procs:
+        proc.start()
+    prof = timer.__dict__.setdefault("_profile", {})
+    finished = set()
+    try:
+        while len(finished) < n:
+            try:
+                kind, i, payload = results.get(timeout=5)
+            except queue.Empty:
+                dead = [p.exitcode for p in procs if not p.is_alive() and p.exitcode != 0]  # 0: its "done" is due
+                if dead:
+                    raise TimingProcessError(f"timing worker died (exit code {dead[0]})") from None
+                continue
+            if kind == "group":
+                yield from zip(groups[i], payload, strict=True)
+            elif kind == "done":
+                finished.add(i)
+                for phase, sec in payload.items():
+                    prof[phase] = prof.get(phase, 0.0) + sec
+            else:
+                raise TimingProcessError(f"timing worker failed: {payload}")
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
 
 
 # ---- end-to-end with several runtimes ------------------------------------------------------------
@@ -496,7 +651,8 @@ class YoungTask:
 
 
 class TimingProcessError(RuntimeError):
-    """A fresh CPU timing process failed or died; what it measured before is kept."""
+    """A timing process (a fresh CPU process, a measuring worker) failed or died; what it measured before
+    is kept."""
 
 
 def _young_process_main(task: YoungTask, results: Any) -> None:
@@ -568,7 +724,7 @@ def young_tasks(layers: Sequence[Layer], networks: Sequence[tuple[Genotype, int]
 def build_table(
     table: LatencyTable, setup: Setup, timer: Timer, calibration: list[Genotype],
     checkpoint: Callable[[LatencyTable], None], progress: Callable[[str, int, int], None] | None = None,
-    calls_per_graph: int = 10, checkpoint_every_s: float = 15.0, layers_per_process: int = 0,
+    calls_per_graph: int = 10, checkpoint_every_s: float = 15.0, layers_per_process: int = 0, workers: int = 1,
 ) -> LatencyTable:
     """Measure what ``table`` lacks: every layer of its space at its resolutions, then the calibration
     networks end to end, then fit the overhead model. ``checkpoint`` is called every
@@ -580,7 +736,10 @@ def build_table(
     freshly started server do; ``metadata["probe"]`` holds each process's time for one fixed network.
     Measured on the 2-core EPYC: one process that has timed 44,000 layers runs the same networks ~10 %
     slower than a fresh one (3 % after 5,000), which biased the fitted overhead and left the CPU table's
-    validation MAPE at 12.5 % (6.7 % with the calibration networks re-measured in a fresh process)."""
+    validation MAPE at 12.5 % (6.7 % with the calibration networks re-measured in a fresh process).
+
+    ``workers`` > 1 (CUDA): the layers are timed by that many processes sharing the GPU
+    (``measure_in_workers``); the calibration networks are timed here afterwards, alone on the device."""
     space = table.space
     todo = [layer for r in table.resolutions for layer in space_layers(space, r, table.num_classes)
             if layer.key() not in table.entries]
@@ -608,6 +767,8 @@ def build_table(
         tick("calibration")
 
     allocator = str(table.metadata.get("host_allocator", HOST_ALLOCATOR_DEFAULT))
+    if todo:
+        table.metadata["measure_workers"] = workers  # this run's (not a checked setting: what is timed is the same)
     try:
         if layers_per_process > 0 and isinstance(timer, CpuTimer) and total:
             probe = (calibration[0], table.resolutions[0]) if calibration else None
@@ -622,7 +783,7 @@ def build_table(
                 else:
                     store_network(*item, t)
         else:
-            measure_layers(todo, setup, timer, store, calls_per_graph)
+            measure_layers(todo, setup, timer, store, calls_per_graph, workers=workers)
             for g, res in cal_todo:
                 store_network(g, res, time_network(g, res, table.num_classes, setup, timer))
         table.fit_overhead()
