@@ -32,6 +32,9 @@ table() {  # table PRECISION BATCH: measure (or resume) one H100 table, then val
     [ -e "$t.validation.json" ] && [ -e "$t.validation-r32.json" ] && return 0  # shipped and validated
     step "measure-$p-bs$b" 1200 python3 -m hwnas latency measure --device cuda --precision "$p" --batch-size "$b" \
         --resolution 224,32 --workers "$WORKERS" -o "$t.json"
+    [ -e "$W/measure-$p-bs$b.done" ] || [ "$WORKERS" = 1 ] ||  # workers failed (e.g. out of memory): resume in one
+        step "measure-$p-bs$b-one-process" 1200 python3 -m hwnas latency measure --device cuda --precision "$p" \
+            --batch-size "$b" --resolution 224,32 -o "$t.json"
     [ -e "$t.validation.json" ] ||
         step "validate-$p-bs$b-r224" 300 python3 -m hwnas latency validate --table "$t.json" -n 100 --seed 0
     [ -e "$t.validation-r32.json" ] ||

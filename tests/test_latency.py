@@ -389,6 +389,51 @@ def test_measure_in_workers_times_every_layer_once() -> None:
         list(measure_in_workers(groups, Setup(threads=1), bad, 1, workers=2))
 
 
+ORPHANS = """
+import multiprocessing, sys, tomllib
+from hwnas.latency.measure import CpuTimer, Setup, layer_groups, measure_in_workers
+from hwnas.latency.table import space_layers
+from hwnas.space import SearchSpace
+
+if __name__ == "__main__":
+    space = SearchSpace.from_dict(tomllib.loads(open(sys.argv[1]).read())["space"])
+    layers = list(space_layers(space, 32)) * 30  # far more than the task pipe holds
+    timer = CpuTimer(min_repeats=3, max_repeats=5, target_s=0.005)
+    for i, _ in enumerate(measure_in_workers(list(layer_groups(layers, Setup(threads=1), timer)),
+                                             Setup(threads=1), timer, 1, workers=2)):
+        if i == 0:
+            print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="reads /proc")
+def test_measuring_workers_stop_when_their_parent_is_killed(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    script = tmp_path / "orphans.py"
+    script.write_text(ORPHANS)
+    parent = subprocess.Popen([sys.executable, str(script), str(TINY)], stdout=subprocess.PIPE, text=True,
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert parent.stdout is not None
+    pids = [int(x) for x in parent.stdout.readline().split()]
+    assert len(pids) == 2 and all(_running(pid) for pid in pids)
+    parent.send_signal(signal.SIGKILL)  # no finally, no atexit: the workers are on their own
+    parent.wait()
+    deadline = time.monotonic() + 60
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [pid for pid in pids if _running(pid)]
+
+
 def test_an_interrupted_measurement_in_workers_keeps_what_was_measured(tmp_path: Path) -> None:
     from hwnas.cli.common import write_text_atomic
     from hwnas.latency.measure import CpuTimer, Setup, build_table

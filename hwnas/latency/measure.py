@@ -476,7 +476,8 @@ def measure_layers(
     across threads, and cuDNN's caches are per thread. ``workers`` > 1 does it in that many processes
     instead (``measure_in_workers``), each with its own CUDA context, cuDNN handle and interpreter."""
     calls = calls_per_graph if isinstance(timer, CudaGraphTimer) else 1
-    groups = layer_groups(layers, setup, timer, group_layers, group_bytes)
+    # workers hold their groups at the same time: together no more device memory than one process
+    groups = layer_groups(layers, setup, timer, group_layers, group_bytes // workers)
     if workers > 1:
         for layer, t in measure_in_workers(list(groups), setup, timer, calls, workers):
             on_result(layer, t)
@@ -488,15 +489,24 @@ def measure_layers(
 
 
 def _worker_main(rank: int, setup: Setup, timer_cls: type[Timer], timer_settings: dict[str, Any], calls: int,
-                 lock: DeviceLock, tasks: Any, results: Any) -> None:
+                 lock: DeviceLock, tasks: Any, results: Any, parent: int) -> None:
     """A measuring worker: takes (index, layers) groups from ``tasks`` until None and puts ("group", index,
-    timings) on ``results`` as each is timed, then ("done", rank, profile) -- or ("error", rank, why)."""
+    timings) on ``results`` as each is timed, then ("done", rank, profile) -- or ("error", rank, why).
+    Stops when its parent ``parent`` is gone (killed without cleaning up), not to keep the device busy."""
+    import queue
+
     try:
         torch.set_num_threads(setup.threads or 1)
         torch.manual_seed(rank)
         timer = timer_cls(**timer_settings)
         timer._lock = lock
-        while (task := tasks.get()) is not None:
+        while os.getppid() == parent:
+            try:
+                task = tasks.get(timeout=2)
+            except queue.Empty:  # the parent died before it queued everything
+                continue
+            if task is None:
+                break
             index, group = task
             results.put(("group", index, time_layers(group, setup, timer, calls)))
         results.put(("done", rank, timer.profile()))
@@ -524,7 +534,7 @@ def measure_in_workers(groups: Sequence[list[Layer]], setup: Setup, timer: Timer
     for _ in range(n):
         tasks.put(None)
     procs = [ctx.Process(target=_worker_main, args=(rank, setup, type(timer), timer.settings(), calls, lock, tasks,
-                                                    results), daemon=True) for rank in range(n)]
+                                                    results, os.getpid()), daemon=True) for rank in range(n)]
     for proc in procs:
         proc.start()
     prof = timer.__dict__.setdefault("_profile", {})
