@@ -68,6 +68,8 @@ run() {
     # committed results are not measured again (delete one to rerun it)
     [ -e benchmarks/results/train_throughput-cuda.json ] ||
         step throughput 420 python3 benchmarks/train_throughput.py --device cuda --data-dir $DATA
+    # which blocks the batch-1 table misjudges inside a network (prefix timings; ~1.5 min)
+    step layer-context 300 python3 benchmarks/layer_context.py --table latency_tables/h100-fp16-bs1-r224-32.json -n 16
     # proxies with the classifier-init fix (2 of 3 partly measured on 2026-11-23, in the result file); the 16
     # long runs of the earlier sessions are reused, the 4 missing ones and the references are trained first
     step fidelity 3600 python3 benchmarks/proxy_fidelity.py --device cuda --data-dir $DATA --proxies "$PROXIES" \
