@@ -6,6 +6,8 @@ in the table, what ``hwnas latency`` fits its overhead term on) and the networks
 never used for fitting). Every model is fitted on the calibration networks by relative least squares (as
 ``LatencyTable.fit_overhead``) and scored on the validation networks; leave-one-out error on the calibration
 networks is printed beside it, since that is all a model could be chosen by without a validation set.
+The shipped model's errors are also split by the network's first block (an expanded inverted residual or
+not), on both sets: where the batch-1 H100 table goes wrong (see ``layer_context.py``).
 
     python benchmarks/latency_overhead.py latency_tables/h100-fp16-bs1-r224-32.json
 
@@ -95,7 +97,20 @@ def score(table: LatencyTable, cal: list[tuple[str, float]], val: list[tuple[str
         coef = fit(xc, yc, ridge)
         out[name] = {"parameters": len(cols), "calibration_loo_mape": error_stats(loo, yc)["mape"],
                      **error_stats(xv @ coef, yv)}
+        if name == "shipped":  # where its errors are: by the first block (after the stem)
+            out["shipped_by_first_block"] = {
+                split: {kind: by_first_block(ls_, xs @ coef, ys, kind) for kind in ("expanded ir", "other")}
+                for split, ls_, xs, ys in (("calibration", cal_l, xc, yc), ("validation", val_l, xv, yv))}
     return out
+
+
+def by_first_block(nets: list[tuple[list[tuple[Layer, float]], str]], pred: np.ndarray, y: np.ndarray,
+                   kind: str) -> dict[str, float]:
+    first = np.array([ls[1][0].kind == "ir" and ls[1][0].expansion > 1 for ls, _ in nets])
+    sel = first if kind == "expanded ir" else ~first
+    err = (pred[sel] - y[sel]) / y[sel] * 100
+    return {"n": int(sel.sum()), "mean_error_pct": round(float(err.mean()), 2) if sel.any() else float("nan"),
+            "mape": round(float(np.abs(err).mean()), 2) if sel.any() else float("nan")}
 
 
 def main() -> None:
@@ -122,6 +137,10 @@ def main() -> None:
                 loo = f"LOO {s['calibration_loo_mape']:.2f}%" if "calibration_loo_mape" in s else ""
                 print(f"  {name:12s} {loo:>11s}  validation MAPE {s['mape']:.2f}%  max {s['max_error']:.1f}%  "
                       f"within 5% {s['within_5pct']:.0f}%  Spearman {s['spearman']:.4f}")
+            for split, d in got["shipped_by_first_block"].items():
+                print(f"  shipped, {split}, by first block: " + "; ".join(
+                    f"{k}: n={v['n']} mean error {v['mean_error_pct']:+.2f}% MAPE {v['mape']:.2f}%"
+                    for k, v in d.items()))
     write_json(RESULTS / a.output, report)
     print(f"written to {RESULTS / a.output}")
 
