@@ -35,11 +35,16 @@ table() {  # table PRECISION BATCH: measure (or resume) one H100 table, then val
     [ -e "$W/measure-$p-bs$b.done" ] || [ "$WORKERS" = 1 ] ||  # workers failed (e.g. out of memory): resume in one
         step "measure-$p-bs$b-one-process" 1200 python3 -m hwnas latency measure --device cuda --precision "$p" \
             --batch-size "$b" --resolution 224,32 -o "$t.json"
-    [ -e "$t.validation.json" ] ||
-        step "validate-$p-bs$b-r224" 300 python3 -m hwnas latency validate --table "$t.json" -n 100 --seed 0
+    [ -e "$t.validation.json" ] || validate "validate-$p-bs$b-r224" --table "$t.json" -n 100 --seed 0
     [ -e "$t.validation-r32.json" ] ||
-        step "validate-$p-bs$b-r32" 300 python3 -m hwnas latency validate --table "$t.json" -n 100 --seed 0 \
-            --resolution 32 -o "$t.validation-r32"
+        validate "validate-$p-bs$b-r32" --table "$t.json" -n 100 --seed 0 --resolution 32 -o "$t.validation-r32"
+}
+
+validate() {  # validate NAME ARGS...: with $WORKERS processes; again in one if that failed
+    local name=$1
+    shift
+    step "$name" 300 python3 -m hwnas latency validate "$@" --workers "$WORKERS"
+    [ -e "$W/$name.done" ] || [ "$WORKERS" = 1 ] || step "$name-one-process" 300 python3 -m hwnas latency validate "$@"
 }
 
 run() {
@@ -61,8 +66,9 @@ run() {
     if [ "$WORKERS" -gt 1 ]; then  # tables take minutes now: measure them before the hour of proxy training
         for pb in fp32:1 fp32:64; do table "${pb%:*}" "${pb#*:}"; done
     fi
-    # the search on CUDA: 4 proposals at a time trained in one lock-step group (needs the wheels)
-    [ -d /tmp/site/optuna ] &&
+    # the search on CUDA: 4 proposals at a time trained in one lock-step group (needs the wheels; ran on
+    # 2026-11-23: 8 trials, 0 failed; HWNAS_SEARCH_SMOKE=1 runs it again)
+    [ -n "${HWNAS_SEARCH_SMOKE:-}" ] && [ -d /tmp/site/optuna ] &&
         step search-smoke 240 python3 -m hwnas search --budget-flops 400M --data-dir $DATA --trials 8 --epochs 1 \
             --run-dir "$W/runs" --study-name gpu-smoke
     # committed results are not measured again (delete one to rerun it)
@@ -72,10 +78,11 @@ run() {
     step layer-context 300 python3 benchmarks/layer_context.py --table latency_tables/h100-fp16-bs1-r224-32.json -n 16
     # proxies with the classifier-init fix (2 of 3 partly measured on 2026-11-23, in the result file); the 16
     # long runs of the earlier sessions are reused, the 4 missing ones and the references are trained first
+    # do other processes' training hide a fresh candidate's set-up? (~3 min; before the long fidelity step)
+    [ -e benchmarks/results/proxy_cost-cuda.json ] ||
+        step proxy-cost 420 python3 benchmarks/proxy_cost.py --device cuda --data-dir $DATA --processes 1,3
     step fidelity 3600 python3 benchmarks/proxy_fidelity.py --device cuda --data-dir $DATA --proxies "$PROXIES" \
         --long-from benchmarks/results/proxy_fidelity-cuda-torchvision-init.json
-    [ -e benchmarks/results/proxy_cost-cuda.json ] ||
-        step proxy-cost 600 python3 benchmarks/proxy_cost.py --device cuda --data-dir $DATA --processes 1,3
     for pb in fp32:1 fp32:64 fp16:1; do table "${pb%:*}" "${pb#*:}"; done
     touch "$W/finished"
 }

@@ -374,7 +374,14 @@ def test_device_lock_gives_timing_the_device_alone_and_lets_preparation_overlap(
 
 
 def test_measure_in_workers_times_every_layer_once() -> None:
-    from hwnas.latency.measure import CpuTimer, Setup, TimingProcessError, layer_groups, measure_in_workers
+    from hwnas.latency.measure import (
+        CpuTimer,
+        Setup,
+        TimingProcessError,
+        in_workers,
+        layer_groups,
+        measure_in_workers,
+    )
 
     layers = list(space_layers(TINY_SPACE, 32))
     timer = CpuTimer(min_repeats=3, max_repeats=5, target_s=0.005)
@@ -383,6 +390,9 @@ def test_measure_in_workers_times_every_layer_once() -> None:
     assert sorted(layer.key() for layer, _ in got) == sorted(layer.key() for layer in layers)
     assert all(t.ms > 0 and t.n >= 3 for _, t in got)
     assert {"build", "timing", "wait"} <= set(timer.profile())  # the workers' host seconds came back
+    nets = [(g, 32) for g in calibration_genotypes(TINY_SPACE, 5, 3)]  # networks too, as validate times them
+    got_nets = dict(in_workers(nets, Setup(threads=1), timer, workers=2, num_classes=10))
+    assert sorted(got_nets) == list(range(len(nets))) and all(t.ms > 0 for t in got_nets.values())
     bad = CpuTimer()
     bad.repeats = 3  # type: ignore[attr-defined]  # a setting CpuTimer does not take: each worker fails
     with pytest.raises(TimingProcessError, match="timing worker failed: TypeError"):
@@ -460,6 +470,7 @@ def test_an_interrupted_measurement_in_workers_keeps_what_was_measured(tmp_path:
                 lambda t: write_text_atomic(out, t.to_json()), workers=2)
     resumed = LatencyTable.from_json(out.read_text(), str(out))
     assert set(resumed.entries) == set(full.entries) and "32" in resumed.overhead
+    assert len(resumed.calibration) == len(full.calibration)  # the calibration networks, timed by the workers
     assert all(resumed.entries[k] == pytest.approx(v, rel=1e-4) for k, v in kept.items())
 
 
@@ -521,6 +532,8 @@ def test_bad_tables_and_options(tiny_table: Path, tmp_path: Path) -> None:
     assert_usage_error(hwnas("latency", "measure", "--batch-size", "1,x"), "comma-separated positive integers")
     assert_usage_error(hwnas("latency", "measure", "--workers", "4", "-o", str(tmp_path / "x.json")),
                        "--workers needs --device cuda")
+    assert_usage_error(hwnas("latency", "validate", "--table", str(tiny_table), "--workers", "2"),
+                       "--workers needs a CUDA table")
     assert_usage_error(hwnas("latency", "measure", "--batch-size", "1,8", "-o", str(tmp_path / "x.json")),
                        "need {precision}/{batch} in -o")
 
@@ -584,6 +597,7 @@ def test_cuda_graph_table_on_gpu(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     table = LatencyTable.from_json(out.read_text(), str(out))
     assert table.metadata["measure_workers"] == 3 and table.metadata["measure_profile_s"]["wait"] > 0
-    r = hwnas("latency", "validate", "--table", str(out), "-n", "20", "--json")
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["mape"] < 10
+    for workers in ("1", "3"):
+        r = hwnas("latency", "validate", "--table", str(out), "-n", "20", "--json", "--workers", workers)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["mape"] < 10 and json.loads(r.stdout)["workers"] == int(workers)

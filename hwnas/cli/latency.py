@@ -25,7 +25,7 @@ from hwnas.cli.common import (
     shipped_dir,
     write_text_atomic,
 )
-from hwnas.genotype import parse_genotype
+from hwnas.genotype import Genotype, parse_genotype
 from hwnas.latency.table import (
     LatencyTable,
     calibration_genotypes,
@@ -242,10 +242,13 @@ def _timer_from(table: LatencyTable, setup: Any) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from hwnas.latency.measure import Setup, device_info, now_iso, time_network
+    from hwnas.latency.measure import Setup, TimingProcessError, device_info, in_workers, now_iso, time_network
 
     table = load_table(args.table)
     md = table.metadata
+    if args.workers > 1 and md["device"] != "cuda":
+        raise UsageError(f"--workers needs a CUDA table ({table.source} was measured on {md['device']}: other "
+                         "processes would share the cores a network is timed on)")
     if args.recipe:
         table.check_space(load_space(args.recipe))
     space = table.space
@@ -271,19 +274,33 @@ def cmd_validate(args: argparse.Namespace) -> int:
     probe_g = parse_genotype(probe["genotype"]) if probe.get("genotype") and probe.get("ms") \
         and int(probe.get("resolution", 0)) == res else None
     probe_now: list[float] = []
-    rows: list[dict[str, Any]] = []
+    found: dict[int, dict[str, Any]] = {}
     t0 = time.monotonic()
+
+    def row(g: Genotype, meas: Any) -> dict[str, Any]:
+        pred, naive = table.predict(g, res), table.naive_sum(g, res)
+        return {"genotype": g.to_string(), "predicted_ms": pred, "naive_sum_ms": naive, "measured_ms": meas.ms,
+                "measured_p10_ms": meas.p10, "measured_p90_ms": meas.p90, "error_pct": (pred - meas.ms) / meas.ms * 100}
+
     with _progress() as bar:
         task = bar.add_task("validating", total=len(nets))
+        if args.workers > 1:  # CUDA tables only (probes are a CPU table's)
+            try:
+                for i, meas in in_workers([(g, res) for g in nets], setup, timer, args.workers,
+                                          num_classes=table.num_classes):
+                    found[i] = row(nets[i], meas)
+                    bar.advance(task)
+            except TimingProcessError as e:
+                print(f"hwnas: error: {e}; rerun (with fewer --workers if it ran out of memory)", file=sys.stderr)
+                return 1
         for i, g in enumerate(nets):
+            if i in found:
+                continue
             if probe_g is not None and i % PROBE_EVERY == 0:  # the machine's state, beside the table's record
                 probe_now.append(time_network(probe_g, res, table.num_classes, setup, timer).ms)
-            pred, naive = table.predict(g, res), table.naive_sum(g, res)
-            meas = time_network(g, res, table.num_classes, setup, timer)
-            rows.append({"genotype": g.to_string(), "predicted_ms": pred, "naive_sum_ms": naive,
-                         "measured_ms": meas.ms, "measured_p10_ms": meas.p10, "measured_p90_ms": meas.p90,
-                         "error_pct": (pred - meas.ms) / meas.ms * 100})
+            found[i] = row(g, time_network(g, res, table.num_classes, setup, timer))
             bar.advance(task)
+    rows = [found[i] for i in range(len(nets))]
     measured = [r["measured_ms"] for r in rows]
     drift: dict[str, Any] = {}
     if probe_now:
@@ -302,7 +319,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         **error_stats([r["predicted_ms"] for r in rows], measured),
         "naive_sum": error_stats([r["naive_sum_ms"] for r in rows], measured),
         "median_measured_ms": sorted(measured)[len(measured) // 2], **drift,
-        "validation_seconds": round(time.monotonic() - t0, 1),
+        "validation_seconds": round(time.monotonic() - t0, 1), "workers": args.workers,
         "table_measure_seconds": md.get("measure_seconds"), "entries": len(table.entries),
         "date": now_iso(), "command": "hwnas " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
@@ -434,6 +451,9 @@ def register(sub: Any) -> None:
     v.add_argument("--resolution", type=positive_int, default=None)
     v.add_argument("--recipe", help="check the table was measured for this recipe's space")
     v.add_argument("-o", "--output", default=None, help="report prefix (default: TABLE.validation)")
+    v.add_argument("--workers", type=positive_int, default=1,
+                   help="CUDA tables: processes that build, warm up and capture networks side by side, each "
+                   "timing with the GPU to itself (default 1)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_validate)
 

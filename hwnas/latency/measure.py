@@ -324,28 +324,27 @@ class CudaGraphTimer(Timer):
         return [_summary(s) for s in samples]
 
     def time(self, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int = 1) -> Timing:
-        with self._lock.exclusive():
-            return self._time(fn, x, calls)
-
-    def _time(self, fn: Callable[[torch.Tensor], Any], x: torch.Tensor, calls: int) -> Timing:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.inference_mode(), torch.cuda.stream(side):
-            for _ in range(self.warmup):
-                fn(x)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(graph):
-            for _ in range(calls):
-                fn(x)
-        graph.replay()  # first replay uploads the graph
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                  for _ in range(self.replays)]
-        for start, end in events:
-            start.record()
-            graph.replay()
-            end.record()
-        torch.cuda.synchronize()
+        with self._lock.shared():  # warm-up and capture: host-bound, side by side with other processes
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.inference_mode(), torch.cuda.stream(side):
+                for _ in range(self.warmup):
+                    fn(x)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(graph):
+                for _ in range(calls):
+                    fn(x)
+            torch.cuda.synchronize()
+        with self._lock.exclusive():  # the device to this process alone
+            graph.replay()  # first replay uploads the graph
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                      for _ in range(self.replays)]
+            for start, end in events:
+                start.record()
+                graph.replay()
+                end.record()
+            torch.cuda.synchronize()
         samples = [s.elapsed_time(e) / calls for s, e in events]
         del graph
         return _summary(samples)
@@ -438,8 +437,11 @@ def time_layers(layers: Sequence[Layer], setup: Setup, timer: Timer, calls: int)
 
 
 def time_network(genotype: Genotype, resolution: int, num_classes: int, setup: Setup, timer: Timer) -> Timing:
-    model = build_model(genotype, num_classes, input_size=resolution, dropout=0.0)
-    module, x = setup.prepare(model, torch.randn(setup.batch_size, 3, resolution, resolution))
+    with timer._lock.shared():
+        model = build_model(genotype, num_classes, input_size=resolution, dropout=0.0)
+        module, x = setup.prepare(model, torch.randn(setup.batch_size, 3, resolution, resolution))
+        if setup.device == "cuda":
+            torch.cuda.synchronize()
     return timer.time(module, x, 1)
 
 
@@ -488,11 +490,16 @@ def measure_layers(
             on_result(layer, t)
 
 
+NetworkItem = tuple[Genotype, int]  # a network to time end to end: genotype, resolution
+
+
 def _worker_main(rank: int, setup: Setup, timer_cls: type[Timer], timer_settings: dict[str, Any], calls: int,
-                 lock: DeviceLock, tasks: Any, results: Any, parent: int) -> None:
-    """A measuring worker: takes (index, layers) groups from ``tasks`` until None and puts ("group", index,
-    timings) on ``results`` as each is timed, then ("done", rank, profile) -- or ("error", rank, why).
-    Stops when its parent ``parent`` is gone (killed without cleaning up), not to keep the device busy."""
+                 num_classes: int, lock: DeviceLock, tasks: Any, results: Any, parent: int) -> None:
+    """A measuring worker: takes (index, item) from ``tasks`` until None -- an item is a group of layers
+    or a network (genotype string, resolution) -- and puts (index, timings) on ``results`` as each is
+    timed (a list for a group, one Timing for a network), then ("done", rank, profile) -- or ("error",
+    rank, why). Stops when its parent ``parent`` is gone (killed without cleaning up), not to keep the
+    device busy."""
     import queue
 
     try:
@@ -507,60 +514,78 @@ def _worker_main(rank: int, setup: Setup, timer_cls: type[Timer], timer_settings
                 continue
             if task is None:
                 break
-            index, group = task
-            results.put(("group", index, time_layers(group, setup, timer, calls)))
+            index, item = task
+            if isinstance(item, list):
+                results.put((index, time_layers(item, setup, timer, calls)))
+            else:
+                g, res = item
+                results.put((index, time_network(Genotype.from_string(g), res, num_classes, setup, timer)))
         results.put(("done", rank, timer.profile()))
     except BaseException as e:  # reported to the parent, which raises it
         results.put(("error", rank, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"))
 
 
-def measure_in_workers(groups: Sequence[list[Layer]], setup: Setup, timer: Timer, calls: int, workers: int
-                       ) -> Iterator[tuple[Layer, Timing]]:
-    """Time ``groups`` in ``workers`` fresh (spawned) processes that share the device through one
-    ``DeviceLock``: each builds, warms up and captures its next group while others do the same, and
-    replays alone. Yields (layer, timing) as each group arrives, in completion order, so an interrupt
-    loses only the groups in flight. The workers' host seconds per phase are added to ``timer.profile()``
-    (summed over workers, so they exceed the wall time; "wait" is time spent waiting for the lock).
-    A worker that fails or dies raises ``TimingProcessError``; the others are stopped."""
+def in_workers(items: Sequence[list[Layer] | NetworkItem], setup: Setup, timer: Timer, workers: int, calls: int = 1,
+               num_classes: int = 1000) -> Iterator[tuple[int, Any]]:
+    """Time ``items`` -- groups of layers (as ``time_layers``) or networks (as ``time_network``) -- in
+    ``workers`` fresh (spawned) processes that share the device through one ``DeviceLock``: each builds,
+    warms up and captures its next item while others do the same, and replays alone. Yields (index of
+    the item, its timings) as each arrives, in completion order, so an interrupt loses only the items
+    in flight. The workers' host seconds per phase are added to ``timer.profile()`` (summed over
+    workers, so they exceed the wall time; "wait" is time spent waiting for the lock). A worker that
+    fails or dies raises ``TimingProcessError``; the others are stopped."""
     import multiprocessing
     import queue
 
     ctx = multiprocessing.get_context("spawn")
     lock = DeviceLock(ctx)
     tasks, results = ctx.Queue(), ctx.Queue()
-    n = min(workers, len(groups))
-    for item in enumerate(groups):
-        tasks.put(item)
+    n = min(workers, len(items))
+    for i, item in enumerate(items):
+        tasks.put((i, item if isinstance(item, list) else (item[0].to_string(), item[1])))
     for _ in range(n):
         tasks.put(None)
-    procs = [ctx.Process(target=_worker_main, args=(rank, setup, type(timer), timer.settings(), calls, lock, tasks,
-                                                    results, os.getpid()), daemon=True) for rank in range(n)]
+    procs = [ctx.Process(target=_worker_main, args=(rank, setup, type(timer), timer.settings(), calls, num_classes,
+                                                    lock, tasks, results, os.getpid()), daemon=True)
+             for rank in range(n)]
     for proc in procs:
         proc.start()
     prof = timer.__dict__.setdefault("_profile", {})
-    finished = set()
+    finished = 0
     try:
-        while len(finished) < n:
+        while finished < n:
             try:
-                kind, i, payload = results.get(timeout=5)
+                index, payload = _unpack(results.get(timeout=5))
             except queue.Empty:
                 dead = [p.exitcode for p in procs if not p.is_alive() and p.exitcode != 0]  # 0: its "done" is due
                 if dead:
                     raise TimingProcessError(f"timing worker died (exit code {dead[0]})") from None
                 continue
-            if kind == "group":
-                yield from zip(groups[i], payload, strict=True)
-            elif kind == "done":
-                finished.add(i)
+            if index == "done":
+                finished += 1
                 for phase, sec in payload.items():
                     prof[phase] = prof.get(phase, 0.0) + sec
-            else:
+            elif index == "error":
                 raise TimingProcessError(f"timing worker failed: {payload}")
+            else:
+                yield index, payload
     finally:
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()
             proc.join()
+
+
+def _unpack(msg: tuple[Any, ...]) -> tuple[Any, Any]:
+    """(index, timings), or ("done" | "error", payload) without the worker's rank."""
+    return (msg[0], msg[2]) if msg[0] in ("done", "error") else (msg[0], msg[1])
+
+
+def measure_in_workers(groups: Sequence[list[Layer]], setup: Setup, timer: Timer, calls: int, workers: int
+                       ) -> Iterator[tuple[Layer, Timing]]:
+    """``in_workers`` for groups of layers: yields (layer, timing) as each group arrives."""
+    for i, timings in in_workers(groups, setup, timer, workers, calls):
+        yield from zip(groups[i], timings, strict=True)
 
 
 # ---- end-to-end with several runtimes ------------------------------------------------------------
@@ -748,8 +773,8 @@ def build_table(
     slower than a fresh one (3 % after 5,000), which biased the fitted overhead and left the CPU table's
     validation MAPE at 12.5 % (6.7 % with the calibration networks re-measured in a fresh process).
 
-    ``workers`` > 1 (CUDA): the layers are timed by that many processes sharing the GPU
-    (``measure_in_workers``); the calibration networks are timed here afterwards, alone on the device."""
+    ``workers`` > 1 (CUDA): the layers, then the calibration networks, are timed by that many processes
+    sharing the GPU (``in_workers``), one process timing at a time."""
     space = table.space
     todo = [layer for r in table.resolutions for layer in space_layers(space, r, table.num_classes)
             if layer.key() not in table.entries]
@@ -794,8 +819,12 @@ def build_table(
                     store_network(*item, t)
         else:
             measure_layers(todo, setup, timer, store, calls_per_graph, workers=workers)
-            for g, res in cal_todo:
-                store_network(g, res, time_network(g, res, table.num_classes, setup, timer))
+            if workers > 1 and cal_todo:
+                for i, t in in_workers(cal_todo, setup, timer, workers, num_classes=table.num_classes):
+                    store_network(*cal_todo[i], t)
+            else:
+                for g, res in cal_todo:
+                    store_network(g, res, time_network(g, res, table.num_classes, setup, timer))
         table.fit_overhead()
     finally:
         table.metadata["measure_seconds"] = round(spent0 + time.monotonic() - t_start, 1)
