@@ -10,9 +10,11 @@ whole table.
 count times its own ``-n`` cold keys (every k-th of the first k*n/2 keys at each resolution, so the
 samples are alike and no process finds warm caches), speed-up against the first count; then the first
 count's keys again with the last count (fresh processes) to see whether the timings agree, beside the
-same keys timed once more in this process (the noise floor). ``recommended_workers`` is the fastest count
-at least 1.5x the first whose timings agree within that noise (median ratio within 1 % plus the noise's,
-median absolute difference within 1.5x the noise's plus 0.5 %).
+same keys timed once more in this process (the noise floor); and ``--networks`` random networks end to end,
+in this process and by the last count (as calibration and validation time them). ``recommended_workers``
+is the fastest count at least 1.5x the first whose timings agree: layers within that noise (median ratio
+within 1 % plus the noise's, median absolute difference within 1.5x the noise's plus 0.5 %), networks
+within 1 % (median ratio) and 2 % (median absolute difference).
 
     python benchmarks/measure_speed.py --device cuda --precision fp32 --batch-size 1 -n 2000 --workers 1,4,8
 """
@@ -35,6 +37,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=None, help="warm-up calls per layer (default: the timer's)")
     p.add_argument("--workers", type=lambda t: [int(x) for x in t.split(",")], default=None,
                    help="compare measuring processes, e.g. 1,4,8 (the first is the baseline)")
+    p.add_argument("--networks", type=int, default=24, help="--workers: random networks timed end to end")
     p.add_argument("-o", "--output")
     a = p.parse_args()
     if a.workers:
@@ -79,8 +82,8 @@ def _ratios(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
 
 
 def compare_workers(a: argparse.Namespace) -> None:
-    from hwnas.latency.measure import Setup, default_timer, measure_layers
-    from hwnas.latency.table import space_layers
+    from hwnas.latency.measure import Setup, default_timer, in_workers, measure_layers, time_network
+    from hwnas.latency.table import random_genotypes, space_layers
     from hwnas.space import SearchSpace
 
     space = SearchSpace.default()
@@ -116,14 +119,29 @@ def compare_workers(a: argparse.Namespace) -> None:
     other = timed(samples[0], a.workers[-1], f"{a.workers[-1]} worker(s), the first keys again")
     noise, agree = _ratios(base, again), _ratios(base, other)
     out["noise"], out["agreement"] = noise, agree
+    # whole networks (as calibration and validate time them): one process, then the most workers
+    nets = [(g, 224) for g in random_genotypes(space, a.networks, 1)]
+    net_times = []
+    for w in (a.workers[0], a.workers[-1]):
+        timer = default_timer(setup)
+        t0 = time.perf_counter()
+        got = dict(in_workers(nets, setup, timer, w)) if w > 1 else \
+            {i: time_network(g, r, 1000, setup, timer) for i, (g, r) in enumerate(nets)}
+        dt = time.perf_counter() - t0
+        net_times.append({str(i): t.ms for i, t in got.items()})
+        out["passes"].append({"pass": f"{w} worker(s), {len(nets)} networks at 224", "workers": w,
+                              "networks": len(nets), "seconds": round(dt, 2), "profile_s": timer.profile()})
+        print(f"{len(nets)} networks, {w} worker(s): {dt:.1f} s", flush=True)
+    out["network_agreement"] = net_agree = _ratios(*net_times)
     ok = (abs(agree["median_ratio"] - 1) <= 0.01 + abs(noise["median_ratio"] - 1)
-          and agree["median_abs_diff"] <= 1.5 * noise["median_abs_diff"] + 0.005)
+          and agree["median_abs_diff"] <= 1.5 * noise["median_abs_diff"] + 0.005
+          and abs(net_agree["median_ratio"] - 1) <= 0.01 and net_agree["median_abs_diff"] <= 0.02)
     fast = [row for row in out["passes"][: k] if row["speedup"] >= 1.5]
     out["agree"] = ok
     out["recommended_workers"] = max(fast, key=lambda row: row["speedup"])["workers"] if ok and fast \
         else a.workers[0]
     print(f"timings of the first keys, {a.workers[-1]} workers vs {a.workers[0]}: {agree}; "
-          f"{a.workers[0]} again: {noise}; recommended workers: {out['recommended_workers']}")
+          f"{a.workers[0]} again: {noise}; networks: {net_agree}; recommended workers: {out['recommended_workers']}")
     write_json(RESULTS / (a.output or f"measure_workers-{a.device}-{a.precision}-bs{a.batch_size}.json"), out)
 
 
