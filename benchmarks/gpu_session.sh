@@ -76,11 +76,11 @@ run() {
         step throughput 420 python3 benchmarks/train_throughput.py --device cuda --data-dir $DATA
     # which blocks the batch-1 table misjudges inside a network (prefix timings; ~1.5 min)
     step layer-context 300 python3 benchmarks/layer_context.py --table latency_tables/h100-fp16-bs1-r224-32.json -n 16
-    # proxies with the classifier-init fix (2 of 3 partly measured on 2026-11-23, in the result file); the 16
-    # long runs of the earlier sessions are reused, the 4 missing ones and the references are trained first
     # do other processes' training hide a fresh candidate's set-up? (~3 min; before the long fidelity step)
     [ -e benchmarks/results/proxy_cost-cuda.json ] ||
         step proxy-cost 420 python3 benchmarks/proxy_cost.py --device cuda --data-dir $DATA --processes 1,3
+    # proxies with the classifier-init fix (2 of 3 partly measured on 2026-11-23, in the result file); the 16
+    # long runs of the earlier sessions are reused, the 4 missing ones and the references are trained first
     step fidelity 3600 python3 benchmarks/proxy_fidelity.py --device cuda --data-dir $DATA --proxies "$PROXIES" \
         --long-from benchmarks/results/proxy_fidelity-cuda-torchvision-init.json
     for pb in fp32:1 fp32:64 fp16:1; do table "${pb%:*}" "${pb#*:}"; done

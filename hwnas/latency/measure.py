@@ -802,7 +802,7 @@ def build_table(
         tick("calibration")
 
     allocator = str(table.metadata.get("host_allocator", HOST_ALLOCATOR_DEFAULT))
-    if todo:
+    if total:
         table.metadata["measure_workers"] = workers  # this run's (not a checked setting: what is timed is the same)
     try:
         if layers_per_process > 0 and isinstance(timer, CpuTimer) and total:
