@@ -476,3 +476,151 @@ class Evaluator:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+# ---- several evaluator processes on one device ------------------------------------------------------
+class EvaluatorPool:
+    """``evaluate_many`` spread over ``processes`` spawned processes, each with its own ``Evaluator`` (its
+    own CUDA context and copy of the data on the device) -- so one process's set-up of fresh candidates
+    (building, cuDNN choosing kernels for each new shape, graph capture: host work, ~7.5 s per candidate on
+    an H100) runs while another trains. The candidates of one call are dealt out in groups (at most
+    ``group`` per process at a time, the evaluator's lock-step group) to whichever process is free, and come
+    back in order. A process that dies (the kernel's OOM killer, a driver fault) fails the candidates it
+    held, with the reason, and is replaced; the pool goes on. Interrupts are the caller's: the processes
+    ignore SIGINT and are terminated by ``close()`` (or at exit: they are daemonic), or stop on their own
+    when the parent is gone. Construction waits until every process holds its data, so a bad setting
+    (e.g. a batch larger than the data) raises the evaluator's ``ValueError`` here."""
+
+    def __init__(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], num_classes: int,
+                 budget: Budget, recipe: Recipe | None = None, device: str = "cpu", processes: int = 2,
+                 group: int = 4) -> None:
+        import multiprocessing
+        import os
+
+        self._ctx = multiprocessing.get_context("spawn")
+        self._results = self._ctx.Queue()
+        threads = max(1, (os.cpu_count() or 1) // processes)
+        self._args = (train, val, num_classes, budget, recipe, device, threads)
+        self.group, self.device = group, device
+        self._procs: dict[int, tuple[Any, Any]] = {}  # rank -> (process, its task queue)
+        self._idle: set[int] = set()  # ready and holding nothing
+        self._holding: dict[int, tuple[int, int]] = {}  # rank -> (call, chunk) it is training
+        self._next_rank = self._call = 0
+        for _ in range(processes):
+            self._spawn()
+        while len(self._idle) < processes:
+            kind, rank, payload = self._get(None)
+            if kind == "error":
+                self.close()
+                raise ValueError(payload)
+            self._idle.add(rank)
+
+    @property
+    def processes(self) -> int:
+        return len(self._procs)
+
+    def _spawn(self) -> None:
+        import os
+
+        rank, self._next_rank = self._next_rank, self._next_rank + 1
+        q = self._ctx.Queue()
+        p = self._ctx.Process(target=_pool_worker, args=(rank, self._args, q, self._results, os.getpid()),
+                              daemon=True)
+        p.start()
+        self._procs[rank] = (p, q)
+
+    def _get(self, on_death: Callable[[int, int], None] | None) -> tuple[str, int, Any]:
+        """The next message; a dead process is reported to ``on_death(rank, exit code)`` (or raised)."""
+        import queue
+
+        while True:
+            try:
+                return self._results.get(timeout=2)
+            except queue.Empty:
+                for rank, (p, _) in list(self._procs.items()):
+                    if not p.is_alive():
+                        del self._procs[rank]
+                        self._idle.discard(rank)
+                        if on_death is None:
+                            self.close()
+                            raise RuntimeError(f"evaluator process died (exit code {p.exitcode})") from None
+                        on_death(rank, p.exitcode)
+
+    def evaluate(self, genotype: Genotype, seed: int = 0) -> Metrics:
+        return self.evaluate_many([genotype], seed)[0]
+
+    def evaluate_many(self, genotypes: Sequence[Genotype], seed: int = 0) -> list[Metrics]:
+        self._call += 1
+        call, n = self._call, len(genotypes)
+        per = min(self.group, max(1, math.ceil(n / max(1, self.processes))))
+        chunks = [list(range(i, min(n, i + per))) for i in range(0, n, per)]
+        pending = list(range(len(chunks)))
+        out: list[Metrics | None] = [None] * n
+        done = 0
+
+        def died(rank: int, code: int) -> None:
+            nonlocal done
+            c, t = self._holding.pop(rank, (0, -1))
+            if c == call:
+                for i in chunks[t]:
+                    out[i] = Metrics(genotypes[i].to_string(), seed, device=self.device,
+                                     failure=f"evaluator process died (exit code {code})")
+                done += 1
+            self._spawn()  # the pool keeps its size (the new process loads its data while others train)
+
+        while done < len(chunks):
+            while pending and self._idle:
+                rank, t = self._idle.pop(), pending.pop(0)
+                self._procs[rank][1].put((call, t, [genotypes[i] for i in chunks[t]], seed))
+                self._holding[rank] = (call, t)
+            kind, rank, payload = self._get(died)
+            if kind == "ready":  # a replacement
+                self._idle.add(rank)
+            elif kind == "result":
+                c, t, ms = payload
+                self._holding.pop(rank, None)
+                self._idle.add(rank)
+                if c == call:  # not a leftover of an interrupted call
+                    for i, m in zip(chunks[t], ms, strict=True):
+                        out[i] = m
+                    done += 1
+            else:  # a replacement that could not start: what worked before must still work
+                raise RuntimeError(f"evaluator process failed: {payload}")
+        return [m for m in out if m is not None]
+
+    def close(self) -> None:
+        for p, _ in self._procs.values():
+            if p.is_alive():
+                p.terminate()
+            p.join()
+        self._procs.clear()
+        self._idle.clear()
+
+
+def _pool_worker(rank: int, args: tuple[Any, ...], tasks: Any, results: Any, parent: int) -> None:
+    """One process of an ``EvaluatorPool``: ("ready" | "error", rank, why), then per task ("result", rank,
+    (call, chunk, metrics)). Stops when its parent is gone."""
+    import os
+    import queue
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    train, val, num_classes, budget, recipe, device, threads = args
+    try:
+        torch.set_num_threads(threads)
+        ev = Evaluator(train, val, num_classes, budget, recipe, device)
+    except BaseException as e:
+        results.put(("error", rank, f"{(str(e).splitlines() or [type(e).__name__])[0]}"))
+        return
+    results.put(("ready", rank, None))
+    while os.getppid() == parent:
+        try:
+            call, t, genotypes, seed = tasks.get(timeout=2)
+        except queue.Empty:
+            continue
+        try:
+            ms = ev.evaluate_many(genotypes, seed)
+        except Exception as e:  # not a failing candidate (those come back as Metrics): fail the group, go on
+            why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+            ms = [Metrics(g.to_string(), seed, device=device, failure=why) for g in genotypes]
+        results.put(("result", rank, (call, t, ms)))

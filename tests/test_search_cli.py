@@ -188,3 +188,16 @@ def test_parallel_proposals_train_together(tmp_path: Path) -> None:
     trained = [t for t in trials if t.user_attrs.get("trained")]
     assert len(trained) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
     assert all(t.user_attrs["trained_with"] == 1 for t in trained)  # CPU: one at a time, however many proposed
+
+
+def test_evaluator_processes(tmp_path: Path) -> None:
+    r = hwnas("search", "--budget-flops", "400M", "--trials", "4", "--eval-processes", "2", *FAST, "--run-dir",
+              str(tmp_path), "--study-name", "pool", "--cache-dir", str(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr
+    trials = optuna.load_study(study_name="pool", storage=f"sqlite:///{tmp_path / 'pool.db'}").trials
+    trained = [t for t in trials if t.user_attrs.get("trained")]
+    assert len(trained) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(0 < t.user_attrs["acc"] < 1 for t in trained)
+    r = hwnas("search", "--budget-flops", "400M", "--trials", "1", "--eval-processes", "2", "--batch-size", "100000",
+              *FAST, "--run-dir", str(tmp_path), "--study-name", "bad", "--cache-dir", str(tmp_path / "cache"))
+    assert r.returncode == 2 and "fewer than one batch" in r.stderr and "Traceback" not in r.stderr

@@ -13,7 +13,7 @@ from conftest import hwnas
 from hwnas.data import load_dataset
 from hwnas.genotype import Genotype, parse_genotype
 from hwnas.model import build_model
-from hwnas.train import Budget, DeviceData, Evaluator, Recipe
+from hwnas.train import Budget, DeviceData, Evaluator, EvaluatorPool, Recipe
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "hwnas" / "datasets" / "cifar10-mini.tar.xz"
 TINY = parse_genotype("relu,stem16,ds_r1_k3_s1_c16,ir_r1_k3_s2_e3_c24,ir_r1_k3_s2_e3_c40,head128")
@@ -152,6 +152,48 @@ def test_train_cli_checkpoint_round_trip(tmp_path: Path, data) -> None:  # type:
 def test_train_cli_bad_input(args: list[str], fragment: str) -> None:
     r = hwnas(*args)
     assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_evaluator_pool_deals_candidates_out_and_survives_a_dead_process(small) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import signal
+    import time
+
+    with pytest.raises(ValueError, match="fewer than one batch"):  # a bad setting surfaces at construction
+        EvaluatorPool(small[0], small[1], 10, Budget(epochs=1), Recipe(batch_size=4096), "cpu", processes=2)
+    pool = EvaluatorPool(small[0], small[1], 10, Budget(epochs=1), Recipe(batch_size=64), "cpu", processes=2,
+                         group=1)
+    try:
+        ms = pool.evaluate_many([TINY, TINY2, TINY], seed=0)
+        assert [m.genotype for m in ms] == [g.to_string() for g in (TINY, TINY2, TINY)]  # in order
+        assert all(m.ok and 0 <= m.val_acc <= 1 and m.steps == 10 for m in ms)
+        assert (ms[0].val_acc, ms[0].final_loss) == (ms[2].val_acc, ms[2].final_loss)  # wherever it trained
+        victim = next(iter(pool._procs.values()))[0]
+        os.kill(victim.pid, signal.SIGKILL)  # as the kernel's OOM killer would
+        victim.join(timeout=30)
+        ms = pool.evaluate_many([TINY, TINY2], seed=0)
+        dead = [m for m in ms if not m.ok]
+        assert [m.failure for m in dead] == ["evaluator process died (exit code -9)"]  # its candidate, not the study
+        assert [m.ok for m in ms].count(True) == 1
+        t0 = time.monotonic()
+        assert pool.evaluate(TINY2, seed=0).ok and pool.processes == 2  # replaced, and the pool goes on
+        assert time.monotonic() - t0 < 120
+    finally:
+        pool.close()
+    assert pool.processes == 0
+
+
+@pytest.mark.gpu
+def test_evaluator_pool_on_cuda(small) -> None:  # type: ignore[no-untyped-def]
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    pool = EvaluatorPool(small[0], small[1], 10, Budget(epochs=2), Recipe(batch_size=64), "cuda", processes=2)
+    try:
+        ms = pool.evaluate_many([TINY, TINY2, TINY, TINY2], 0)
+        assert all(m.ok and 0 <= m.val_acc <= 1 for m in ms)
+        assert [m.extra["group_size"] for m in ms] == [2, 2, 2, 2]  # two groups of two, one per process
+    finally:
+        pool.close()
 
 
 @pytest.mark.gpu

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +76,8 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
         "epochs": profile.get("epochs", 2.0), "batch_size": profile.get("batch_size", 128),
         "lr": profile.get("lr", 0.2),
         "proxy_width": profile.get("proxy_width", 1.0), "proxy_resolution": profile.get("proxy_resolution"),
-        "parallel": args.parallel or (PARALLEL_CUDA if device == "cuda" else 1),
+        "eval_processes": args.eval_processes,
+        "parallel": args.parallel or (PARALLEL_CUDA if device == "cuda" else 1) * args.eval_processes,
     }
     parsers = (("flops", parse_count), ("latency", parse_ms), ("params", parse_count))
     try:
@@ -115,15 +118,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown strategy {s['strategy']!r} (choose from {', '.join(STRATEGIES)})")
     problem, data, val_size = build_problem(args, s)
     run_root, study_name, storage = study_location(args, s)
-    evaluate, evaluate_many = _make_evaluate(data, val_size, s)
     fingerprint = proxy_fingerprint(s, data)
-    try:
-        search = create_search(problem, storage, study_name, s["strategy"], evaluate, seed=int(s["seed"]),
-                               population=int(s["population"]), resume=args.resume, settings=fingerprint,
-                               evaluate_many=evaluate_many, parallel=int(s["parallel"]))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    return drive(search, problem, s, data, storage, study_name, run_root, args)
+    with evaluators(data, val_size, s) as (evaluate, evaluate_many):
+        try:
+            search = create_search(problem, storage, study_name, s["strategy"], evaluate, seed=int(s["seed"]),
+                                   population=int(s["population"]), resume=args.resume, settings=fingerprint,
+                                   evaluate_many=evaluate_many, parallel=int(s["parallel"]))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        return drive(search, problem, s, data, storage, study_name, run_root, args)
 
 
 def build_problem(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Any, Any, int]:
@@ -288,22 +291,32 @@ def _load_search_data(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Any,
     return data, val_size
 
 
-def _make_evaluate(data: Any, val_size: int, s: dict[str, Any]) -> tuple[Any, Any]:
+@contextlib.contextmanager
+def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
     """The search's evaluators (one genotype; several trained together): proxy-train the width-scaled
-    candidates on the resized images."""
+    candidates on the resized images, in this process or (``eval_processes`` > 1) in a pool of processes
+    sharing the device, closed on the way out."""
     from hwnas.scaling import scale
     from hwnas.search.run import EvalResult
-    from hwnas.train import Budget, Evaluator, Metrics, Recipe
+    from hwnas.train import Budget, Evaluator, EvaluatorPool, Metrics, Recipe
 
     tx, ty, vx, vy = data.split_validation(val_size)
     res = s["proxy_resolution"]
     if res and res != data.resolution:
         tx, vx = _resize(tx, res), _resize(vx, res)
+    budget, recipe = Budget(epochs=float(s["epochs"])), Recipe(batch_size=int(s["batch_size"]), lr=float(s["lr"]))
+    processes = int(s.get("eval_processes") or 1)
+    ev: Any
     try:
-        ev = Evaluator((tx, ty), (vx, vy), data.num_classes, Budget(epochs=float(s["epochs"])),
-                       Recipe(batch_size=int(s["batch_size"]), lr=float(s["lr"])), s["device"])
+        if processes > 1:
+            ev = EvaluatorPool((tx, ty), (vx, vy), data.num_classes, budget, recipe, s["device"], processes,
+                               group=PARALLEL_CUDA if s["device"] == "cuda" else 1)
+        else:
+            ev = Evaluator((tx, ty), (vx, vy), data.num_classes, budget, recipe, s["device"])
     except ValueError as e:
         raise UsageError(str(e)) from None
+    except RuntimeError as e:  # a pool process that died while loading its data
+        raise UsageError(f"cannot start {processes} evaluator processes: {e}") from None
     width, seed = float(s["proxy_width"]), int(s["seed"])
 
     def result(m: Metrics, proxy: Any) -> EvalResult:
@@ -319,7 +332,11 @@ def _make_evaluate(data: Any, val_size: int, s: dict[str, Any]) -> tuple[Any, An
         proxies = [scale(g, width=width) for g in gs]
         return [result(m, p) for m, p in zip(ev.evaluate_many(proxies, seed), proxies, strict=True)]
 
-    return evaluate, evaluate_many
+    try:
+        yield evaluate, evaluate_many
+    finally:
+        if processes > 1:
+            ev.close()
 
 
 def _resize(x: Any, res: int) -> Any:
@@ -365,6 +382,10 @@ def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...]) 
                    help=f"proposals trained together (default {PARALLEL_CUDA} on CUDA: the evaluator trains them in "
                         "lock-step on separate streams, 3.3x the naive loop vs 2.6x one at a time on an H100; "
                         "1 on CPU)")
+    p.add_argument("--eval-processes", type=positive_int, default=1,
+                   help="evaluator processes sharing the device, each with its own copy of the data: one "
+                   "process's set-up of fresh candidates (building, cuDNN kernel choice, graph capture) runs "
+                   "while another trains; --parallel then defaults to that many groups (default 1)")
     p.add_argument("--dataset", default=None)
     p.add_argument("--data-dir", default=None, help="training data (default: the embedded CIFAR-10 subset)")
     p.add_argument("--download", action="store_true")

@@ -9,10 +9,10 @@ from typing import Any
 
 from hwnas.cli.common import FLOPS_HELP, UsageError, open_study, positive_float, positive_int
 from hwnas.cli.search import (
-    _make_evaluate,
     add_search_options,
     build_problem,
     drive,
+    evaluators,
     proxy_fingerprint,
     settings_from,
     study_location,
@@ -87,50 +87,50 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     basic_x = space.encode(parse_genotype(basic.genotype))
     run_root, study_name, storage = study_location(args, s)
-    evaluate, evaluate_many = _make_evaluate(data, val_size, s)
-    lineage = {"source_storage": t["source_storage"], "source_study": t["source_study"],
-               "source_trial": basic.number, "basic_genotype": basic.genotype, "basic_source_acc": basic.acc,
-               "select": t["select"], "quality_lambda": float(t["quality_lambda"]),
-               "tournament": int(t["tournament"]), "elements": list(t["elements"])}
-    fingerprint = {**proxy_fingerprint(s, data), "transfer": lineage}
-    acc_index = problem.objectives.index("acc")
+    with evaluators(data, val_size, s) as (evaluate, evaluate_many):
+        lineage = {"source_storage": t["source_storage"], "source_study": t["source_study"],
+                   "source_trial": basic.number, "basic_genotype": basic.genotype, "basic_source_acc": basic.acc,
+                   "select": t["select"], "quality_lambda": float(t["quality_lambda"]),
+                   "tournament": int(t["tournament"]), "elements": list(t["elements"])}
+        fingerprint = {**proxy_fingerprint(s, data), "transfer": lineage}
+        acc_index = problem.objectives.index("acc")
 
-    def fitness_of(f: Any) -> float:
-        return -float(f[0]) if problem.reward != "pareto" else -float(f[acc_index])
+        def fitness_of(f: Any) -> float:
+            return -float(f[0]) if problem.reward != "pareto" else -float(f[acc_index])
 
-    holder: dict[str, Any] = {}
+        holder: dict[str, Any] = {}
 
-    def strategy(feasible: Any) -> EATEvolution:
-        holder["eat"] = EATEvolution(space, int(s["seed"]), feasible, basic_x, fitness_of, int(s["population"]),
-                                     int(t["tournament"]), float(t["quality_lambda"]), t["elements"])
-        return holder["eat"]
+        def strategy(feasible: Any) -> EATEvolution:
+            holder["eat"] = EATEvolution(space, int(s["seed"]), feasible, basic_x, fitness_of, int(s["population"]),
+                                         int(t["tournament"]), float(t["quality_lambda"]), t["elements"])
+            return holder["eat"]
 
-    try:
-        search = create_search(problem, storage, study_name, STRATEGY, evaluate, seed=int(s["seed"]),
-                               population=int(s["population"]), resume=args.resume, settings=fingerprint,
-                               custom=strategy, evaluate_many=evaluate_many, parallel=int(s["parallel"]))
-    except (ValueError, SpaceError) as e:
-        raise UsageError(str(e)) from None
-    search.study.set_user_attr("transfer", lineage)
+        try:
+            search = create_search(problem, storage, study_name, STRATEGY, evaluate, seed=int(s["seed"]),
+                                   population=int(s["population"]), resume=args.resume, settings=fingerprint,
+                                   custom=strategy, evaluate_many=evaluate_many, parallel=int(s["parallel"]))
+        except (ValueError, SpaceError) as e:
+            raise UsageError(str(e)) from None
+        search.study.set_user_attr("transfer", lineage)
 
-    def annotate(x: Any) -> dict[str, Any]:
-        info = holder["eat"].lineage_attrs(x)
-        parent = info.get("parent_genotype")
-        if parent is None:
-            info |= {"source_study": t["source_study"], "source_trial": basic.number}
-        else:
-            known = search.cache().get(parent)
-            info["parent_trial"] = known.number if known is not None else None
-        return {k: v for k, v in info.items() if v is not None}
+        def annotate(x: Any) -> dict[str, Any]:
+            info = holder["eat"].lineage_attrs(x)
+            parent = info.get("parent_genotype")
+            if parent is None:
+                info |= {"source_study": t["source_study"], "source_trial": basic.number}
+            else:
+                known = search.cache().get(parent)
+                info["parent_trial"] = known.number if known is not None else None
+            return {k: v for k, v in info.items() if v is not None}
 
-    search.annotate = annotate
-    print(f"hwnas transfer: basic architecture = trial {basic.number} of {t['source_study']} (select "
-          f"{t['select']}, source acc {basic.acc:.4f}): {basic.genotype}", file=sys.stderr)
-    if low_fidelity:
-        print(f"  fidelity: LOW. {EMBEDDED_TARGET_NOTE}", file=sys.stderr)
-    status = drive(search, problem, s, data, storage, study_name, run_root, args, what="hwnas transfer")
-    _print_lineage(search.study.get_trials(deepcopy=False))
-    return status
+        search.annotate = annotate
+        print(f"hwnas transfer: basic architecture = trial {basic.number} of {t['source_study']} (select "
+              f"{t['select']}, source acc {basic.acc:.4f}): {basic.genotype}", file=sys.stderr)
+        if low_fidelity:
+            print(f"  fidelity: LOW. {EMBEDDED_TARGET_NOTE}", file=sys.stderr)
+        status = drive(search, problem, s, data, storage, study_name, run_root, args, what="hwnas transfer")
+        _print_lineage(search.study.get_trials(deepcopy=False))
+        return status
 
 
 def _print_lineage(trials: list[Any]) -> None:
