@@ -5,7 +5,9 @@ of real networks end to end -- the stem, the stem and the first block, the stem 
 ..., the whole network -- so the difference between consecutive prefixes is what each block costs *inside*
 the network, and sets it beside the block's table entry. The ratio (in-network / alone), summarised by
 where the block sits (the first block after the stem, other blocks by input size) and whether it expands,
-shows which layers the table misjudges. Motivation, from the shipped H100 fp16/bs1 validation at 224 px:
+shows which layers the table misjudges. For the first block it also compares its input untouched since
+the last replay (as the table times it) with its input just rewritten by a copy (as in a network, where
+the stem writes it right before). Motivation, from the shipped H100 fp16/bs1 validation at 224 px:
 networks whose first block is an expanded inverted residual at 112x112 are under-predicted by 4.4 % on
 average (MAPE 5.3 % on those 41 of 100 networks, 1.9 % on the others), and no network-level model removes
 it (``latency_overhead.py``).
@@ -33,6 +35,32 @@ def group_of(index: int, layer: Any, top: int) -> str:
     if index == 0:
         return "first block, " + ("expanded ir" if layer.kind == "ir" and layer.expansion > 1 else layer.kind)
     return f"other blocks at {layer.size} px" + (" (top)" if layer.size == top else "")
+
+
+def first_block_input_state(model: Any, x: Any, timer: Any, torch: Any) -> dict[str, float]:
+    """The first block alone, its input (the stem's output, a fixed tensor) either untouched since the last
+    replay or rewritten by a copy kernel just before it, as the stem writes it inside a network. Each is
+    the time of a graph with the block minus the same graph without it (a one-element add, or the copy),
+    so graph launch cancels out. If "just written" is what makes the block slow in a network, isolated
+    timing needs the same warm-up of its input."""
+    with torch.inference_mode():
+        inp = model.stem(x)
+        src, tick = inp.clone(), torch.zeros(1, device=inp.device, dtype=inp.dtype)
+    block = model.blocks[0]
+
+    def untouched(t: Any) -> Any:
+        tick.add_(1)
+        return block(t)
+
+    def just_written(t: Any) -> Any:
+        t.copy_(src)
+        return block(t)
+
+    def t_of(fn: Any) -> float:
+        return float(timer.time(fn, inp).ms)
+
+    return {"untouched_ms": t_of(untouched) - t_of(lambda t: tick.add_(1)),
+            "just_written_ms": t_of(just_written) - t_of(lambda t: t.copy_(src))}
 
 
 def main() -> None:
@@ -85,6 +113,7 @@ def main() -> None:
         prefixes = [timer.time(nn.Sequential(model.stem, *model.blocks[:k]), x).ms
                     for k in range(len(model.blocks) + 1)]
         whole = timer.time(model, x).ms
+        first = first_block_input_state(model, x, timer, torch)
         top = entries[1][0].size
         blocks = [{"layer": layer.key(), "group": group_of(k, layer, top), "entry_ms": round(ms, 5),
                    "in_network_ms": round(prefixes[k + 1] - prefixes[k], 5)}
@@ -93,7 +122,8 @@ def main() -> None:
                                 "measured_ms": whole, "predicted_ms": float(r["predicted_ms"]),
                                 "stem_alone_ms": prefixes[0], "stem_entry_ms": entries[0][1],
                                 "tail_in_network_ms": whole - prefixes[-1],
-                                "tail_entries_ms": entries[-2][1] + entries[-1][1], "blocks": blocks})
+                                "tail_entries_ms": entries[-2][1] + entries[-1][1],
+                                "first_block_input": first, "blocks": blocks})
         print(f"[{i + 1}/{len(pick)}] {time.perf_counter() - t_start:.0f} s  error {float(r['error_pct']):+.1f} %  "
               f"{r['genotype'][:70]}", flush=True)
     groups: dict[str, list[float]] = {}
@@ -105,9 +135,19 @@ def main() -> None:
                           "p10": round(statistics.quantiles(v, n=10)[0], 3) if len(v) > 1 else None,
                           "p90": round(statistics.quantiles(v, n=10)[-1], 3) if len(v) > 1 else None}
                       for k, v in sorted(groups.items())}
+    hot: dict[str, list[float]] = {}
+    for net in out["networks"]:
+        f = net["first_block_input"]
+        if f["untouched_ms"] > 0:
+            hot.setdefault(net["blocks"][0]["group"], []).append(f["just_written_ms"] / f["untouched_ms"])
+    out["first_block_input_summary"] = {k: {"n": len(v), "median_ratio_just_written_to_untouched":
+                                            round(statistics.median(v), 3)} for k, v in sorted(hot.items())}
     print("block time in the network / its table entry (median over blocks):")
     for k, s in out["summary"].items():
         print(f"  {k:36s} n={s['n']:4d}  x{s['median_ratio']:.3f}  (p10 {s['p10']}, p90 {s['p90']})")
+    print("first block with its input just written by a copy / untouched since the last replay (median):")
+    for k, s in out["first_block_input_summary"].items():
+        print(f"  {k:36s} n={s['n']:4d}  x{s['median_ratio_just_written_to_untouched']:.3f}")
     name = a.output or f"layer_context-{src.stem}-r{res}.json"
     write_json(RESULTS / name, out)
     plot(out, RESULTS / Path(name).with_suffix(".png"))
