@@ -180,23 +180,24 @@ def test_optuna_dashboard_serves_the_study(study) -> None:  # type: ignore[no-un
         server.wait(timeout=10)
 
 
-def test_parallel_proposals_train_together(tmp_path: Path) -> None:
-    r = hwnas("search", "--budget-flops", "400M", "--trials", "3", "--parallel", "3", *FAST, "--run-dir",
-              str(tmp_path), "--study-name", "par", "--cache-dir", str(tmp_path / "cache"))
+def _search_trials(tmp_path: Path, name: str, trials: int, *extra: str) -> list[optuna.trial.FrozenTrial]:
+    """Run a short CPU search and return its trials: every one complete, ``trials`` of them trained."""
+    r = hwnas("search", "--budget-flops", "400M", "--trials", str(trials), *extra, *FAST, "--run-dir",
+              str(tmp_path), "--study-name", name, "--cache-dir", str(tmp_path / "cache"))
     assert r.returncode == 0, r.stderr
-    trials = optuna.load_study(study_name="par", storage=f"sqlite:///{tmp_path / 'par.db'}").trials
-    trained = [t for t in trials if t.user_attrs.get("trained")]
-    assert len(trained) == 3 and all(t.state == TrialState.COMPLETE for t in trials)
+    got = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / (name + '.db')}").trials
+    assert len([t for t in got if t.user_attrs.get("trained")]) == trials
+    assert all(t.state == TrialState.COMPLETE for t in got)
+    return got
+
+
+def test_parallel_proposals_train_together(tmp_path: Path) -> None:
+    trained = [t for t in _search_trials(tmp_path, "par", 3, "--parallel", "3") if t.user_attrs.get("trained")]
     assert all(t.user_attrs["trained_with"] == 1 for t in trained)  # CPU: one at a time, however many proposed
 
 
 def test_evaluator_processes(tmp_path: Path) -> None:
-    r = hwnas("search", "--budget-flops", "400M", "--trials", "4", "--eval-processes", "2", *FAST, "--run-dir",
-              str(tmp_path), "--study-name", "pool", "--cache-dir", str(tmp_path / "cache"))
-    assert r.returncode == 0, r.stderr
-    trials = optuna.load_study(study_name="pool", storage=f"sqlite:///{tmp_path / 'pool.db'}").trials
-    trained = [t for t in trials if t.user_attrs.get("trained")]
-    assert len(trained) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
+    trained = [t for t in _search_trials(tmp_path, "pool", 4, "--eval-processes", "2") if t.user_attrs.get("trained")]
     assert all(0 < t.user_attrs["acc"] < 1 for t in trained)
     r = hwnas("search", "--budget-flops", "400M", "--trials", "1", "--eval-processes", "2", "--batch-size", "100000",
               *FAST, "--run-dir", str(tmp_path), "--study-name", "bad", "--cache-dir", str(tmp_path / "cache"))
