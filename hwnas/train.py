@@ -479,6 +479,11 @@ class Evaluator:
 
 
 # ---- several evaluator processes on one device ------------------------------------------------------
+class EvaluatorError(RuntimeError):
+    """An evaluator pool cannot go on: a process died while loading its data, or a replacement could not
+    start. (A candidate that fails, or a process that dies while training, is a failed ``Metrics``.)"""
+
+
 class EvaluatorPool:
     """``evaluate_many`` spread over ``processes`` spawned processes, each with its own ``Evaluator`` (its
     own CUDA context and copy of the data on the device) -- so one process's set-up of fresh candidates
@@ -543,7 +548,7 @@ class EvaluatorPool:
                         self._idle.discard(rank)
                         if on_death is None:
                             self.close()
-                            raise RuntimeError(f"evaluator process died (exit code {p.exitcode})") from None
+                            raise EvaluatorError(f"evaluator process died (exit code {p.exitcode})") from None
                         on_death(rank, p.exitcode)
 
     def evaluate(self, genotype: Genotype, seed: int = 0) -> Metrics:
@@ -585,7 +590,7 @@ class EvaluatorPool:
                         out[i] = m
                     done += 1
             else:  # a replacement that could not start: what worked before must still work
-                raise RuntimeError(f"evaluator process failed: {payload}")
+                raise EvaluatorError(f"an evaluator process could not start: {payload}")
         return [m for m in out if m is not None]
 
     def close(self) -> None:

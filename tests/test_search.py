@@ -89,15 +89,16 @@ def test_contract_parallel_proposals(strategy: str) -> None:
     assert all(t.state == TrialState.COMPLETE for t in s1.study.trials)
 
 
-def test_interrupt_during_a_parallel_batch_fails_and_requeues_all(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])  # Ctrl-C; an evaluator that cannot go on
+def test_interrupt_during_a_parallel_batch_fails_and_requeues_all(tmp_path: Path, stop: type[BaseException]) -> None:
     class Interrupting(CheapObjective):
         def many(self, gs: list[Genotype]) -> list[EvalResult]:
             if len(self.calls) >= 2:
-                raise KeyboardInterrupt
+                raise stop
             return super().many(gs)
 
     url = f"sqlite:///{tmp_path / 'i.db'}"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(stop):
         run("random", 8, storage=url, name="i", obj=Interrupting(), parallel=3)
     s, obj = run("random", 8, storage=url, name="i", resume=True, parallel=3)
     interrupted = [t for t in s.study.trials if t.user_attrs.get("interrupted")]

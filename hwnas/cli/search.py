@@ -172,6 +172,7 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
           args: argparse.Namespace, what: str = "hwnas search") -> int:
     """Run a created search to its trial budget with a progress bar; write and print its outputs."""
     from hwnas.search.run import SearchStopped
+    from hwnas.train import EvaluatorError
 
     recovered = search.recover() if args.resume else []
     search.seed_population(int(s["trials"]))
@@ -224,6 +225,10 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
         status = 1
     except SpaceError as e:
         print(f"hwnas: search stopped: {e}", file=err)
+        status = 1
+    except EvaluatorError as e:  # the batch in training was failed and re-queued (Search.step)
+        print(f"hwnas: search stopped: {e}. Every finished trial is in {storage}; continue with: "
+              f"{_resume_cmd(study_name, storage, args)}", file=err)
         status = 1
     trials = search.study.get_trials(deepcopy=False)
     summary = write_outputs(trials, problem, run_dir, {**meta, "seconds": round(time.monotonic() - t0, 1)})
@@ -298,7 +303,7 @@ def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[An
     sharing the device, closed on the way out."""
     from hwnas.scaling import scale
     from hwnas.search.run import EvalResult
-    from hwnas.train import Budget, Evaluator, EvaluatorPool, Metrics, Recipe
+    from hwnas.train import Budget, Evaluator, EvaluatorError, EvaluatorPool, Metrics, Recipe
 
     tx, ty, vx, vy = data.split_validation(val_size)
     res = s["proxy_resolution"]
@@ -315,7 +320,7 @@ def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[An
             ev = Evaluator((tx, ty), (vx, vy), data.num_classes, budget, recipe, s["device"])
     except ValueError as e:
         raise UsageError(str(e)) from None
-    except RuntimeError as e:  # a pool process that died while loading its data
+    except EvaluatorError as e:  # a pool process that died while loading its data
         raise UsageError(f"cannot start {processes} evaluator processes: {e}") from None
     width, seed = float(s["proxy_width"]), int(s["seed"])
 

@@ -183,7 +183,7 @@ class Search:
                 results = self.evaluate_many(genos)
             else:
                 results = [self.evaluate(g) for g in genos]
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, or an evaluator that cannot go on: nothing of the batch is lost
             for trial, *_ in asked:
                 trial.set_user_attr("interrupted", True)
                 self.study.tell(trial, state=TrialState.FAIL)
