@@ -293,13 +293,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
             except TimingProcessError as e:
                 print(f"hwnas: error: {e}; rerun (with fewer --workers if it ran out of memory)", file=sys.stderr)
                 return 1
-        for i, g in enumerate(nets):
-            if i in found:
-                continue
-            if probe_g is not None and i % PROBE_EVERY == 0:  # the machine's state, beside the table's record
-                probe_now.append(time_network(probe_g, res, table.num_classes, setup, timer).ms)
-            found[i] = row(g, time_network(g, res, table.num_classes, setup, timer))
-            bar.advance(task)
+        else:
+            for i, g in enumerate(nets):
+                if probe_g is not None and i % PROBE_EVERY == 0:  # the machine's state, beside the table's record
+                    probe_now.append(time_network(probe_g, res, table.num_classes, setup, timer).ms)
+                found[i] = row(g, time_network(g, res, table.num_classes, setup, timer))
+                bar.advance(task)
     rows = [found[i] for i in range(len(nets))]
     measured = [r["measured_ms"] for r in rows]
     drift: dict[str, Any] = {}

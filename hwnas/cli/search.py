@@ -310,7 +310,7 @@ def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[An
     if res and res != data.resolution:
         tx, vx = _resize(tx, res), _resize(vx, res)
     budget, recipe = Budget(epochs=float(s["epochs"])), Recipe(batch_size=int(s["batch_size"]), lr=float(s["lr"]))
-    processes = int(s.get("eval_processes") or 1)
+    processes = int(s["eval_processes"])
     ev: Any
     try:
         if processes > 1:

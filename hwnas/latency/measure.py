@@ -497,9 +497,8 @@ def _worker_main(rank: int, setup: Setup, timer_cls: type[Timer], timer_settings
                  num_classes: int, lock: DeviceLock, tasks: Any, results: Any, parent: int) -> None:
     """A measuring worker: takes (index, item) from ``tasks`` until None -- an item is a group of layers
     or a network (genotype string, resolution) -- and puts (index, timings) on ``results`` as each is
-    timed (a list for a group, one Timing for a network), then ("done", rank, profile) -- or ("error",
-    rank, why). Stops when its parent ``parent`` is gone (killed without cleaning up), not to keep the
-    device busy."""
+    timed (a list for a group, one Timing for a network), then ("done", profile) -- or ("error", why).
+    Stops when its parent ``parent`` is gone (killed without cleaning up), not to keep the device busy."""
     import queue
 
     try:
@@ -520,9 +519,9 @@ def _worker_main(rank: int, setup: Setup, timer_cls: type[Timer], timer_settings
             else:
                 g, res = item
                 results.put((index, time_network(Genotype.from_string(g), res, num_classes, setup, timer)))
-        results.put(("done", rank, timer.profile()))
+        results.put(("done", timer.profile()))
     except BaseException as e:  # reported to the parent, which raises it
-        results.put(("error", rank, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"))
+        results.put(("error", _why(e)))
 
 
 def in_workers(items: Sequence[list[Layer] | NetworkItem], setup: Setup, timer: Timer, workers: int, calls: int = 1,
@@ -555,7 +554,7 @@ def in_workers(items: Sequence[list[Layer] | NetworkItem], setup: Setup, timer: 
     try:
         while finished < n:
             try:
-                index, payload = _unpack(results.get(timeout=5))
+                index, payload = results.get(timeout=5)
             except queue.Empty:
                 dead = [p.exitcode for p in procs if not p.is_alive() and p.exitcode != 0]  # 0: its "done" is due
                 if dead:
@@ -574,11 +573,6 @@ def in_workers(items: Sequence[list[Layer] | NetworkItem], setup: Setup, timer: 
             if proc.is_alive():
                 proc.terminate()
             proc.join()
-
-
-def _unpack(msg: tuple[Any, ...]) -> tuple[Any, Any]:
-    """(index, timings), or ("done" | "error", payload) without the worker's rank."""
-    return (msg[0], msg[2]) if msg[0] in ("done", "error") else (msg[0], msg[1])
 
 
 def measure_in_workers(groups: Sequence[list[Layer]], setup: Setup, timer: Timer, calls: int, workers: int
@@ -685,6 +679,11 @@ class YoungTask:
     num_classes: int
 
 
+def _why(e: BaseException) -> str:
+    """An exception in one line, for a timing process to report to its parent."""
+    return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+
+
 class TimingProcessError(RuntimeError):
     """A timing process (a fresh CPU process, a measuring worker) failed or died; what it measured before
     is kept."""
@@ -708,7 +707,7 @@ def _young_process_main(task: YoungTask, results: Any) -> None:
             results.put(("network", i, time_network(g, res, task.num_classes, task.setup, timer)))
         results.put(("done", -1, None))
     except BaseException as e:  # reported to the parent, which raises it
-        results.put(("error", -1, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"))
+        results.put(("error", -1, _why(e)))
 
 
 def _in_young_processes(tasks: Sequence[YoungTask]) -> Iterator[tuple[str, Any, Timing]]:
