@@ -68,6 +68,12 @@ class Proxy:
 REFERENCES = ("efficientnet-b0", "mnasnet-a1", "mobilenetv2")
 
 
+def init_of(budget: dict[str, Any] | None) -> str:
+    """The classifier init a result file's budget was trained with; files written before the init was
+    recorded (2026-11-22) used torchvision's."""
+    return str((budget or {}).get("classifier_init", "torchvision"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cuda")
@@ -97,6 +103,7 @@ def main() -> None:
     import numpy as np
     from scipy.stats import kendalltau, spearmanr
 
+    from hwnas.model import CLASSIFIER_INIT
     from hwnas.references import reference
     from hwnas.scaling import scale
     from hwnas.space import SearchSpace
@@ -104,6 +111,38 @@ def main() -> None:
 
     saved: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     state: dict[str, Any] = {k: saved.get(k, {}) for k in ("proxies", "long", "references", "noise")}
+    # one recipe for the long runs, the references and every proxy: what another classifier init
+    # (hwnas.model.CLASSIFIER_INIT) trained is trained again, another long budget is refused
+    mine = {"epochs": a.long_epochs, "batch_size": a.batch_size, "lr": a.long_lr}
+
+    def same_long(source: str, res: dict[str, Any], hint: str = "") -> bool:
+        theirs = res.get("long_budget", {})
+        if any(theirs.get(k) != v for k, v in mine.items()):
+            raise SystemExit(f"proxy_fidelity: {source} has long runs of {theirs}, not {mine}{hint}")
+        return init_of(theirs) == CLASSIFIER_INIT
+
+    if (state["long"] or state["references"]) and not same_long(str(out), saved, "; write to another file (-o)"):
+        print(f"proxy_fidelity: the {len(state['long'])} long runs and {len(state['references'])} references in "
+              f"{out} were trained with the {init_of(saved.get('long_budget'))} classifier init, not "
+              f"{CLASSIFIER_INIT}: trained again")
+        state["long"], state["references"] = {}, {}
+    kept_budgets = {k: b for k, b in saved.get("proxy_budgets", {}).items() if init_of(b) == CLASSIFIER_INIT}
+    for k in [k for k in state["proxies"] if k not in kept_budgets]:
+        print(f"proxy_fidelity: proxy {k} in {out} was trained with the "
+              f"{init_of(saved.get('proxy_budgets', {}).get(k))} classifier init, not {CLASSIFIER_INIT}: trained again")
+        del state["proxies"][k]
+    if saved.get("default_proxy") not in state["proxies"]:
+        state["noise"] = {}
+    elif state["noise"] and saved["default_proxy"] != a.proxies.split(",")[0]:
+        raise SystemExit(f"proxy_fidelity: {out} holds seed-noise runs of {saved['default_proxy']}: list it first "
+                         "in --proxies (the first proxy is the default one), or write to another file (-o)")
+    if a.long_from:
+        long_from = json.loads(Path(a.long_from).read_text())
+        if not same_long(a.long_from, long_from):
+            raise SystemExit(f"proxy_fidelity: {a.long_from}'s long runs were trained with the "
+                             f"{init_of(long_from.get('long_budget'))} classifier init, not {CLASSIFIER_INIT}")
+        for k in ("long", "references"):
+            state[k] = {**long_from.get(k, {}), **state[k]}
     data = load_data(a.data_dir, a.cache)
     tx, ty, vx, vy = data.split_validation(a.val_size)
     space, rng = SearchSpace.default(), np.random.default_rng(a.seed)
@@ -113,14 +152,6 @@ def main() -> None:
     spec = {k: Proxy.parse(k) for k in proxies}
     deadline = time.monotonic() + a.max_minutes * 60
     long_recipe = Recipe(batch_size=a.batch_size, lr=a.long_lr)
-    long_from = json.loads(Path(a.long_from).read_text()) if a.long_from else None
-    if long_from is not None:
-        theirs = long_from.get("long_budget", {})
-        mine = {"epochs": a.long_epochs, "batch_size": a.batch_size, "lr": a.long_lr}
-        if any(theirs.get(k) != v for k, v in mine.items()):
-            raise SystemExit(f"proxy_fidelity: {a.long_from} has long runs of {theirs}, not {mine}")
-        for k in ("long", "references"):
-            state[k] = {**long_from.get(k, {}), **state[k]}
     if a.skip_long:
         if not any(n in state["long"] for n in names):
             raise SystemExit("proxy_fidelity: no long result for these architectures (--long-from FILE, with "
@@ -145,18 +176,21 @@ def main() -> None:
     def summary() -> dict[str, Any]:
         res: dict[str, Any] = {
             **environment(a.device), "benchmark": "proxy_fidelity", "n_planned": a.n, "default_proxy": proxies[0],
-            "proxy_budgets": {k: {"epochs": spec[k].epochs, "width": spec[k].width,
-                                  "train_images": min(spec[k].images or len(ty), len(ty)), "val_images": len(vy),
-                                  "batch_size": recipe(k).batch_size, "lr": recipe(k).lr} for k in proxies},
+            "proxy_budgets": {**{k: b for k, b in kept_budgets.items() if k in state["proxies"]},
+                              **{k: {"epochs": spec[k].epochs, "width": spec[k].width,
+                                     "train_images": min(spec[k].images or len(ty), len(ty)), "val_images": len(vy),
+                                     "batch_size": recipe(k).batch_size, "lr": recipe(k).lr,
+                                     "classifier_init": CLASSIFIER_INIT} for k in proxies}},
             "long_budget": {"epochs": a.long_epochs, "train_images": len(data.train_y),
-                            "test_images": len(data.test_y), "batch_size": a.batch_size, "lr": a.long_lr},
+                            "test_images": len(data.test_y), "batch_size": a.batch_size, "lr": a.long_lr,
+                            "classifier_init": CLASSIFIER_INIT},
             "table": {},
             "note": "proxies run in the order listed; candidates_per_gpu_hour counts the whole group (build, "
                     "capture, training, evaluation), so a proxy whose layer shapes an earlier proxy already "
                     "ran (e1 after e2, w0.5-e4 after w0.5-e2) has warm cuDNN caches and looks cheaper than a "
                     "search's fresh candidates; training_only_candidates_per_gpu_hour leaves set-up out"}
         lg = state["long"]
-        for k in proxies:
+        for k in [*proxies, *(k for k in state["proxies"] if k not in proxies)]:  # listed, then earlier runs'
             got = state["proxies"].get(k, {})
             done = [g for g in names if g in got and g in lg and got[g]["val_acc"] is not None
                     and lg[g]["val_acc"] is not None]

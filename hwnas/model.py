@@ -89,6 +89,11 @@ class Network(nn.Module):
         return self.classifier(self.dropout(torch.flatten(self.pool(self.features(x)), 1)))
 
 
+CLASSIFIER_INIT = "fan_in"
+"""Name of the classifier initialisation ``_init_weights`` uses, recorded by the benchmarks beside what they
+train: results trained before 2026-11-22 used torchvision's (``"torchvision"``, U(+-1/sqrt(classes)))."""
+
+
 def _init_weights(model: nn.Module) -> None:
     """torchvision's EfficientNet initialisation, except the classifier's scale.
 
