@@ -602,3 +602,30 @@ def test_cuda_graph_table_on_gpu(tmp_path: Path) -> None:
         r = hwnas("latency", "validate", "--table", str(out), "-n", "20", "--json", "--workers", workers)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["mape"] < 10 and json.loads(r.stdout)["workers"] == int(workers)
+
+
+def test_cuda_math_recorded_and_checked_on_resume(tiny_table: Path, tmp_path: Path) -> None:
+    """What "fp32" means on CUDA (TF32 convolutions or not) is recorded; a table measured one way does not
+    resume another way, while a table from before the record resumes."""
+    import torch
+
+    from hwnas.cli.common import UsageError
+    from hwnas.cli.latency import _resume_or_new
+    from hwnas.latency.measure import cuda_math
+
+    before = cuda_math()
+    try:
+        torch.backends.cudnn.allow_tf32 = before["fp32_convolutions"] != "tf32"
+        flipped = cuda_math()
+    finally:
+        torch.backends.cudnn.allow_tf32 = before["fp32_convolutions"] == "tf32"
+    assert flipped["fp32_convolutions"] != before["fp32_convolutions"] and cuda_math() == before
+    d = json.loads(tiny_table.read_text())
+    here = {**d["metadata"], "cuda_math": before}
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({**d, "metadata": {**d["metadata"], "cuda_math": flipped}}))
+    with pytest.raises(UsageError, match=r"other settings \(cuda_math\)"):
+        _resume_or_new(path, here)
+    path.write_text(json.dumps({**d, "metadata": {**d["metadata"], "cuda_math": before}}))
+    assert len(_resume_or_new(path, here).entries) == len(d["entries"])
+    assert "cuda_math" not in d["metadata"] and _resume_or_new(tiny_table, here).metadata.get("cuda_math") is None

@@ -204,6 +204,8 @@ def _resume_or_new(out: Path, metadata: dict[str, Any]) -> LatencyTable:
         raise UsageError(f"cannot read {out}: {e}") from None
     settings = {**old.metadata, "runtime": old.runtime}  # a table from before the setting counts as torch
     diff = [k for k in SETTINGS_CHECKED if settings.get(k) != metadata.get(k)]
+    if "cuda_math" in old.metadata and old.metadata["cuda_math"] != metadata.get("cuda_math"):  # older: none
+        diff.append("cuda_math")
     if old.metadata.get("device_name") != metadata["device_name"]:
         diff.insert(0, "device_name")
     if diff:
@@ -258,9 +260,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
                       md.get("threads"), table.runtime)
     except ValueError as e:
         raise UsageError(f"cannot validate {table.source} here: {e}") from None
-    here = device_info(setup)["device_name"]
+    info_here = device_info(setup)
+    here, math_here = info_here["device_name"], info_here.get("cuda_math")
     if here != md["device_name"]:
         print(f"hwnas: warning: table measured on {md['device_name']!r}, validating on {here!r}", file=sys.stderr)
+    if math_here and md.get("cuda_math") and math_here != md["cuda_math"]:
+        print(f"hwnas: warning: table measured with CUDA math {md['cuda_math']}, validating with {math_here}",
+              file=sys.stderr)
     allocator = apply_host_allocator(setup.device)
     if allocator and allocator["host_allocator"] != md.get("host_allocator", "default"):
         print(f"hwnas: warning: table measured with host allocator {md.get('host_allocator', 'default')!r}, "
@@ -314,7 +320,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "table": table.source, "device": md["device_name"], "validated_on": here, "runtime": table.runtime,
         "precision": md["precision"],
         "batch_size": md["batch_size"], "resolution": res, "seed": args.seed,
-        **allocator,
+        **allocator, **({"cuda_math": math_here} if math_here else {}),
         **error_stats([r["predicted_ms"] for r in rows], measured),
         "naive_sum": error_stats([r["naive_sum_ms"] for r in rows], measured),
         "median_measured_ms": sorted(measured)[len(measured) // 2], **drift,
@@ -415,7 +421,9 @@ def register(sub: Any) -> None:
     m.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
                    help="what runs the layers: torch (eager on CPU, CUDA graphs on GPU) or onnxruntime (CPU "
                    "provider: each layer exported as `hwnas export` does; --device cpu) (default: torch)")
-    m.add_argument("--precision", type=choice_list("fp32", "fp16"), default=["fp32"], help="fp32,fp16")
+    m.add_argument("--precision", type=choice_list("fp32", "fp16"), default=["fp32"],
+                   help="fp32,fp16 (on CUDA, fp32 as PyTorch runs it by default: TF32 convolutions on Ampere "
+                        "and later, full-precision matmuls; recorded as cuda_math in the table)")
     m.add_argument("--batch-size", type=int_list, default=[1], help="e.g. 1,64 (one table each)")
     m.add_argument("--resolution", type=int_list, default=[224], help="deployment resolution(s), e.g. 224,32")
     m.add_argument("--recipe", help="TOML recipe whose [space] table defines the space (default: built-in)")

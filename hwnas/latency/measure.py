@@ -631,10 +631,21 @@ def device_info(setup: Setup) -> dict[str, Any]:
     if setup.device == "cuda":
         props = torch.cuda.get_device_properties(0)
         info |= {"device_name": props.name, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-                 "driver": _nvidia_driver(), "gpu_memory_gib": round(props.total_memory / 2**30, 1)}
+                 "driver": _nvidia_driver(), "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+                 "cuda_math": cuda_math()}
     else:
         info |= {"device_name": info["cpu"]}
     return info
+
+
+def cuda_math() -> dict[str, Any]:
+    """How this process computes on CUDA, which decides what "fp32" times: PyTorch's defaults (not changed by
+    hwnas) run fp32 convolutions in TF32 on Ampere and later GPUs (``torch.backends.cudnn.allow_tf32``) and
+    fp32 matmuls in full precision (``torch.get_float32_matmul_precision() == "highest"``), with cuDNN's
+    autotuner off. fp16 tables are unaffected."""
+    return {"fp32_convolutions": "tf32" if torch.backends.cudnn.allow_tf32 else "ieee",
+            "fp32_matmul_precision": torch.get_float32_matmul_precision(),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
 
 
 def _cpu_name() -> str:
