@@ -80,7 +80,7 @@ run() {
         step throughput 420 python3 benchmarks/train_throughput.py --device cuda --data-dir $DATA
     # which blocks the batch-1 table misjudges inside a network (prefix timings; ~1.5 min)
     step layer-context 300 python3 benchmarks/layer_context.py --table latency_tables/h100-fp16-bs1-r224-32.json -n 16
-    # do other processes' training hide a fresh candidate's set-up? (~3 min; before the long fidelity step)
+    # do other processes' training hide a fresh candidate's set-up? (~3 min; before the other proxies)
     [ -e benchmarks/results/proxy_cost-cuda.json ] ||
         step proxy-cost 420 python3 benchmarks/proxy_cost.py --device cuda --data-dir $DATA --processes 1,3
     # the other proxies (w0.5-e2-b128 on 12 of 20 architectures on 2026-11-23, in the result file)
