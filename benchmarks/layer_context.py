@@ -74,9 +74,9 @@ def main() -> None:
     import torch
     from torch import nn
 
-    from hwnas.cli.latency import load_table
+    from hwnas.cli.latency import _timer_from, load_table
     from hwnas.genotype import parse_genotype
-    from hwnas.latency.measure import CpuTimer, CudaGraphTimer, Setup, steady_host_allocator
+    from hwnas.latency.measure import Setup, steady_host_allocator
     from hwnas.model import build_model
 
     table = load_table(a.table)
@@ -89,7 +89,7 @@ def main() -> None:
         torch.set_num_threads(setup.threads or torch.get_num_threads())
         if str(md.get("host_allocator", "default")).startswith("glibc"):
             steady_host_allocator()
-    timer = CudaGraphTimer() if device == "cuda" else CpuTimer()
+    timer = _timer_from(table, setup)
     src = Path(table.source)
     report = src.with_name(src.stem + (".validation.csv" if res == 224 else f".validation-r{res}.csv"))
     with report.open() as fh:

@@ -56,8 +56,7 @@ def main() -> None:
             ms = ev.evaluate_many(cands, 0)
             wall = time.perf_counter() - t0
         finally:
-            if n > 1:
-                ev.close()  # type: ignore[union-attr]
+            ev.close()
         row = {"processes": n, "candidates": len(ms), "wall_s": round(wall, 2),
                "candidates_per_gpu_hour": round(3600 * len(ms) / wall, 1),
                "training_share": round(sum(m.train_seconds / m.extra.get("group_size", 1) for m in ms) / wall, 3),

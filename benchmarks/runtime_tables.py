@@ -9,7 +9,7 @@ compares. No device needed: only the tables' stored measurements and fitted mode
 
     python benchmarks/runtime_tables.py latency_tables/cpu-epyc-2core-t1-fp32-bs1-r224.json \\
         latency_tables/cpu-epyc-2core-t1-onnxruntime-fp32-bs1-r224.json
-    python benchmarks/runtime_tables.py latency_tables/h100-fp16-bs1-r224-32.json \
+    python benchmarks/runtime_tables.py latency_tables/h100-fp16-bs1-r224-32.json \\
         latency_tables/h100-fp16-bs64-r224-32.json -o batch_tables.json
 """
 

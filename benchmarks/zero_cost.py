@@ -108,16 +108,15 @@ def main() -> None:
 
 
 def minibatch(data: Any, n: int, seed: int, device: str) -> tuple[Any, Any]:
-    """``n`` training images (seeded draw), normalised as the trainer does, and their labels."""
+    """``n`` training images (seeded draw), normalised by the trainer's code, and their labels."""
     import numpy as np
     import torch
 
-    from hwnas.train import CIFAR_MEAN, CIFAR_STD
+    from hwnas.train import DeviceData
 
     ix = np.random.default_rng(seed).choice(len(data.train_y), size=n, replace=False)
-    x = torch.from_numpy(data.train_x[ix]).permute(0, 3, 1, 2).float().div(255)
-    mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
-    return ((x - mean) / std).to(device), torch.from_numpy(data.train_y[ix]).long().to(device)
+    batch = DeviceData(data.train_x[ix], data.train_y[ix], torch.device(device))
+    return batch.plain(0, n), batch.y
 
 
 def score(kind: str, genotype: Any, x: Any, y: Any, seed: int, batch: int, num_classes: int, device: str) -> float:

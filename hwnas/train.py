@@ -322,6 +322,9 @@ class Evaluator:
     def evaluate(self, genotype: Genotype, seed: int = 0) -> Metrics:
         return self.evaluate_many([genotype], seed)[0]
 
+    def close(self) -> None:
+        """Nothing to release (as ``EvaluatorPool.close``, so callers close whichever they hold)."""
+
     def evaluate_many(self, genotypes: Sequence[Genotype], seed: int = 0,
                       progress: Callable[[int, int], None] | None = None,
                       on_trained: Callable[[int, nn.Module, Metrics], None] | None = None) -> list[Metrics]:

@@ -8,6 +8,7 @@ import platform
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -177,26 +178,35 @@ def test_predict_and_validate_cli(tiny_table: Path, tmp_path: Path) -> None:
     assert prefix.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 
+def _measured_and_empty(out: Path, *extra: str) -> tuple[LatencyTable, LatencyTable]:
+    """A tiny table measured by the CLI into ``out``, and an empty table with its settings (to rebuild)."""
+    r = hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "8", "--quick",
+              "--threads", "1", *extra, "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    full = LatencyTable.from_json(out.read_text(), str(out))
+    return full, LatencyTable(dict(full.metadata), source=str(out))
+
+
+def _stop_after(layers: int) -> Callable[[str, int, int], None]:
+    """A progress callback that interrupts (as Ctrl-C would) once ``layers`` are measured."""
+    def stop(what: str, done: int, total: int) -> None:
+        if done == layers:
+            raise KeyboardInterrupt
+
+    return stop
+
+
 def test_resume_keeps_measured_entries(tmp_path: Path) -> None:
     from hwnas.cli.common import write_text_atomic
     from hwnas.latency.measure import Setup, build_table, default_timer
 
     out = tmp_path / "partial.json"
-    r = hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "8", "--quick",
-              "--threads", "1", "-o", str(out))
-    assert r.returncode == 0, r.stderr
-    full = LatencyTable.from_json(out.read_text(), str(out))
+    full, fresh = _measured_and_empty(out)
     # interrupt a fresh build after 25 layers: what was measured must be on disk
-    fresh = LatencyTable(dict(full.metadata), source=str(out))
-
-    def stop(what: str, done: int, total: int) -> None:
-        if done == 25:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):  # in fresh processes of 10 layers: the interrupt lands in the third
         build_table(fresh, Setup(threads=1), default_timer(Setup(), quick=True),
                     calibration_genotypes(TINY_SPACE, 8, full.metadata["calibration_seed"]),
-                    lambda t: write_text_atomic(out, t.to_json()), stop, layers_per_process=10)
+                    lambda t: write_text_atomic(out, t.to_json()), _stop_after(25), layers_per_process=10)
     partial = LatencyTable.from_json(out.read_text(), str(out))
     # 43 layers in processes of 10 with 2 of the 8 calibration networks each: 21 layers + 4 networks
     assert (len(partial.entries), len(partial.calibration)) == (21, 4) and not partial.overhead
@@ -450,20 +460,11 @@ def test_an_interrupted_measurement_in_workers_keeps_what_was_measured(tmp_path:
     from hwnas.latency.measure import CpuTimer, Setup, build_table
 
     out = tmp_path / "w.json"
-    r = hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "8", "--quick",
-              "--threads", "1", "--layers-per-process", "0", "-o", str(out))
-    assert r.returncode == 0, r.stderr
-    full = LatencyTable.from_json(out.read_text(), str(out))
-    fresh = LatencyTable(dict(full.metadata), source=str(out))
-
-    def stop(what: str, done: int, total: int) -> None:
-        if done == 12:
-            raise KeyboardInterrupt
-
+    full, fresh = _measured_and_empty(out, "--layers-per-process", "0")
     calib = calibration_genotypes(TINY_SPACE, 8, full.metadata["calibration_seed"])
     with pytest.raises(KeyboardInterrupt):
         build_table(fresh, Setup(threads=1), CpuTimer(min_repeats=3, max_repeats=5, target_s=0.005), calib,
-                    lambda t: write_text_atomic(out, t.to_json()), stop, workers=2)
+                    lambda t: write_text_atomic(out, t.to_json()), _stop_after(12), workers=2)
     partial = LatencyTable.from_json(out.read_text(), str(out))
     assert len(partial.entries) == 12 and partial.metadata["measure_workers"] == 2
     kept = dict(partial.entries)

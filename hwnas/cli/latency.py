@@ -36,7 +36,7 @@ from hwnas.latency.table import (
 
 DEFAULT_OUT = "latency_tables/{device}{runtime}-{precision}-bs{batch}-r{resolutions}.json"
 SETTINGS_CHECKED = ("device", "runtime", "precision", "batch_size", "resolutions", "num_classes",
-                    "space_fingerprint", "channels_last", "threads", "timing", "host_allocator")
+                    "space_fingerprint", "channels_last", "threads", "timing", "host_allocator", "cuda_math")
 PROBE_EVERY = 10  # validate (CPU tables): time the table's probe network before every 10th network
 PROBE_WARN = 0.05  # and warn when its median moved more than 5 % from the table's
 
@@ -202,10 +202,9 @@ def _resume_or_new(out: Path, metadata: dict[str, Any]) -> LatencyTable:
         old = LatencyTable.from_json(out.read_text(encoding="utf-8"), str(out))
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"cannot read {out}: {e}") from None
-    settings = {**old.metadata, "runtime": old.runtime}  # a table from before the setting counts as torch
+    # a table from before a setting was recorded counts as torch, and as measured with this process's CUDA math
+    settings = {"cuda_math": metadata.get("cuda_math"), **old.metadata, "runtime": old.runtime}
     diff = [k for k in SETTINGS_CHECKED if settings.get(k) != metadata.get(k)]
-    if "cuda_math" in old.metadata and old.metadata["cuda_math"] != metadata.get("cuda_math"):  # older: none
-        diff.append("cuda_math")
     if old.metadata.get("device_name") != metadata["device_name"]:
         diff.insert(0, "device_name")
     if diff:

@@ -311,7 +311,7 @@ def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[An
         tx, vx = _resize(tx, res), _resize(vx, res)
     budget, recipe = Budget(epochs=float(s["epochs"])), Recipe(batch_size=int(s["batch_size"]), lr=float(s["lr"]))
     processes = int(s["eval_processes"])
-    ev: Any
+    ev: Evaluator | EvaluatorPool
     try:
         if processes > 1:
             ev = EvaluatorPool((tx, ty), (vx, vy), data.num_classes, budget, recipe, s["device"], processes,
@@ -340,8 +340,7 @@ def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[An
     try:
         yield evaluate, evaluate_many
     finally:
-        if processes > 1:
-            ev.close()
+        ev.close()
 
 
 def _resize(x: Any, res: int) -> Any:

@@ -87,24 +87,24 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     basic_x = space.encode(parse_genotype(basic.genotype))
     run_root, study_name, storage = study_location(args, s)
+    lineage = {"source_storage": t["source_storage"], "source_study": t["source_study"],
+               "source_trial": basic.number, "basic_genotype": basic.genotype, "basic_source_acc": basic.acc,
+               "select": t["select"], "quality_lambda": float(t["quality_lambda"]),
+               "tournament": int(t["tournament"]), "elements": list(t["elements"])}
+    fingerprint = {**proxy_fingerprint(s, data), "transfer": lineage}
+    acc_index = problem.objectives.index("acc")
+
+    def fitness_of(f: Any) -> float:
+        return -float(f[0]) if problem.reward != "pareto" else -float(f[acc_index])
+
+    holder: dict[str, Any] = {}
+
+    def strategy(feasible: Any) -> EATEvolution:
+        holder["eat"] = EATEvolution(space, int(s["seed"]), feasible, basic_x, fitness_of, int(s["population"]),
+                                     int(t["tournament"]), float(t["quality_lambda"]), t["elements"])
+        return holder["eat"]
+
     with evaluators(data, val_size, s) as (evaluate, evaluate_many):
-        lineage = {"source_storage": t["source_storage"], "source_study": t["source_study"],
-                   "source_trial": basic.number, "basic_genotype": basic.genotype, "basic_source_acc": basic.acc,
-                   "select": t["select"], "quality_lambda": float(t["quality_lambda"]),
-                   "tournament": int(t["tournament"]), "elements": list(t["elements"])}
-        fingerprint = {**proxy_fingerprint(s, data), "transfer": lineage}
-        acc_index = problem.objectives.index("acc")
-
-        def fitness_of(f: Any) -> float:
-            return -float(f[0]) if problem.reward != "pareto" else -float(f[acc_index])
-
-        holder: dict[str, Any] = {}
-
-        def strategy(feasible: Any) -> EATEvolution:
-            holder["eat"] = EATEvolution(space, int(s["seed"]), feasible, basic_x, fitness_of, int(s["population"]),
-                                         int(t["tournament"]), float(t["quality_lambda"]), t["elements"])
-            return holder["eat"]
-
         try:
             search = create_search(problem, storage, study_name, STRATEGY, evaluate, seed=int(s["seed"]),
                                    population=int(s["population"]), resume=args.resume, settings=fingerprint,
