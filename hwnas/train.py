@@ -506,11 +506,10 @@ class EvaluatorPool:
         import os
 
         self._ctx = multiprocessing.get_context("spawn")
-        self._results = self._ctx.Queue()
         threads = max(1, (os.cpu_count() or 1) // processes)
         self._args = (train, val, num_classes, budget, recipe, device, threads)
         self.group, self.device = group, device
-        self._procs: dict[int, tuple[Any, Any]] = {}  # rank -> (process, its task queue)
+        self._procs: dict[int, tuple[Any, Any, Any]] = {}  # rank -> (process, its task queue, its result pipe)
         self._idle: set[int] = set()  # ready and holding nothing
         self._holding: dict[int, tuple[int, int]] = {}  # rank -> (call, chunk) it is training
         self._next_rank = self._call = 0
@@ -532,27 +531,33 @@ class EvaluatorPool:
 
         rank, self._next_rank = self._next_rank, self._next_rank + 1
         q = self._ctx.Queue()
-        p = self._ctx.Process(target=_pool_worker, args=(rank, self._args, q, self._results, os.getpid()),
-                              daemon=True)
+        # results come back on a pipe of its own: a queue shared by all processes has one write lock, which a
+        # process killed while writing (the OOM killer) would hold for ever, and every other process would hang
+        reader, writer = self._ctx.Pipe(duplex=False)
+        p = self._ctx.Process(target=_pool_worker, args=(rank, self._args, q, writer, os.getpid()), daemon=True)
         p.start()
-        self._procs[rank] = (p, q)
+        writer.close()  # the process holds the only write end: end of file when it dies
+        self._procs[rank] = (p, q, reader)
 
     def _get(self, on_death: Callable[[int, int], None] | None) -> tuple[str, int, Any]:
         """The next message; a dead process is reported to ``on_death(rank, exit code)`` (or raised)."""
-        import queue
+        from multiprocessing.connection import wait
 
         while True:
+            readers = {reader: rank for rank, (_, _, reader) in self._procs.items()}
+            reader = wait(list(readers))[0]
             try:
-                return self._results.get(timeout=2)
-            except queue.Empty:
-                for rank, (p, _) in list(self._procs.items()):
-                    if not p.is_alive():
-                        del self._procs[rank]
-                        self._idle.discard(rank)
-                        if on_death is None:
-                            self.close()
-                            raise EvaluatorError(f"evaluator process died (exit code {p.exitcode})") from None
-                        on_death(rank, p.exitcode)
+                return reader.recv()
+            except EOFError:  # the process is gone
+                rank = readers[reader]
+                p = self._procs.pop(rank)[0]
+                p.join()
+                reader.close()
+                self._idle.discard(rank)
+                if on_death is None:
+                    self.close()
+                    raise EvaluatorError(f"evaluator process died (exit code {p.exitcode})") from None
+                on_death(rank, p.exitcode)
 
     def evaluate(self, genotype: Genotype, seed: int = 0) -> Metrics:
         return self.evaluate_many([genotype], seed)[0]
@@ -597,10 +602,11 @@ class EvaluatorPool:
         return [m for m in out if m is not None]
 
     def close(self) -> None:
-        for p, _ in self._procs.values():
+        for p, _, reader in self._procs.values():
             if p.is_alive():
                 p.terminate()
             p.join()
+            reader.close()
         self._procs.clear()
         self._idle.clear()
 
@@ -618,9 +624,9 @@ def _pool_worker(rank: int, args: tuple[Any, ...], tasks: Any, results: Any, par
         torch.set_num_threads(threads)
         ev = Evaluator(train, val, num_classes, budget, recipe, device)
     except BaseException as e:
-        results.put(("error", rank, f"{(str(e).splitlines() or [type(e).__name__])[0]}"))
+        results.send(("error", rank, f"{(str(e).splitlines() or [type(e).__name__])[0]}"))
         return
-    results.put(("ready", rank, None))
+    results.send(("ready", rank, None))
     while os.getppid() == parent:
         try:
             call, t, genotypes, seed = tasks.get(timeout=2)
@@ -631,4 +637,4 @@ def _pool_worker(rank: int, args: tuple[Any, ...], tasks: Any, results: Any, par
         except Exception as e:  # not a failing candidate (those come back as Metrics): fail the group, go on
             why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
             ms = [Metrics(g.to_string(), seed, device=device, failure=why) for g in genotypes]
-        results.put(("result", rank, (call, t, ms)))
+        results.send(("result", rank, (call, t, ms)))
