@@ -35,6 +35,7 @@ from torch import nn
 
 from hwnas import __version__
 from hwnas.genotype import Genotype
+from hwnas.latency.table import predicted_latency
 from hwnas.model import build_model
 from hwnas.walker import flops, params
 
@@ -169,20 +170,6 @@ def latency(model: nn.Module, path: Path, resolution: int, provider: str, runs: 
         model.to("cpu")
     ort_ms, torch_ms = out["onnxruntime"]["median_ms"], out["torch_cpu"]["median_ms"]
     out["torch_cpu_over_ort"] = round(torch_ms / ort_ms, 3) if ort_ms > 0 else None
-    return out
-
-
-def predicted_latency(table: Any, genotype: Genotype, resolution: int) -> dict[str, Any] | None:
-    """The latency table's prediction, or ms None with the reason (missing key, resolution not covered)."""
-    if table is None:
-        return None
-    from hwnas.latency.table import TableError
-
-    out: dict[str, Any] = {"table": table.source, "device": table.describe(), "runtime": table.runtime, "ms": None}
-    try:
-        out["ms"] = round(float(table.predict(genotype, resolution)), 4)
-    except TableError as e:
-        out["reason"] = str(e).splitlines()[0]
     return out
 
 

@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,28 @@ def test_space_info_and_sample() -> None:
 def test_version() -> None:
     r = hwnas("--version")
     assert r.returncode == 0 and r.stdout.startswith("hwnas ")
+
+
+def test_bad_input_is_reported_before_torch_loads(tmp_path: Path) -> None:
+    """Loading torch takes seconds: commands that train, export or scale check their input first."""
+    commands = [
+        ["train", "nope"],
+        ["train", "efficientnet-b0", "--data-dir", str(tmp_path / "none")],
+        ["search", "--budget-flops", "4X"],
+        ["export", "efficientnet-b0", "--weights", str(tmp_path / "none.pt"), "-o", str(tmp_path / "b0.onnx")],
+        ["scale", "search", "efficientnet-b0", "--step", "0.3", "--tolerance", "0", "--out-dir", str(tmp_path / "s")],
+        ["scale", "family", "efficientnet-b0", "--coefficients", "1.2,1.1"],
+        ["scale", "family", "efficientnet-b0", "--preset", "efficientnet", "--phi", "8"],
+        ["latency", "measure", "--workers", "4", "-o", str(tmp_path / "x.json")],
+        ["latency", "measure", "--batch-size", "1,8", "-o", str(tmp_path / "x.json")],
+        ["latency", "validate", "--table", "cpu-epyc-2core-t1-fp32-bs1-r224", "--workers", "2"],
+    ]
+    script = ("import contextlib, io, json, sys\nfrom hwnas.cli import main\ncodes = []\n"
+              f"for argv in {commands!r}:\n"
+              "    with contextlib.redirect_stderr(io.StringIO()):\n"
+              "        codes.append(main(argv))\n"
+              "print(json.dumps({'codes': codes, 'torch': 'torch' in sys.modules}))\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out == {"codes": [2] * len(commands), "torch": False}

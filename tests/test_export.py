@@ -14,8 +14,9 @@ from test_search import CheapObjective
 
 from conftest import assert_usage_error, hwnas
 from hwnas.cli.latency import load_table
-from hwnas.export import PARITY_TOLERANCE, export_genotype, parity, predicted_latency
+from hwnas.export import PARITY_TOLERANCE, export_genotype, parity
 from hwnas.genotype import Genotype
+from hwnas.latency.table import predicted_latency
 from hwnas.model import build_model
 from hwnas.references import reference
 from hwnas.search.problem import Problem

@@ -44,13 +44,13 @@ def load_table_arg(arg: str | None) -> Any:
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"checkpoint not found: {path}")
     import pickle
 
     import torch
 
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as e:

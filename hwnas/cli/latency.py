@@ -117,15 +117,6 @@ def _progress() -> Any:
 
 # ---- measure ------------------------------------------------------------------------------------
 def cmd_measure(args: argparse.Namespace) -> int:
-    from hwnas.latency.measure import (
-        TimingProcessError,
-        build_table,
-        default_timer,
-        device_info,
-        hwnas_version,
-        now_iso,
-    )
-
     space = load_space(args.recipe)
     combos = [(p, b) for p in args.precision for b in args.batch_size]
     if len(combos) > 1 and not all(k in args.output for k in (
@@ -134,6 +125,15 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if args.workers > 1 and args.device != "cuda":
         raise UsageError("--workers needs --device cuda (on CPU, other processes would share the cores a layer is "
                          "timed on; see --layers-per-process)")
+    from hwnas.latency.measure import (  # torch: after the checks above, which answer at once
+        TimingProcessError,
+        build_table,
+        default_timer,
+        device_info,
+        hwnas_version,
+        now_iso,
+    )
+
     _apply_threads(args.threads)
     command = "hwnas " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if args.command_line is None \
         else args.command_line
@@ -243,8 +243,6 @@ def _timer_from(table: LatencyTable, setup: Any) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from hwnas.latency.measure import Setup, TimingProcessError, device_info, in_workers, now_iso, time_network
-
     table = load_table(args.table)
     md = table.metadata
     if args.workers > 1 and md["device"] != "cuda":
@@ -253,6 +251,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.recipe:
         table.check_space(load_space(args.recipe))
     space = table.space
+    from hwnas.latency.measure import Setup, TimingProcessError, device_info, in_workers, now_iso, time_network
+
     _apply_threads(md.get("threads"))
     try:
         setup = Setup(md["device"], md["precision"], int(md["batch_size"]), bool(md.get("channels_last")),

@@ -149,7 +149,7 @@ def plot_family(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def cmd_scale_family(args: argparse.Namespace) -> int:
     from hwnas.cli.export import export_dir, load_table_arg
-    from hwnas.export import predicted_latency
+    from hwnas.latency.table import predicted_latency
 
     out_dir = export_dir(args.export) if args.export else None
     if args.plot and Path(args.plot).is_dir():
@@ -215,6 +215,16 @@ def _export_family(members: list[Member], rows: list[dict[str, Any]], out_dir: P
 
 # ---- search ----------------------------------------------------------------------------------------
 def cmd_scale_search(args: argparse.Namespace) -> int:
+    from hwnas.cli.export import export_dir
+
+    name, base = load_arch(args.arch)  # bad input is reported before torch loads (seconds)
+    out_dir = Path(args.out_dir or f"search/runs/scale-search-{name.replace('.json', '')}")
+    export_dir(str(out_dir))
+    grid = _compound(coefficient_grid, args.step, 1.0, 2.0, args.tolerance)
+    cands = subsample(grid, args.max_candidates)
+    if args.baseline:
+        cands = [Coefficients(1.0, 1.0, 1.0), *cands]
+
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -224,15 +234,6 @@ def cmd_scale_search(args: argparse.Namespace) -> int:
     from hwnas.train import Budget, Evaluator, Recipe
     from hwnas.walker import flops, params
 
-    name, base = load_arch(args.arch)
-    out_dir = Path(args.out_dir or f"search/runs/scale-search-{name.replace('.json', '')}")
-    from hwnas.cli.export import export_dir
-
-    export_dir(str(out_dir))
-    grid = _compound(coefficient_grid, args.step, 1.0, 2.0, args.tolerance)
-    cands = subsample(grid, args.max_candidates)
-    if args.baseline:
-        cands = [Coefficients(1.0, 1.0, 1.0), *cands]
     device = ("cuda" if _has_cuda() else "cpu") if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda, but torch sees no CUDA device")

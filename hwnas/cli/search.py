@@ -58,6 +58,13 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
     unknown = sorted(set(r) - known)
     if unknown:
         raise UsageError(f"recipe {recipe_path}: unknown table(s) [{'], ['.join(unknown)}]")
+    parsers = (("flops", parse_count), ("latency", parse_ms), ("params", parse_count))
+    try:  # before torch loads to look for CUDA (seconds): bad budgets fail at once
+        budgets = {k: parse(str(v)) for k, parse in parsers
+                   if (v := _get(r, "search", f"budget_{k}")) not in (None, "")}
+        cli_budgets = {k: parse(v) for k, parse in parsers if (v := getattr(args, f"budget_{k}")) is not None}
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     device = args.device
     if device == "auto":
         from hwnas.cli.train import _has_cuda
@@ -79,13 +86,6 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
         "eval_processes": args.eval_processes,
         "parallel": args.parallel or (PARALLEL_CUDA if device == "cuda" else 1) * args.eval_processes,
     }
-    parsers = (("flops", parse_count), ("latency", parse_ms), ("params", parse_count))
-    try:
-        budgets = {k: parse(str(v)) for k, parse in parsers
-                   if (v := _get(r, "search", f"budget_{k}")) not in (None, "")}
-        cli_budgets = {k: parse(v) for k, parse in parsers if (v := getattr(args, f"budget_{k}")) is not None}
-    except ValueError as e:
-        raise UsageError(str(e)) from None
     if cli_budgets:  # budgets on the command line replace the recipe's, and are what gets optimised
         budgets = cli_budgets
         if args.objectives is None:

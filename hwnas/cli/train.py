@@ -60,14 +60,15 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    name, g = load_arch(args.arch)  # bad input is reported before torch loads (seconds)
+    data = load_data(args)
+
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from hwnas.train import Budget, Evaluator, Recipe
 
-    name, g = load_arch(args.arch)
-    data = load_data(args)
     try:
         recipe = Recipe(batch_size=args.batch_size, lr=args.lr, drop_path=args.drop_path, dropout=args.dropout,
                         precision=args.precision)

@@ -342,6 +342,19 @@ def random_genotypes(space: SearchSpace, n: int, seed: int, exclude: set[str] | 
     return out
 
 
+def predicted_latency(table: LatencyTable | None, genotype: Genotype, resolution: int) -> dict[str, Any] | None:
+    """The table's prediction as a record (table, device, runtime, ms), with ms None and the reason when
+    the table cannot price the network (missing key, resolution not covered); None without a table."""
+    if table is None:
+        return None
+    out: dict[str, Any] = {"table": table.source, "device": table.describe(), "runtime": table.runtime, "ms": None}
+    try:
+        out["ms"] = round(float(table.predict(genotype, resolution)), 4)
+    except TableError as e:
+        out["reason"] = str(e).splitlines()[0]
+    return out
+
+
 def pending_calibration(table: LatencyTable, genotypes: list[Genotype]) -> list[tuple[Genotype, int]]:
     have = {(row["genotype"], int(row["resolution"])) for row in table.calibration}
     return [(g, r) for r in table.resolutions for g in genotypes if (g.to_string(), r) not in have]
