@@ -180,8 +180,11 @@ class _SGD:
             torch._foreach_add_(grads[: len(self.decay)], self.decay, alpha=r.weight_decay)
         torch._foreach_mul_(self.bufs, r.momentum)
         torch._foreach_add_(self.bufs, grads)
-        upd = torch._foreach_add(grads, self.bufs, alpha=r.momentum) if r.nesterov else list(self.bufs)
-        torch._foreach_mul_(upd, self.lr)
+        if r.nesterov:
+            upd = torch._foreach_add(grads, self.bufs, alpha=r.momentum)
+            torch._foreach_mul_(upd, self.lr)
+        else:
+            upd = torch._foreach_mul(self.bufs, self.lr)  # new tensors: the buffers keep the momentum
         torch._foreach_sub_(self.params, upd)
 
     def reset(self) -> None:

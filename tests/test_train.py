@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -206,3 +207,28 @@ def test_cuda_graphs_and_concurrent_candidates(small) -> None:  # type: ignore[n
     assert ms[0].extra["group_size"] == 2 and ms[2].extra["group_size"] == 1
     solo = Evaluator(small[0], small[1], 10, Budget(epochs=2), Recipe(batch_size=64), "cuda", concurrency=1)
     assert solo.evaluate(TINY, 0).val_acc == pytest.approx(ms[0].val_acc, abs=0.05)
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_sgd_steps_like_torch_optim_sgd(nesterov: bool) -> None:
+    """The graph-safe foreach SGD takes the same steps as torch.optim.SGD (decay on weights only)."""
+    from hwnas.train import _SGD
+
+    torch.manual_seed(0)
+    ours = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 3))
+    ref = copy.deepcopy(ours)
+    recipe = Recipe(momentum=0.9, nesterov=nesterov, weight_decay=5e-4)
+    lr = torch.tensor(0.05)
+    opt = _SGD(ours, recipe, lr)
+    decay = [p for p in ref.parameters() if p.dim() > 1]
+    rest = [p for p in ref.parameters() if p.dim() <= 1]
+    torch_opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": rest, "weight_decay": 0.0}],
+                                lr=0.05, momentum=0.9, nesterov=nesterov)
+    for _ in range(6):
+        x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+        for model, o in ((ours, opt), (ref, torch_opt)):
+            o.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            o.step()
+    for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
