@@ -287,7 +287,18 @@ class _Candidate:
 
 
 def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+    """Out of device memory, as torch, cuBLAS or cuDNN say it."""
+    text = str(e).lower()
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in text or "status_alloc_failed" in text
+
+
+def _failure(e: BaseException, stage: str) -> str:
+    """The reason a candidate failed at ``stage`` (build, training, evaluation), in one line."""
+    if _is_oom(e):
+        return "cuda out of memory"
+    if isinstance(e, ValueError) and stage == "build":
+        return f"build failed: {e}"
+    return f"{stage} failed: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
 
 
 # ---- the evaluator ----------------------------------------------------------------------------------
@@ -336,11 +347,32 @@ class Evaluator:
         k = self._group_size(len(genotypes))
         out: list[Metrics] = []
         for i in range(0, len(genotypes), k):
-            for j, (m, model) in enumerate(self._run_group(list(genotypes[i:i + k]), seed, progress)):
+            group = list(genotypes[i:i + k])
+            try:
+                results = self._run_group(group, seed, progress)
+            except Exception as e:  # not one candidate's fault (e.g. the shared batch): the group fails
+                why = _failure(e, "training")
+                results = [(Metrics(g.to_string(), seed, device=str(self.device), failure=why), None) for g in group]
+            if not self.device_usable():  # a sticky CUDA error: every later candidate would fail as well
+                why = next((m.failure for m, _ in results if m.failure), "a group")
+                raise EvaluatorError(f"the CUDA device cannot be used any more after {why} (a fresh process gets "
+                                     "a fresh CUDA context)")
+            for j, (m, model) in enumerate(results):
                 if on_trained is not None and model is not None:
                     on_trained(i + j, model, m)
                 out.append(m)
         return out
+
+    def device_usable(self) -> bool:
+        """Whether the device still runs work: after an illegal memory access or a device-side assert, a CUDA
+        context fails every call until its process ends."""
+        if self.device.type != "cuda":
+            return True
+        try:
+            torch.cuda.synchronize(self.device)
+            return float(torch.ones(1, device=self.device).add_(1).item()) == 2.0
+        except Exception:
+            return False
 
     def _group_size(self, n: int) -> int:
         if not self.use_graphs:
@@ -367,6 +399,7 @@ class Evaluator:
         static_x.copy_(first)
         static_y.copy_(self.train.y[: r.batch_size])
         for g, m in zip(genotypes, metrics, strict=True):
+            c: _Candidate | None = None
             try:
                 before = torch.cuda.memory_reserved(dev) if self.use_graphs else 0
                 c = _Candidate(g, self.num_classes, self.resolution, dev, r, seed, self.use_graphs)
@@ -374,14 +407,12 @@ class Evaluator:
                     c.capture(static_x, static_y)
                     self._mem_per_candidate = max(self._mem_per_candidate,
                                                   torch.cuda.memory_reserved(dev) - before)
-                cands.append(c)
-            except (RuntimeError, ValueError) as e:
-                if not _is_oom(e) and not isinstance(e, ValueError):
-                    raise
-                m.failure = "cuda out of memory" if _is_oom(e) else f"build failed: {e}"
-                cands.append(None)
-                if self.use_graphs:
-                    torch.cuda.empty_cache()
+            except Exception as e:  # this candidate fails (with the reason); the others go on
+                m.failure = _failure(e, "build")
+            cands.append(c if m.failure is None else None)
+            if m.failure is not None and self.use_graphs:
+                c = None  # its weights and graph pool go back to the driver (outside the except: no traceback)
+                torch.cuda.empty_cache()
         gen.manual_seed(seed)  # every group sees the same batches, whatever happened above
         total = self._total_steps(cands, static_x, static_y, gen)
         self._sync()
@@ -403,10 +434,8 @@ class Evaluator:
                         continue
                     try:
                         c.step(x, y, lr)
-                    except RuntimeError as e:
-                        if not _is_oom(e):
-                            raise
-                        c.failure = m.failure = "cuda out of memory"
+                    except Exception as e:
+                        c.failure = m.failure = _failure(e, "training")
                 if self.use_graphs:
                     for c in cands:
                         if c is not None and c.stream is not None:
@@ -427,8 +456,11 @@ class Evaluator:
             m.images_per_s = step * r.batch_size / elapsed if elapsed > 0 else 0.0
             m.extra["group_size"] = len(genotypes)
             if c.failure is None:
-                m.val_acc = c.accuracy(self.val, r.eval_batch_size or r.batch_size)
-                models[i] = c.model.eval()
+                try:
+                    m.val_acc = c.accuracy(self.val, r.eval_batch_size or r.batch_size)
+                    models[i] = c.model.eval()
+                except Exception as e:
+                    m.failure = _failure(e, "evaluation")
             c.release()
         if self.use_graphs:
             torch.cuda.empty_cache()
@@ -486,8 +518,9 @@ class Evaluator:
 
 # ---- several evaluator processes on one device ------------------------------------------------------
 class EvaluatorError(RuntimeError):
-    """An evaluator pool cannot go on: a process died while loading its data, or a replacement could not
-    start. (A candidate that fails, or a process that dies while training, is a failed ``Metrics``.)"""
+    """An evaluator cannot go on: its CUDA device fails every call (a sticky CUDA error), or a pool process
+    died while loading its data, or a replacement could not start. (A candidate that fails, or a pool process
+    that dies or whose device breaks while training, is a failed ``Metrics``.)"""
 
 
 class EvaluatorPool:
@@ -514,6 +547,7 @@ class EvaluatorPool:
         self.group, self.device = group, device
         self._procs: dict[int, tuple[Any, Any, Any]] = {}  # rank -> (process, its task queue, its result pipe)
         self._idle: set[int] = set()  # ready and holding nothing
+        self._loading: set[int] = set()  # started, not ready yet
         self._holding: dict[int, tuple[int, int]] = {}  # rank -> (call, chunk) it is training
         self._next_rank = self._call = 0
         for _ in range(processes):
@@ -523,6 +557,7 @@ class EvaluatorPool:
             if kind == "error":
                 self.close()
                 raise ValueError(payload)
+            self._loading.discard(rank)
             self._idle.add(rank)
 
     @property
@@ -541,6 +576,7 @@ class EvaluatorPool:
         p.start()
         writer.close()  # the process holds the only write end: end of file when it dies
         self._procs[rank] = (p, q, reader)
+        self._loading.add(rank)
 
     def _get(self, on_death: Callable[[int, int], None] | None) -> tuple[str, int, Any]:
         """The next message; a dead process is reported to ``on_death(rank, exit code)`` (or raised)."""
@@ -557,9 +593,12 @@ class EvaluatorPool:
                 p.join()
                 reader.close()
                 self._idle.discard(rank)
-                if on_death is None:
+                loading = rank in self._loading
+                self._loading.discard(rank)
+                if on_death is None or loading:  # replacing one that dies loading could go on for ever
                     self.close()
-                    raise EvaluatorError(f"evaluator process died (exit code {p.exitcode})") from None
+                    raise EvaluatorError(f"evaluator process died (exit code {p.exitcode})"
+                                         + (" while loading its data" if loading else "")) from None
                 on_death(rank, p.exitcode)
 
     def evaluate(self, genotype: Genotype, seed: int = 0) -> Metrics:
@@ -591,11 +630,13 @@ class EvaluatorPool:
                 self._holding[rank] = (call, t)
             kind, rank, payload = self._get(died)
             if kind == "ready":  # a replacement
+                self._loading.discard(rank)
                 self._idle.add(rank)
             elif kind == "result":
-                c, t, ms = payload
+                c, t, ms, retiring = payload
                 self._holding.pop(rank, None)
-                self._idle.add(rank)
+                if not retiring:  # a retiring process (its CUDA context broken) ends; its end of file replaces it
+                    self._idle.add(rank)
                 if c == call:  # not a leftover of an interrupted call
                     for i, m in zip(chunks[t], ms, strict=True):
                         out[i] = m
@@ -612,6 +653,7 @@ class EvaluatorPool:
             reader.close()
         self._procs.clear()
         self._idle.clear()
+        self._loading.clear()
 
 
 def _pool_worker(rank: int, args: tuple[Any, ...], tasks: Any, results: Any, parent: int) -> None:
@@ -635,9 +677,13 @@ def _pool_worker(rank: int, args: tuple[Any, ...], tasks: Any, results: Any, par
             call, t, genotypes, seed = tasks.get(timeout=2)
         except queue.Empty:
             continue
+        retiring = False
         try:
             ms = ev.evaluate_many(genotypes, seed)
         except Exception as e:  # not a failing candidate (those come back as Metrics): fail the group, go on
             why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
             ms = [Metrics(g.to_string(), seed, device=device, failure=why) for g in genotypes]
-        results.send(("result", rank, (call, t, ms)))
+            retiring = isinstance(e, EvaluatorError)  # its CUDA context is broken: a fresh process replaces it
+        results.send(("result", rank, (call, t, ms, retiring)))
+        if retiring:
+            return

@@ -14,7 +14,7 @@ from conftest import hwnas
 from hwnas.data import load_dataset
 from hwnas.genotype import Genotype, parse_genotype
 from hwnas.model import build_model
-from hwnas.train import Budget, DeviceData, Evaluator, EvaluatorPool, Recipe
+from hwnas.train import Budget, DeviceData, Evaluator, EvaluatorError, EvaluatorPool, Recipe
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "hwnas" / "datasets" / "cifar10-mini.tar.xz"
 TINY = parse_genotype("relu,stem16,ds_r1_k3_s1_c16,ir_r1_k3_s2_e3_c24,ir_r1_k3_s2_e3_c40,head128")
@@ -155,6 +155,15 @@ def test_train_cli_bad_input(args: list[str], fragment: str) -> None:
     assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+class _DiesWhenUnpickled:
+    """An evaluator process's set-up that ends it (exit code 3) while it loads, as the OOM killer might."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        import os
+
+        return os._exit, (3,)
+
+
 def test_evaluator_pool_deals_candidates_out_and_survives_a_dead_process(small) -> None:  # type: ignore[no-untyped-def]
     import os
     import signal
@@ -179,6 +188,22 @@ def test_evaluator_pool_deals_candidates_out_and_survives_a_dead_process(small) 
         t0 = time.monotonic()
         assert pool.evaluate(TINY2, seed=0).ok and pool.processes == 2  # replaced, and the pool goes on
         assert time.monotonic() - t0 < 120
+        for p, *_ in list(pool._procs.values()):  # both die, and their replacements die while loading (before
+            os.kill(p.pid, signal.SIGKILL)          # they are ready): not replaced again, the pool gives up
+            p.join(timeout=30)
+        pool._args = (_DiesWhenUnpickled(),)
+
+        def hung(*_: object) -> None:
+            raise TimeoutError("replacements that die while loading were replaced for ever")
+
+        signal.signal(signal.SIGALRM, hung)
+        signal.alarm(120)
+        try:
+            with pytest.raises(EvaluatorError, match=r"died \(exit code 3\) while loading its data"):
+                for _ in range(2):  # this call or the next
+                    pool.evaluate_many([TINY, TINY2], seed=0)
+        finally:
+            signal.alarm(0)
     finally:
         pool.close()
     assert pool.processes == 0
@@ -232,3 +257,46 @@ def test_sgd_steps_like_torch_optim_sgd(nesterov: bool) -> None:
             o.step()
     for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_candidate_that_raises_fails_alone_and_a_broken_device_stops_the_evaluator(small, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import hwnas.train as train
+
+    ev = make(small)
+    errors = {"step": RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED\ndetails"),
+              "alloc": RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")}
+    real_step, real_build, real_accuracy = train._Candidate.step, train.build_model, train._Candidate.accuracy
+    failing = {"how": "step"}
+
+    def step(self, x, y, lr):  # type: ignore[no-untyped-def]
+        if self.genotype == TINY2:
+            raise errors[failing["how"]]
+        return real_step(self, x, y, lr)
+
+    monkeypatch.setattr(train._Candidate, "step", step)
+    ms = ev.evaluate_many([TINY, TINY2, TINY], 0)
+    assert [m.ok for m in ms] == [True, False, True] and ms[0].val_acc == ms[2].val_acc
+    assert ms[1].failure == "training failed: RuntimeError: cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"
+    assert ms[1].val_acc is None
+    failing["how"] = "alloc"
+    assert ev.evaluate(TINY2, 0).failure == "cuda out of memory"  # as cuBLAS says it
+    monkeypatch.setattr(train._Candidate, "step", real_step)
+
+    def build(g, *a, **k):  # type: ignore[no-untyped-def]
+        if g == TINY2:
+            raise TypeError("unsupported block")
+        return real_build(g, *a, **k)
+
+    monkeypatch.setattr(train, "build_model", build)
+    assert ev.evaluate(TINY2, 0).failure == "build failed: TypeError: unsupported block"
+    monkeypatch.setattr(train, "build_model", real_build)
+    monkeypatch.setattr(train._Candidate, "accuracy", lambda self, data, batch: 1 / 0)
+    assert ev.evaluate(TINY, 0).failure == "evaluation failed: ZeroDivisionError: division by zero"
+    monkeypatch.setattr(train._Candidate, "accuracy", real_accuracy)
+    monkeypatch.setattr(DeviceData, "augmented", lambda self, idx, gen, flip: 1 / 0)  # shared by the group
+    assert ev.evaluate(TINY, 0).failure == "training failed: ZeroDivisionError: division by zero"
+    monkeypatch.undo()
+    assert ev.evaluate(TINY, 0).val_acc == ms[0].val_acc  # the evaluator is as good as new
+    monkeypatch.setattr(Evaluator, "device_usable", lambda self: False)  # e.g. after an illegal memory access
+    with pytest.raises(EvaluatorError, match="cannot be used any more after a group"):
+        ev.evaluate(TINY, 0)
