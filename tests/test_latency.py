@@ -630,3 +630,23 @@ def test_cuda_math_recorded_and_checked_on_resume(tiny_table: Path, tmp_path: Pa
     path.write_text(json.dumps({**d, "metadata": {**d["metadata"], "cuda_math": before}}))
     assert len(_resume_or_new(path, here).entries) == len(d["entries"])
     assert "cuda_math" not in d["metadata"] and _resume_or_new(tiny_table, here).metadata.get("cuda_math") is None
+
+
+WORKERS_FAIL = """
+from hwnas.latency.measure import CpuTimer, Setup, TimingProcessError, in_workers
+from hwnas.latency.table import space_layers
+from hwnas.space import SearchSpace
+layers = list(space_layers(SearchSpace.default(), 224))
+groups = [layers[i:i + 64] for i in range(0, len(layers), 64)]  # megabytes of tasks, more than a pipe holds
+timer = CpuTimer()
+timer.settings = lambda: {"repeats": 3}  # CpuTimer has no such setting: each worker fails as it starts
+try:
+    list(in_workers(groups, Setup(threads=1), timer, workers=2))
+except TimingProcessError as e:
+    print("raised:", e)
+"""
+
+
+def test_failing_workers_with_megabytes_of_work_queued_let_the_process_exit() -> None:
+    r = subprocess.run([sys.executable, "-c", WORKERS_FAIL], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "raised: timing worker failed: TypeError" in r.stdout, (r.stdout, r.stderr)

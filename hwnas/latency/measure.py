@@ -573,6 +573,9 @@ def in_workers(items: Sequence[list[Layer] | NetworkItem], setup: Setup, timer: 
             if proc.is_alive():
                 proc.terminate()
             proc.join()
+        # the tasks nobody will take stay unsent: without this, the queue's feeder thread, blocked on a full
+        # pipe (megabytes of layer groups), would keep this process from exiting after an error or Ctrl-C
+        tasks.cancel_join_thread()
 
 
 def measure_in_workers(groups: Sequence[list[Layer]], setup: Setup, timer: Timer, calls: int, workers: int
