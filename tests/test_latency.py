@@ -274,10 +274,34 @@ def test_onnxruntime_table_cli(tiny_table: Path, tmp_path: Path) -> None:
                              "--threads", "1", "--layers-per-process", "30", "--calibration", "10", "-o", str(out)),
                        "exists with other settings (runtime)")
     assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(out)),
-                       "extend it with: hwnas latency measure --device cpu --runtime onnxruntime --precision fp32")
+                       "with the same settings: hwnas latency measure --runtime onnxruntime --resolution 32 "
+                       "--calibration 10 --quick --threads 1 --layers-per-process 30 --recipe RECIPE -o NEW.json")
     assert_usage_error(hwnas("latency", "measure", "--runtime", "onnxruntime", "--device", "cuda", "-o",
                              str(tmp_path / "x.json")), "onnxruntime's CPU provider: use --device cpu")
     assert_usage_error(hwnas("latency", "measure", "--runtime", "tvm"), "invalid choice: 'tvm'")
+
+
+def test_the_measure_command_a_table_suggests_is_accepted(tiny_table: Path, tmp_path: Path) -> None:
+    """Error messages suggest measure commands: with every setting the table was measured with (threads,
+    --quick, ...), or the resume check would refuse them."""
+    import shlex
+
+    t = LatencyTable.from_json(tiny_table.read_text(), str(tiny_table))
+    assert t.measure_command() == t.metadata["command"]  # resumes it
+    copy = tmp_path / "copy.json"
+    copy.write_text(tiny_table.read_text())
+    hint = t.measure_command(str(copy))
+    assert "--threads 1" in hint and "--quick" in hint and hint.endswith(f"--recipe RECIPE -o {copy}")
+    words = [str(TINY) if w == "RECIPE" else w for w in shlex.split(hint)]
+    assert words[:3] == ["hwnas", "latency", "measure"]
+    r = hwnas(*words[1:])
+    assert r.returncode == 0, r.stderr
+    assert f"({len(t.entries)} entries already there)" in r.stderr
+    d = json.loads(tiny_table.read_text())
+    del d["metadata"]["command"]  # a table without its command: its settings as flags
+    bare = LatencyTable.from_dict(d, "bare.json")
+    assert bare.measure_command() == ("hwnas latency measure --device cpu --precision fp32 --batch-size 1 "
+                                      "--resolution 32 --num-classes 1000 --threads 1 -o bare.json")
 
 
 def test_a_table_from_before_the_runtime_setting_resumes_as_torch(tiny_table: Path, tmp_path: Path) -> None:

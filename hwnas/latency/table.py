@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import json
 import math
+import shlex
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,12 +219,35 @@ class LatencyTable:
         rt = "" if self.runtime == "torch" else f" {self.runtime}"
         return f"{m['device_name']}{rt} {m['precision']} bs{m['batch_size']}"
 
-    def measure_command(self) -> str:
+    def measure_command(self, output: str | None = None) -> str:
+        """The command that measured this table, which resumes it (``output`` None); or the same settings
+        for another space (``--recipe RECIPE``) into ``output``: a table resumes only with every setting
+        it was measured with (threads, timing, space, ...), so a network outside its space needs a new one."""
         m = self.metadata
-        rt = "" if self.runtime == "torch" else f" --runtime {self.runtime}"
-        return (f"hwnas latency measure --device {m['device']}{rt} --precision {m['precision']} "
-                f"--batch-size {m['batch_size']} --resolution {','.join(map(str, self.resolutions))} "
-                f"--recipe RECIPE -o {self.source}")
+        cmd = m.get("command")
+        if isinstance(cmd, str) and cmd.startswith("hwnas latency measure "):
+            words = shlex.split(cmd)
+        else:  # a table without its command: the settings the resume check compares, as flags
+            words = ["hwnas", "latency", "measure", "--device", str(m["device"]), "--precision", str(m["precision"]),
+                     "--batch-size", str(m["batch_size"]), "--resolution", ",".join(map(str, self.resolutions)),
+                     "--num-classes", str(self.num_classes)]
+            if self.runtime != "torch":
+                words += ["--runtime", self.runtime]
+            if m.get("device") == "cpu" and m.get("threads"):
+                words += ["--threads", str(m["threads"])]
+            words += ["-o", self.source]
+        if output is None:
+            return shlex.join(words)
+        kept: list[str] = []
+        skip = False
+        for w in words:
+            if skip:
+                skip = False
+            elif w in ("-o", "--output", "--recipe"):
+                skip = True
+            elif not w.startswith(("--output=", "--recipe=")):
+                kept.append(w)
+        return shlex.join([*kept, "--recipe", "RECIPE", "-o", output])
 
     def check_space(self, space: SearchSpace) -> None:
         fp = space_fingerprint(space)
@@ -246,8 +270,10 @@ class LatencyTable:
             k = layer.key()
             e = self.entries.get(k)
             if e is None:
-                raise MissingKeyError(f"latency table {self.source} has no entry for layer {k!r}; "
-                                      f"extend it with: {self.measure_command()}")
+                raise MissingKeyError(f"latency table {self.source} has no entry for layer {k!r}: the network is "
+                                      "outside the space the table was measured for; measure one for a space that "
+                                      "holds it (RECIPE's [space]) with the same settings: "
+                                      f"{self.measure_command('NEW.json')}")
             out.append((layer, e["ms"]))
         return out
 
