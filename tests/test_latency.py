@@ -314,6 +314,13 @@ def test_a_table_from_before_the_runtime_setting_resumes_as_torch(tiny_table: Pa
               "--threads", "1", "--layers-per-process", "20", "-o", str(old))  # nothing left to measure
     assert r.returncode == 0, r.stderr
     assert f"({len(d['entries'])} entries already there)" in r.stderr
+    d["metadata"]["torch"] = "2.0.0"  # other kernels: its entries must not be mixed with this torch's
+    old.write_text(json.dumps(d))
+    assert_usage_error(hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "10",
+                             "--quick", "--threads", "1", "--layers-per-process", "20", "-o", str(old)),
+                       "exists with other settings (torch)")
+    r = hwnas("latency", "validate", "--table", str(old), "-n", "2", "-o", str(tmp_path / "v"))
+    assert r.returncode == 0 and "warning: table measured with other software (torch 2.0.0 here " in r.stderr
 
 
 @pytest.mark.parametrize(("layers", "per_process", "networks"), [(43, 10, 8), (44211, 2000, 44), (5, 2000, 44),

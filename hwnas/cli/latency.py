@@ -36,7 +36,8 @@ from hwnas.latency.table import (
 
 DEFAULT_OUT = "latency_tables/{device}{runtime}-{precision}-bs{batch}-r{resolutions}.json"
 SETTINGS_CHECKED = ("device", "runtime", "precision", "batch_size", "resolutions", "num_classes",
-                    "space_fingerprint", "channels_last", "threads", "timing", "host_allocator", "cuda_math")
+                    "space_fingerprint", "channels_last", "threads", "timing", "host_allocator", "cuda_math",
+                    "torch", "cuda", "cudnn", "onnxruntime")  # other kernels: entries of two versions would mix
 PROBE_EVERY = 10  # validate (CPU tables): time the table's probe network before every 10th network
 PROBE_WARN = 0.05  # and warn when its median moved more than 5 % from the table's
 
@@ -266,6 +267,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if math_here and md.get("cuda_math") and math_here != md["cuda_math"]:
         print(f"hwnas: warning: table measured with CUDA math {md['cuda_math']}, validating with {math_here}",
               file=sys.stderr)
+    software = [f"{k} {md[k]} here {info_here.get(k)}" for k in ("torch", "cuda", "cudnn", "onnxruntime")
+                if md.get(k) is not None and md.get(k) != info_here.get(k)]
+    if software:
+        print(f"hwnas: warning: table measured with other software ({'; '.join(software)})", file=sys.stderr)
     allocator = apply_host_allocator(setup.device)
     if allocator and allocator["host_allocator"] != md.get("host_allocator", "default"):
         print(f"hwnas: warning: table measured with host allocator {md.get('host_allocator', 'default')!r}, "
