@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import subprocess
 import sys
 import tomllib
@@ -558,6 +559,11 @@ def test_bad_tables_and_options(tiny_table: Path, tmp_path: Path) -> None:
                              str(ROOT / "search" / "space-mnasnet-b0.toml")), "was measured for space 'tiny'")
     assert_usage_error(hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--quick",
                              "--batch-size", "2", "-o", str(tiny_table)), "exists with other settings (batch_size")
+    assert_usage_error(hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--quick",
+                             "--calibration", "10", "--calibration-seed", "5", "-o", str(tiny_table)),
+                       "exists with other settings (threads, timing, calibration_seed)")
+    assert_usage_error(hwnas("latency", "measure", "--recipe", str(TINY), "--calibration", "3", "-o",
+                             str(tmp_path / "x.json")), "--calibration 3 gives 3 calibration networks (with the")
     assert_usage_error(hwnas("latency", "measure", "--device", "tpu"), "invalid choice: 'tpu'")
     assert_usage_error(hwnas("latency", "measure", "--precision", "fp8"), "comma-separated list of fp32, fp16")
     assert_usage_error(hwnas("latency", "measure", "--precision", "fp16", "-o", str(tmp_path / "x.json")),
@@ -569,6 +575,26 @@ def test_bad_tables_and_options(tiny_table: Path, tmp_path: Path) -> None:
                        "--workers needs a CUDA table")
     assert_usage_error(hwnas("latency", "measure", "--batch-size", "1,8", "-o", str(tmp_path / "x.json")),
                        "need {precision}/{batch} in -o")
+
+
+@pytest.mark.parametrize(("where", "value", "fragment"), [
+    ("resolutions", "224", "resolutions must be a list of positive integers, got '224'"),
+    ("resolutions", [], "resolutions must be a list of positive integers"),
+    ("num_classes", "10", "num_classes must be a positive integer"),
+    ("batch_size", 0, "batch_size must be a positive integer"),
+    ("calibration", [{"genotype": "x", "ms": 1.0}], "calibration row 0 is not {genotype, resolution, ms}"),
+    ("calibration", [{"genotype": "relu,stem8,head16", "resolution": 32, "ms": -1}], "calibration row 0 is not"),
+    ("calibration", [{"genotype": "relu,stem8,zz,head16", "resolution": 32, "ms": 1.0}], "calibration row 0: "),
+    ("overhead", {"32": {"a": float("nan"), "b": 1, "c": 0, "n": 8, "fit_mape": 1}}, "32 is not finite"),
+])
+def test_hand_edited_tables_are_one_line_errors(tiny_table: Path, where: str, value: object, fragment: str) -> None:
+    d = json.loads(tiny_table.read_text())
+    if where in ("calibration", "overhead"):
+        d[where] = value
+    else:
+        d["metadata"][where] = value
+    with pytest.raises(TableError, match=re.escape(fragment)):
+        LatencyTable.from_dict(d, "edited.json")
 
 
 def test_cuda_request_without_cuda_is_a_usage_error(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from hwnas.cli.common import (
 )
 from hwnas.genotype import Genotype, parse_genotype
 from hwnas.latency.table import (
+    MIN_CALIBRATION,
     LatencyTable,
     calibration_genotypes,
     error_stats,
@@ -37,6 +38,7 @@ from hwnas.latency.table import (
 DEFAULT_OUT = "latency_tables/{device}{runtime}-{precision}-bs{batch}-r{resolutions}.json"
 SETTINGS_CHECKED = ("device", "runtime", "precision", "batch_size", "resolutions", "num_classes",
                     "space_fingerprint", "channels_last", "threads", "timing", "host_allocator", "cuda_math",
+                    "calibration_seed",  # another seed's networks would join the fit unrecorded; more of them may
                     "torch", "cuda", "cudnn", "onnxruntime")  # other kernels: entries of two versions would mix
 PROBE_EVERY = 10  # validate (CPU tables): time the table's probe network before every 10th network
 PROBE_WARN = 0.05  # and warn when its median moved more than 5 % from the table's
@@ -126,6 +128,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if args.workers > 1 and args.device != "cuda":
         raise UsageError("--workers needs --device cuda (on CPU, other processes would share the cores a layer is "
                          "timed on; see --layers-per-process)")
+    calib = calibration_genotypes(space, args.calibration, args.calibration_seed)
+    if len(calib) < MIN_CALIBRATION:  # found now, not after hours of layers
+        raise UsageError(f"--calibration {args.calibration} gives {len(calib)} calibration networks (with the "
+                         f"references the space holds); the overhead fit needs at least {MIN_CALIBRATION}")
     from hwnas.latency.measure import (  # torch: after the checks above, which answer at once
         TimingProcessError,
         build_table,
@@ -160,7 +166,6 @@ def cmd_measure(args: argparse.Namespace) -> int:
             "command": command,
         }
         table = _resume_or_new(out, metadata)
-        calib = calibration_genotypes(space, args.calibration, args.calibration_seed)
         print(f"measuring {out} ({len(table.entries)} entries already there): {info['device_name']}, {precision}, "
               f"batch {batch}, resolution(s) {', '.join(map(str, args.resolution))}", file=sys.stderr)
 
@@ -210,8 +215,10 @@ def _resume_or_new(out: Path, metadata: dict[str, Any]) -> LatencyTable:
         diff.insert(0, "device_name")
     if diff:
         raise UsageError(f"{out} exists with other settings ({', '.join(diff)}): choose another -o or delete it")
-    old.metadata.update({k: metadata[k] for k in ("date", "command", "hwnas_version", "calibration_networks",
-                                                  "calibration_seed")})
+    old.metadata.update({k: metadata[k] for k in ("date", "command", "hwnas_version")})
+    # the same seed draws the same networks first: a resume with more extends the set, one with fewer keeps it
+    old.metadata["calibration_networks"] = max(int(old.metadata.get("calibration_networks") or 0),
+                                               int(metadata["calibration_networks"]))
     return old
 
 
@@ -327,7 +334,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         **allocator, **({"cuda_math": math_here} if math_here else {}),
         **error_stats([r["predicted_ms"] for r in rows], measured),
         "naive_sum": error_stats([r["naive_sum_ms"] for r in rows], measured),
-        "median_measured_ms": sorted(measured)[len(measured) // 2], **drift,
+        "median_measured_ms": statistics.median(measured), **drift,
         "validation_seconds": round(time.monotonic() - t0, 1), "workers": args.workers,
         "table_measure_seconds": md.get("measure_seconds"), "entries": len(table.entries),
         "date": now_iso(), "command": "hwnas " + " ".join(shlex.quote(a) for a in sys.argv[1:]),

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.genotype import Genotype, parse_genotype
+from hwnas.genotype import Genotype, GenotypeError, parse_genotype
 from hwnas.space import SearchSpace, SpaceError, make_divisible
 from hwnas.walker import Layer, conv_out, se_channels, stem_stride_for, walk
 
@@ -184,6 +184,12 @@ class LatencyTable:
             SearchSpace.from_dict(md["space"])
         except (SpaceError, TypeError) as e:
             raise bad(f"stored space is invalid: {e}") from None
+        res = md["resolutions"]
+        if not isinstance(res, list) or not res or not all(_positive_int(r) for r in res):
+            raise bad(f"metadata resolutions must be a list of positive integers, got {res!r}")
+        for k in ("num_classes", "batch_size"):
+            if not _positive_int(md[k]):
+                raise bad(f"metadata {k} must be a positive integer, got {md[k]!r}")
         overhead = {}
         for r, o in (d.get("overhead") or {}).items():
             try:
@@ -191,9 +197,20 @@ class LatencyTable:
                                             float(o["fit_mape"]))
             except (KeyError, TypeError, ValueError):
                 raise bad(f"overhead for resolution {r} is malformed") from None
+            if not all(math.isfinite(x) for x in (overhead[str(r)].a, overhead[str(r)].b, overhead[str(r)].c)):
+                raise bad(f"overhead for resolution {r} is not finite")
         cal = d.get("calibration") or []
         if not isinstance(cal, list):
             raise bad("calibration must be a list")
+        for i, row in enumerate(cal):
+            ok = isinstance(row, dict) and isinstance(row.get("genotype"), str) and \
+                _positive_int(row.get("resolution")) and _finite_positive(row.get("ms"))
+            if not ok:
+                raise bad(f"calibration row {i} is not {{genotype, resolution, ms}}: {str(row)[:120]}")
+            try:
+                parse_genotype(row["genotype"])
+            except GenotypeError as e:
+                raise bad(f"calibration row {i}: {e}") from None
         return cls(metadata=md, entries=parsed, calibration=cal, overhead=overhead, source=source)
 
     # ---- properties ---------------------------------------------------------------------------
@@ -318,6 +335,10 @@ class LatencyTable:
 
 def _sig(x: float) -> float | int:
     return x if isinstance(x, int) else float(f"{x:.5g}")
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
 def _finite_positive(v: Any) -> bool:
