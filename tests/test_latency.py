@@ -707,3 +707,37 @@ except TimingProcessError as e:
 def test_failing_workers_with_megabytes_of_work_queued_let_the_process_exit() -> None:
     r = subprocess.run([sys.executable, "-c", WORKERS_FAIL], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "raised: timing worker failed: TypeError" in r.stdout, (r.stdout, r.stderr)
+
+
+def test_cuda_timer_falls_back_only_where_in_graph_events_never_worked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A driver without timing events in graphs fails at the first group: each layer then gets a graph of its
+    own, for the whole table. A failure after groups were timed in-graph is an error, not a switch of method
+    half-way through a table. (The logic, without a GPU: the timing calls are stand-ins.)"""
+    import torch
+
+    from hwnas.latency.measure import CudaGraphTimer, Timing
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    one = Timing(1.0, 0.9, 1.1, 5)
+    outcomes: list[str] = []
+
+    def in_graph(items):  # type: ignore[no-untyped-def]
+        if outcomes.pop(0) == "fail":
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+        return [one] * len(items)
+
+    items = [(lambda x: x, torch.zeros(1))] * 3
+    missing = CudaGraphTimer()
+    monkeypatch.setattr(missing, "_time_group_in_graph", in_graph)
+    monkeypatch.setattr(missing, "time", lambda fn, x, calls=1: Timing(2.0, 1.9, 2.1, 5))
+    outcomes[:] = ["fail"]
+    with pytest.warns(UserWarning, match="in-graph timing events failed"):
+        assert [t.ms for t in missing.time_group(items)] == [2.0] * 3
+    assert not missing.in_graph_events and [t.ms for t in missing.time_group(items)] == [2.0] * 3
+    broken = CudaGraphTimer()
+    monkeypatch.setattr(broken, "_time_group_in_graph", in_graph)
+    outcomes[:] = ["ok", "fail"]
+    assert [t.ms for t in broken.time_group(items)] == [1.0] * 3
+    with pytest.raises(RuntimeError, match="operation not permitted"):
+        broken.time_group(items)
+    assert broken.in_graph_events

@@ -272,10 +272,12 @@ class CudaGraphTimer(Timer):
         if not self.in_graph_events:
             return [self.time(fn, x, calls) for fn, x in items]
         try:
-            return self._time_group_in_graph(items)
-        except RuntimeError as e:  # a driver/torch without timing events inside graphs
-            if "out of memory" in str(e).lower():
-                raise
+            timings = self._time_group_in_graph(items)
+            self._in_graph_worked = True
+            return timings
+        except RuntimeError as e:  # a driver/torch without timing events inside graphs: fails at the first group
+            if "out of memory" in str(e).lower() or getattr(self, "_in_graph_worked", False):
+                raise  # a real error, not a missing feature: switching method now would mix two in one table
             warnings.warn(f"in-graph timing events failed ({str(e).splitlines()[0][:120]}); timing each layer "
                           "in a graph of its own", stacklevel=2)
             self.in_graph_events = False
