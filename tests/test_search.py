@@ -241,3 +241,17 @@ def test_reports(tmp_path: Path) -> None:
 def test_references_fit_the_default_budget() -> None:
     for name in ("efficientnet-b0", "mnasnet-a1", "mobilenetv2"):
         assert flops(reference(name), 224) <= 400e6 and params(reference(name), 10) > 0
+
+
+def test_a_setting_recorded_later_is_not_held_against_an_older_study(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'v.db'}"
+    create_search(problem(), url, "v", "random", CheapObjective(), settings={"epochs": 1})
+    again = create_search(problem(), url, "v", "random", CheapObjective(), resume=True,
+                          settings={"epochs": 1, "val_images": 1000})  # a study from before val_images
+    assert again.study.user_attrs["hwnas"]["epochs"] == 1
+    with pytest.raises(ValueError, match=r"other settings \(epochs\)"):
+        create_search(problem(), url, "v", "random", CheapObjective(), resume=True, settings={"epochs": 2})
+    create_search(problem(), url, "w", "random", CheapObjective(), settings={"epochs": 1, "val_images": 1000})
+    with pytest.raises(ValueError, match=r"other settings \(val_images\)"):  # recorded: it must agree
+        create_search(problem(), url, "w", "random", CheapObjective(), resume=True,
+                      settings={"epochs": 1, "val_images": 500})

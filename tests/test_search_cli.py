@@ -24,6 +24,7 @@ from hwnas.genotype import parse_genotype
 from hwnas.walker import flops
 
 FAST = ["--epochs", "0.3", "--device", "cpu"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,12 @@ def test_existing_study_needs_resume_and_resume_extends(study) -> None:  # type:
     r = hwnas("search", "--budget-flops", "400M", "--trials", "4", *FAST, "--run-dir", str(root),
               "--study-name", "e2e")
     assert r.returncode == 2 and "already exists" in r.stderr and "--resume" in r.stderr
+    other_split = root / "other-split.toml"  # the default recipe with 10 % held out instead of 20 %
+    other_split.write_text((ROOT / "search" / "cifar10-400m.toml").read_text().replace(
+        "val_fraction = 0.2 ", "val_fraction = 0.1 "))
+    r = hwnas("search", "--recipe", str(other_split), "--budget-flops", "400M", "--trials", "5", *FAST, "--run-dir",
+              str(root), "--study-name", "e2e", "--resume", "--cache-dir", str(root / "cache"))
+    assert r.returncode == 2 and "was run with other settings (val_images)" in r.stderr, r.stderr
     before = {t.number: t.values for t in optuna.load_study(study_name="e2e", storage=url).trials
               if t.state == TrialState.COMPLETE}
     r = hwnas("search", "--budget-flops", "400M", "--trials", "5", *FAST, "--run-dir", str(root),

@@ -154,7 +154,13 @@ def build_problem(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Any, Any
 def proxy_fingerprint(s: dict[str, Any], data: Any) -> dict[str, Any]:
     """The evaluator settings a study is tied to (a resume with other settings is refused)."""
     keys = ("epochs", "batch_size", "lr", "proxy_width", "proxy_resolution", "dataset", "device")
-    return {**{k: s[k] for k in keys}, "data_source": data.source}
+    return {**{k: s[k] for k in keys}, "data_source": data.source,
+            "val_images": validation_size(s, len(data.train_y))}  # the split every accuracy is measured on
+
+
+def validation_size(s: dict[str, Any], train_images: int) -> int:
+    """Images carved from the training split for validation: ``val_fraction`` of them, 1 to 5,000."""
+    return max(1, min(5000, int(train_images * float(s["val_fraction"]))))
 
 
 def study_location(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Path, str, str]:
@@ -291,9 +297,7 @@ def _load_search_data(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Any,
     ns = argparse.Namespace(data_dir=s["data_dir"], dataset=s["dataset"], cache_dir=args.cache_dir,
                             image_size=None, download=args.download)
     data = load_data(ns)
-    n = len(data.train_y)
-    val_size = max(1, min(5000, int(n * float(s["val_fraction"]))))
-    return data, val_size
+    return data, validation_size(s, len(data.train_y))
 
 
 @contextlib.contextmanager

@@ -244,10 +244,12 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
     if existing is None:
         study.set_user_attr("hwnas", fingerprint)
         study.set_metric_names(problem.value_names)
-    elif existing != _jsonable(fingerprint):
-        diff = sorted(k for k in set(existing) | set(fingerprint) if existing.get(k) != _jsonable(fingerprint).get(k))
-        raise ValueError(f"study {study_name!r} was run with other settings ({', '.join(diff)}); "
-                         f"use the same settings to resume, or another --study-name")
+    else:  # a setting recorded only since a later version is not held against a study made before it
+        now = _jsonable(fingerprint)
+        diff = sorted(k for k in existing if existing[k] != now.get(k))
+        if diff:
+            raise ValueError(f"study {study_name!r} was run with other settings ({', '.join(diff)}); "
+                             f"use the same settings to resume, or another --study-name")
     s = Search(problem, study, evaluate, strategy, seed, population, evaluate_many=evaluate_many,
                parallel=max(1, parallel))
     holder["s"] = s
