@@ -276,3 +276,21 @@ def test_cli_scale_search_then_family_from_search(tmp_path: Path) -> None:
     (m,) = json.loads(r.stdout)
     assert (m["depth"], m["width"]) == pytest.approx((best["alpha"], best["beta"]))
     assert m["resolution"] == best["deploy_resolution"]
+
+
+def test_bound_onnxruntime_run_gives_the_plain_run_s_logits(tmp_path: Path) -> None:
+    """The IO-bound call the CUDA provider is timed with (input and output kept on the device), exercised
+    here on the CPU provider: the same logits as session.run."""
+    from hwnas.export import ort_runner, ort_session
+
+    g = GENOTYPES[0]
+    model = build_model(g, 10, input_size=32).eval()
+    path = tmp_path / "t.onnx"
+    export_genotype(g, path, 32, 10, state_dict=model.state_dict(), measure=False)
+    sess = ort_session(path, "CPUExecutionProvider")
+    x = torch.randn(1, 3, 32, 32)
+    plain = ort_runner(sess, x)(x)[0]
+    bound = ort_runner(sess, x, "cpu")(torch.zeros(1))[0].numpy()  # the argument is ignored: x is bound
+    assert np.array_equal(plain, bound) and plain.shape == (1, 10)
+    with torch.inference_mode():
+        assert np.allclose(bound, model(x).numpy(), atol=1e-4)
