@@ -16,10 +16,12 @@ from the training split: a search sees train/val only; the test split is for fin
 from __future__ import annotations
 
 import hashlib
+import os
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -106,19 +108,43 @@ def find_imagefolder_root(path: Path) -> Path | None:
     return None
 
 
+def _fit(im: Any, resolution: int | None) -> np.ndarray:
+    """A PIL RGB image with its shorter side resized (bicubic) to ``resolution``, then centre-cropped square."""
+    from PIL import Image
+
+    if resolution is not None and im.size != (resolution, resolution):
+        w, h = im.size
+        s = resolution / min(w, h)
+        im = im.resize((max(resolution, round(w * s)), max(resolution, round(h * s))), Image.Resampling.BICUBIC)
+        w, h = im.size
+        left, top = (w - resolution) // 2, (h - resolution) // 2
+        im = im.crop((left, top, left + resolution, top + resolution))
+    return np.asarray(im, dtype=np.uint8)
+
+
 def _decode(file: Path, resolution: int | None) -> np.ndarray:
     from PIL import Image
 
     with Image.open(file) as im:
-        im = im.convert("RGB")
-        if resolution is not None and im.size != (resolution, resolution):
-            w, h = im.size  # shorter side to `resolution`, then centre crop
-            s = resolution / min(w, h)
-            im = im.resize((max(resolution, round(w * s)), max(resolution, round(h * s))), Image.Resampling.BICUBIC)
-            w, h = im.size
-            left, top = (w - resolution) // 2, (h - resolution) // 2
-            im = im.crop((left, top, left + resolution, top + resolution))
-        return np.asarray(im, dtype=np.uint8)
+        return _fit(im.convert("RGB"), resolution)
+
+
+def resize_images(x: np.ndarray, resolution: int) -> np.ndarray:
+    """uint8 (N, H, W, 3) images brought to ``resolution`` as an ImageFolder's are when decoded."""
+    from PIL import Image
+
+    if x.shape[1:3] == (resolution, resolution):
+        return x
+    return np.stack([_fit(Image.fromarray(img), resolution) for img in x]) if len(x) else \
+        np.empty((0, resolution, resolution, 3), np.uint8)
+
+
+def _at_resolution(data: ImageData, resolution: int | None) -> ImageData:
+    """``data`` with both splits at ``resolution`` (data already decoded: a .npz cache, torchvision CIFAR-10)."""
+    if resolution is None or data.resolution == resolution:
+        return data
+    return ImageData(data.name, data.classes, resize_images(data.train_x, resolution), data.train_y,
+                     resize_images(data.test_x, resolution), data.test_y, f"{data.source}, resized to {resolution} px")
 
 
 def load_imagefolder(root: Path, name: str, resolution: int | None = None,
@@ -191,7 +217,7 @@ def extract_archive(archive: Path, dest: Path) -> Path:
 
 
 # ---- torchvision CIFAR-10 -------------------------------------------------------------------------
-def load_torchvision_cifar10(root: Path, download: bool = False) -> ImageData:
+def load_torchvision_cifar10(root: Path, download: bool = False, name: str = "cifar10") -> ImageData:
     from torchvision.datasets import CIFAR10
 
     try:
@@ -200,7 +226,7 @@ def load_torchvision_cifar10(root: Path, download: bool = False) -> ImageData:
     except RuntimeError as e:
         raise DataError(f"{root}: {e} (pass --download on a connected machine, or --data-dir with the "
                         f"ImageFolder archive)") from None
-    return ImageData("cifar10", tuple(tr.classes), np.asarray(tr.data), np.asarray(tr.targets, dtype=np.int64),
+    return ImageData(name, tuple(tr.classes), np.asarray(tr.data), np.asarray(tr.targets, dtype=np.int64),
                      np.asarray(te.data), np.asarray(te.targets, dtype=np.int64), f"torchvision CIFAR10 at {root}")
 
 
@@ -211,9 +237,9 @@ def load_dataset(path: Path, name: str, cache_root: Path, resolution: int | None
     if path.suffix == ".npz":
         if not path.is_file():
             raise DataError(f"data cache not found: {path}")
-        return load_npz(path)
+        return _at_resolution(load_npz(path), resolution)
     if (path / "cifar-10-batches-py").is_dir() or (download and not path.exists()):
-        return load_torchvision_cifar10(path, download)
+        return _at_resolution(load_torchvision_cifar10(path, download, name), resolution)
     if is_archive(path):
         tree = extract_archive(path, archive_cache_dir(path, cache_root))
     elif path.is_dir():
@@ -226,20 +252,40 @@ def load_dataset(path: Path, name: str, cache_root: Path, resolution: int | None
     root = find_imagefolder_root(tree)
     if root is None:
         raise DataError(f"{path} holds no train/ and test/ (or val/) class folders, nor cifar-10-batches-py/")
-    cache = _tree_cache_file(root, resolution, cache_root if path.is_dir() else None)
+    cache, stale = _tree_cache_file(root, resolution, cache_root if path.is_dir() else None)
     if cache.is_file():
-        return load_npz(cache)
+        data = load_npz(cache)
+        data.name = name  # a label of this run, not of the first one
+        return data
     data = load_imagefolder(root, name, resolution, progress)
+    for old in cache.parent.glob(stale) if stale else ():  # decodings of an earlier state of the folder
+        old.unlink(missing_ok=True)
     save_npz(data, cache)
     return data
 
 
-def _tree_cache_file(root: Path, resolution: int | None, cache_root: Path | None) -> Path:
+def _tree_cache_file(root: Path, resolution: int | None, cache_root: Path | None) -> tuple[Path, str | None]:
+    """Where the decoded tree is cached: next to an unpacked archive (whose folder is keyed on the archive's
+    path, size and time), or for a folder of the user's, under ``cache_root`` keyed on its path and on every
+    image's name, size and modification time (images added, removed, moved or edited: decoded again).
+    Also a glob, in the same folder, of this tree's decodings at other states (none for an archive's)."""
     tag = f"r{resolution}" if resolution else "native"
-    if cache_root is None:  # next to an unpacked archive
-        return root.parent / f"{root.name}-{tag}.npz"
-    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
-    return cache_root / f"{root.name}-{key}-{tag}.npz"
+    if cache_root is None:
+        return root.parent / f"{root.name}-{tag}.npz", None
+    where = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
+    return cache_root / f"{root.name}-{where}-{_tree_signature(root)}-{tag}.npz", f"{root.name}-{where}-*-{tag}.npz"
+
+
+def _tree_signature(root: Path) -> str:
+    h = hashlib.sha256()
+    for split in ("train", "test", "val"):
+        for dirpath, dirnames, filenames in sorted(os.walk(root / split)):
+            dirnames.sort()
+            for f in sorted(filenames):
+                if Path(f).suffix.lower() in IMAGE_SUFFIXES:
+                    st = os.stat(os.path.join(dirpath, f))
+                    h.update(f"{os.path.relpath(dirpath, root)}/{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:10]
 
 
 def subset_archive(root: Path, out: Path, per_class_train: int, per_class_test: int) -> dict[str, int]:

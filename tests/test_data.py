@@ -113,3 +113,35 @@ def test_torchvision_format_without_files_says_what_to_do(tmp_path: Path) -> Non
     (tmp_path / "cifar-10-batches-py").mkdir()
     with pytest.raises(DataError, match="--download on a connected machine"):
         load_dataset(tmp_path, "cifar10", tmp_path / "cache")
+
+
+def test_a_changed_folder_is_decoded_again_and_the_name_is_this_run_s(tmp_path: Path) -> None:
+    from PIL import Image
+
+    _write_tree(tmp_path / "ds", [(32, 32)] * 3)
+    cache = tmp_path / "cache"
+    first = load_dataset(tmp_path / "ds", "x", cache)
+    assert first.train_x.shape[0] == 6 and first.classes == ("a", "b")
+    assert load_dataset(tmp_path / "ds", "y", cache).name == "y"  # from the cache, labelled as asked
+    (tmp_path / "ds" / "train" / "a" / "0.png").unlink()
+    (tmp_path / "ds" / "train" / "c").mkdir()
+    (tmp_path / "ds" / "val" / "c").mkdir()
+    for split, n in (("train", 4), ("val", 1)):
+        for i in range(n):
+            Image.fromarray(np.full((32, 32, 3), 7 * i, np.uint8)).save(tmp_path / "ds" / split / "c" / f"{i}.png")
+    changed = load_dataset(tmp_path / "ds", "x", cache)
+    assert changed.classes == ("a", "b", "c") and np.bincount(changed.train_y).tolist() == [2, 3, 4]
+    assert len(list(cache.glob("*.npz"))) == 1  # the stale decoding is gone
+
+
+def test_decoded_sources_are_resized_like_an_image_folder(mini, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from hwnas.data import resize_images, save_npz
+
+    data, _ = mini
+    npz = tmp_path / "d.npz"
+    save_npz(data, npz)
+    big = load_dataset(npz, "cifar10", tmp_path / "c", resolution=48)
+    assert big.train_x.shape == (5000, 48, 48, 3) and big.test_x.shape == (1000, 48, 48, 3)
+    assert np.array_equal(big.train_y, data.train_y) and "resized to 48 px" in big.source
+    assert np.array_equal(load_dataset(npz, "cifar10", tmp_path / "c", resolution=32).train_x, data.train_x)
+    assert np.array_equal(resize_images(data.test_x[:3], 32), data.test_x[:3])  # already that size: untouched
