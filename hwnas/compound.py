@@ -114,7 +114,7 @@ def parse_multipliers(text: str) -> list[tuple[float, float, int]]:
         w = _float(parts[0], f"multipliers member {i} width")
         d = _float(parts[1], f"multipliers member {i} depth")
         r = parts[2].strip()
-        if not r.isdigit() or int(r) < 1:
+        if not (r.isascii() and r.isdigit()) or int(r) < 1:
             raise CompoundError(f"multipliers member {i}: resolution must be a positive integer, got {r!r}")
         out.append((w, d, int(r)))
     return out
@@ -125,7 +125,7 @@ def parse_phis(text: str) -> list[int]:
     phis: set[int] = set()
     for part in (p.strip() for p in text.split(",")):
         lo, sep, hi = part.partition("-")
-        if not lo.isdigit() or (sep and not hi.isdigit()):
+        if not (lo.isascii() and lo.isdigit()) or (sep and not (hi.isascii() and hi.isdigit())):
             raise CompoundError(f"phi must look like 0-7, 3 or 0,2,4, got {text!r}")
         a, b = int(lo), int(hi) if sep else int(lo)
         if a > b:

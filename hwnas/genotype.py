@@ -237,7 +237,7 @@ _STAGE_OPTS = {"r": "repeats", "k": "kernel", "s": "stride", "e": "expansion", "
 
 
 def _parse_int(text: str, what: str, where: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # isdigit alone takes "²", which int() refuses
         raise GenotypeError(f"{where}: {what} needs a non-negative integer, got {text!r}")
     return int(text)
 

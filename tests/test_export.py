@@ -130,6 +130,10 @@ def test_cli_export_a_trained_checkpoint(tmp_path: Path) -> None:
                        "not ARCH")
     assert_usage_error(hwnas("export", "--weights", str(ckpt), "--num-classes", "5", "-o",
                              str(tmp_path / "x.onnx")), "checkpoint")
+    assert_usage_error(hwnas("export", "--weights", str(ckpt), "--resolution", "224", "-o", str(tmp_path / "x.onnx")),
+                       "was trained at 32 px (stem stride 1); at 224 px the stem strides 2: another network")
+    r = hwnas("export", "--weights", str(ckpt), "--resolution", "64", "-o", str(tmp_path / "m64.onnx"), "--no-latency")
+    assert r.returncode == 0, r.stderr  # still the small-input network
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from typing import Any
 from hwnas.cli.common import FLOPS_HELP, UsageError, load_arch, non_negative_int, open_study, positive_int
 from hwnas.genotype import Genotype, GenotypeError
 from hwnas.references import REFERENCE_NAMES
+from hwnas.walker import SMALL_INPUT_MAX, stem_stride_for
 
 
 def onnx_target(arg: str) -> Path:
@@ -188,7 +189,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.num_classes and ck_classes and args.num_classes != ck_classes:
             raise UsageError(f"--num-classes {args.num_classes} but checkpoint {args.weights} has {ck_classes}")
         num_classes = int(ck_classes or num_classes)
-        resolution = args.resolution or int(ckpt.get("input_size") or 224)
+        trained_at = ckpt.get("input_size")
+        resolution = args.resolution or int(trained_at or 224)
+        if trained_at and stem_stride_for(resolution) != stem_stride_for(int(trained_at)):
+            raise UsageError(f"checkpoint {args.weights} was trained at {trained_at} px (stem stride "
+                             f"{stem_stride_for(int(trained_at))}); at {resolution} px the stem strides "
+                             f"{stem_stride_for(resolution)}: another network, which these weights were not trained "
+                             f"for (small inputs <= {SMALL_INPUT_MAX} px keep stride 1)")
         state_dict = ckpt["state_dict"]
         metrics = ckpt.get("metrics") or {}
         info = {"source": {"arch": name, "checkpoint": str(args.weights), "dataset": ckpt.get("dataset")},
