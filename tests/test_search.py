@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from optuna.trial import TrialState
 
@@ -255,3 +256,44 @@ def test_a_setting_recorded_later_is_not_held_against_an_older_study(tmp_path: P
     with pytest.raises(ValueError, match=r"other settings \(val_images\)"):  # recorded: it must agree
         create_search(problem(), url, "w", "random", CheapObjective(), resume=True,
                       settings={"epochs": 1, "val_images": 500})
+
+
+class _Scripted:
+    """An ask/tell strategy that proposes given vectors in order."""
+
+    def __init__(self, xs: list[np.ndarray]) -> None:
+        self.xs = list(xs)
+
+    def ask(self) -> np.ndarray:
+        return self.xs.pop(0)
+
+    def tell(self, x: np.ndarray, f: object, g: object) -> None:
+        pass
+
+
+def test_a_genotype_that_fails_twice_in_a_batch_is_failed_twice_and_trained_again_later() -> None:
+    from hwnas.search.report import feasible_rows
+
+    rng = np.random.default_rng(3)
+    ok = problem()
+    x, y = (SPACE.sample_where(rng, lambda g: ok.feasible(ok.costs(g))) for _ in range(2))
+    gx = SPACE.decode(x).to_string()
+    obj = CheapObjective()
+    failed_once: list[str] = []
+
+    def many(gs: list[Genotype]) -> list[EvalResult]:
+        out = obj.many(gs)
+        if gx in [g.to_string() for g in gs] and not failed_once:
+            failed_once.append(gx)
+            out[[g.to_string() for g in gs].index(gx)] = EvalResult(None, "cuda out of memory")
+        return out
+
+    s = create_search(ok, None, "dup", "custom", lambda g: many([g])[0],
+                      custom=lambda feasible: _Scripted([x, x, y, x]), evaluate_many=many, parallel=2)
+    s.run(3)
+    t = s.study.trials
+    assert [tr.state for tr in t] == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert t[1].user_attrs["failure"] == "as trial 0: cuda out of memory"  # not a COMPLETE trial at acc 0
+    assert s.trained_count() == 3  # the repeat cost nothing
+    rows = {r.genotype: r.acc for r in feasible_rows(t)}
+    assert rows[gx] == t[3].user_attrs["acc"] > 0  # its real accuracy, trained in the next batch

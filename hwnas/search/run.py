@@ -92,7 +92,8 @@ class Search:
         n = 0
         for t in self.study.get_trials(deepcopy=False):
             a = t.user_attrs
-            failed = t.state == TrialState.FAIL and a.get("failure") and not a.get("interrupted")
+            failed = t.state == TrialState.FAIL and a.get("failure") and not a.get("interrupted") \
+                and "cached_from" not in a  # a repeat of a failed genotype cost nothing
             n += bool((t.state == TrialState.COMPLETE and a.get("trained")) or failed)
         return n
 
@@ -198,8 +199,10 @@ class Search:
             elif key in cache:  # never train a genotype twice
                 outcome = {"acc": float(cache[key].user_attrs["acc"]), "trained": False,
                            "cached_from": cache[key].number}
-            elif key in first:  # asked twice in this batch: the first one's result (acc 0 if it failed)
+            elif key in first:  # asked twice in this batch: the first one's result, failure included
                 outcome = {"acc": trained[key].acc or 0.0, "trained": False, "cached_from": first[key]}
+                if trained[key].acc is None:
+                    outcome["failure"] = f"as trial {first[key]}: {trained[key].failure or 'unknown failure'}"
             else:
                 first[key] = trial.number
                 res = trained[key]
