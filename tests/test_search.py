@@ -4,6 +4,7 @@ units, and reports. The CLI end to end on real images is in test_search_cli.py."
 from __future__ import annotations
 
 import math
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from hwnas.references import reference
 from hwnas.search.problem import STRATEGIES, Problem, ProblemError
 from hwnas.search.report import feasible_rows, hypervolume, pareto_front, write_outputs
 from hwnas.search.run import EvalResult, SearchStopped, create_search
-from hwnas.space import SearchSpace
+from hwnas.space import SearchSpace, SpaceError
 from hwnas.units import parse_count, parse_ms
 from hwnas.walker import flops, params
 
@@ -165,6 +166,22 @@ def test_tight_budget_is_bounded() -> None:
     with pytest.raises(SearchStopped, match="proposals gave only 0"):
         s = create_search(tight, None, "t", "nsga2", CheapObjective(), population=4)
         s.run(2, max_proposals=30)
+    s = create_search(tight, None, "r", "random", CheapObjective(), parallel=2)
+    with pytest.raises(SpaceError, match="no feasible architecture"):
+        s.run(2)
+    assert s.study.trials and all(t.state == TrialState.FAIL for t in s.study.trials)  # none left RUNNING
+
+
+def test_pymoo_out_of_new_offspring_stops_with_a_reason() -> None:
+    d = tomllib.loads((Path(__file__).parent / "data" / "tiny-space.toml").read_text())["space"]
+    d |= {"ops": ["ir"], "se_ratios": [0.0], "stages": [{**st, "layers": [1]} for st in d["stages"][:2]]}
+    four = SearchSpace.from_dict(d)  # kernel 3 or 5 in each of two stages: 4 architectures
+    for strategy in ("pymoo-nsga2", "pymoo-agemoea"):
+        s = create_search(Problem(four, budgets={"flops": 1e12}), None, strategy, strategy, CheapObjective(),
+                          population=6)
+        with pytest.raises((SpaceError, SearchStopped)):  # not pymoo's None handed on (a TypeError)
+            s.run(5)
+        assert all(t.state != TrialState.RUNNING for t in s.study.trials)
 
 
 def test_failed_training_is_a_failed_trial_not_a_dead_study() -> None:

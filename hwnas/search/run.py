@@ -156,23 +156,31 @@ class Search:
         """Ask ``k`` proposals, price them, train the feasible new ones (together), tell every one."""
         p, sp = self.problem, self.problem.space
         asked: list[tuple[optuna.Trial, Genotype, dict[str, Any], bool]] = []
-        for _ in range(k):
-            trial = self.study.ask()
-            trial.set_user_attr("worker", _worker_id())
-            choices = {name: trial.suggest_categorical(name, list(opts)) for name, opts in sp.dims}
-            x = sp.from_choices(choices)
-            g = sp.decode(x)
-            for key, v in (self.annotate(x) if self.annotate else {}).items():
-                trial.set_user_attr(key, v)
-            costs = p.costs(g)
-            attrs: dict[str, Any] = {"genotype": g.to_string(), "flops": costs["flops"], "params": costs["params"],
-                                     "feasible": p.feasible(costs)}
-            if "latency" in costs:
-                attrs["latency_ms"] = costs["latency"]
-            for key, v in attrs.items():
-                trial.set_user_attr(key, v)
-            record_constraints(trial, p.violations(costs))
-            asked.append((trial, g, costs, attrs["feasible"]))
+        trial: optuna.Trial | None = None
+        try:
+            for _ in range(k):
+                trial = self.study.ask()
+                trial.set_user_attr("worker", _worker_id())
+                choices = {name: trial.suggest_categorical(name, list(opts)) for name, opts in sp.dims}
+                x = sp.from_choices(choices)
+                g = sp.decode(x)
+                for key, v in (self.annotate(x) if self.annotate else {}).items():
+                    trial.set_user_attr(key, v)
+                costs = p.costs(g)
+                attrs: dict[str, Any] = {"genotype": g.to_string(), "flops": costs["flops"],
+                                         "params": costs["params"], "feasible": p.feasible(costs)}
+                if "latency" in costs:
+                    attrs["latency_ms"] = costs["latency"]
+                for key, v in attrs.items():
+                    trial.set_user_attr(key, v)
+                record_constraints(trial, p.violations(costs))
+                asked.append((trial, g, costs, attrs["feasible"]))
+                trial = None
+        except BaseException:  # no proposal (a strategy out of feasible points), Ctrl-C: none left RUNNING
+            for t in [a[0] for a in asked] + ([trial] if trial is not None else []):
+                t.set_user_attr("interrupted", True)  # re-queued on resume where it has its parameters
+                self.study.tell(t, state=TrialState.FAIL)
+            raise
         cache = self.cache()
         todo: dict[str, Genotype] = {}  # genotype string -> genotype, trained once however often asked
         for _, g, _, feasible in asked:

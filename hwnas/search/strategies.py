@@ -154,6 +154,10 @@ class PymooStrategy:
     def ask(self) -> np.ndarray:
         if self.pending is None:
             self.pending = self.algorithm.ask()
+            if self.pending is None or len(self.pending) == 0:  # every offspring a duplicate of one seen
+                self.pending = None
+                raise SpaceError("pymoo found no new architecture to propose: the space (within the budget) is "
+                                 "about the size of the population or smaller")
             self.queue = list(range(len(self.pending)))
             self.results = {}
         if not self.queue:  # the whole generation is out and not yet told (parallel workers): resample it
