@@ -314,3 +314,26 @@ def test_a_genotype_that_fails_twice_in_a_batch_is_failed_twice_and_trained_agai
     assert s.trained_count() == 3  # the repeat cost nothing
     rows = {r.genotype: r.acc for r in feasible_rows(t)}
     assert rows[gx] == t[3].user_attrs["acc"] > 0  # its real accuracy, trained in the next batch
+
+
+def test_latency_scale_comes_from_a_reference_the_table_can_price(tmp_path: Path) -> None:
+    """Without a latency budget, the latency axis is scaled by twice a reference's predicted latency: the
+    first the table holds (a table over another space may hold none of them), else 1 ms. Outputs are written."""
+    from hwnas.cli.latency import load_table
+    from hwnas.search.report import scale_of, write_outputs
+    from hwnas.walker import walk
+
+    t = load_table("cpu-epyc-2core-t1-fp32-bs1-r224")
+    b0, a1 = reference("efficientnet-b0"), reference("mnasnet-a1")
+    p = Problem(SPACE, objectives=("acc", "latency"), budgets={"flops": BUDGET}, table=t)
+    assert scale_of(p, "latency") == 2 * t.predict(b0, 224)
+    s = create_search(p, None, "lat", "random", CheapObjective(), population=4)
+    s.run(3)
+    for k in {layer.key() for layer in walk(b0, 224)} - {layer.key() for layer in walk(a1, 224)}:
+        del t.entries[k]
+    assert scale_of(p, "latency") == 2 * t.predict(a1, 224)
+    assert scale_of(p, "flops") == BUDGET and scale_of(p, "params") == 2 * params(b0, 1000)
+    t.entries.clear()  # no reference priceable
+    assert scale_of(p, "latency") == 1.0
+    summary = write_outputs(s.study.trials, p, tmp_path, {})
+    assert summary["evaluated"] == 3 and (tmp_path / "pareto.json").is_file()

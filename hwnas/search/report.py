@@ -2,8 +2,9 @@
 
 Pareto sorting and hypervolume come from pymoo. The hypervolume is taken over (1 - accuracy, cost /
 scale) for the problem's first cost axis, both minimised, with reference point (1, 1): ``scale`` is the
-budget of that cost when there is one, else twice EfficientNet-B0's cost, so numbers compare across runs
-and strategies of the same problem.
+budget of that cost when there is one, else twice EfficientNet-B0's cost (for latency, the first of
+EfficientNet-B0, MnasNet-A1, MobileNetV2 the problem's table can price; else 1 ms), so numbers compare
+across runs and strategies of the same problem.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hwnas.references import reference
 from hwnas.search.problem import Problem
+from hwnas.walker import flops, params
 
 COST_ATTR = {"flops": "flops", "params": "params", "latency": "latency_ms"}
 
@@ -56,14 +58,27 @@ def feasible_rows(trials: list[FrozenTrial]) -> list[Row]:
 def scale_of(problem: Problem, cost: str) -> float:
     if cost in problem.budgets:
         return problem.budgets[cost]
-    b0 = problem.costs(reference("efficientnet-b0")) if cost != "latency" or problem.table else None
-    return 2 * b0[cost] if b0 else 1.0
+    b0 = reference("efficientnet-b0")
+    if cost == "flops":
+        return 2.0 * flops(b0, problem.resolution, problem.num_classes)
+    if cost == "params":
+        return 2.0 * params(b0, problem.num_classes)
+    from hwnas.latency.table import TableError
+
+    for name in ("efficientnet-b0", "mnasnet-a1", "mobilenetv2") if problem.table else ():
+        try:  # a table of another space may lack some
+            return 2.0 * problem.table.predict(reference(name), problem.resolution)
+        except TableError:
+            continue
+    return 1.0
 
 
 def _points(rows: list[Row], problem: Problem) -> np.ndarray:
     """(1 - acc, cost_1/scale_1, ...) for every cost axis: all minimised."""
     axes = problem.cost_axes
-    return np.array([[1 - r.acc, *[_cost(r, c) / scale_of(problem, c) for c in axes]] for r in rows], dtype=float)
+    scales = [scale_of(problem, c) for c in axes]
+    return np.array([[1 - r.acc, *[_cost(r, c) / k for c, k in zip(axes, scales, strict=True)]] for r in rows],
+                    dtype=float)
 
 
 def _cost(r: Row, c: str) -> float:
