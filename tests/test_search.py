@@ -133,6 +133,27 @@ def test_replayed_strategies_resume_exactly(tmp_path: Path) -> None:
                [t.user_attrs["genotype"] for t in whole.study.trials], strategy
 
 
+@pytest.mark.parametrize("strategy", ["evolution", "pymoo-nsga2", "random"])
+def test_replayed_strategies_resume_exactly_in_batches_after_an_interrupt(strategy: str, tmp_path: Path) -> None:
+    """Proposals two at a time, stopped at a clean point and interrupted inside a batch: the resumed study
+    proposes and tells what the uninterrupted one did (re-queued trials replace the interrupted ones)."""
+    class StopsAtThirdBatch(CheapObjective):
+        def many(self, gs: list[Genotype]) -> list[EvalResult]:
+            if len(self.batches) == 2:
+                raise KeyboardInterrupt
+            return super().many(gs)
+
+    whole, _ = run(strategy, 12, seed=5, parallel=2)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    run(strategy, 4, seed=5, storage=url, name="x", parallel=2)
+    with pytest.raises(KeyboardInterrupt):
+        run(strategy, 12, seed=5, storage=url, name="x", resume=True, parallel=2, obj=StopsAtThirdBatch())
+    resumed, _ = run(strategy, 12, seed=5, storage=url, name="x", resume=True, parallel=2)
+    assert any(t.user_attrs.get("interrupted") for t in resumed.study.trials)
+    kept = [t.user_attrs["genotype"] for t in resumed.study.trials if not t.user_attrs.get("interrupted")]
+    assert kept == [t.user_attrs["genotype"] for t in whole.study.trials]
+
+
 def test_killed_trial_is_recovered(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'k.db'}"
     s, _ = run("evolution", 3, storage=url, name="k")

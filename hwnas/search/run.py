@@ -149,6 +149,9 @@ class Search:
                 raise SearchStopped(f"{proposals} proposals gave only {self.trained_count()} feasible, new "
                                     f"architectures: the budget is too tight for the space, or the space too small")
             k = max(1, min(self.parallel, left, limit - proposals))
+            waiting = len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            if waiting:  # re-queued (or seeded) trials first, as a batch of their own: they were one
+                k = min(k, waiting)
             proposals += k
             self.step(on_trial, k)
 
@@ -158,9 +161,12 @@ class Search:
         asked: list[tuple[optuna.Trial, Genotype, dict[str, Any], bool]] = []
         trial: optuna.Trial | None = None
         try:
+            batch: int | None = None
             for _ in range(k):
                 trial = self.study.ask()
+                batch = trial.number if batch is None else batch
                 trial.set_user_attr("worker", _worker_id())
+                trial.set_user_attr("batch", batch)  # proposed together (replayed so: VectorSampler.catch_up)
                 choices = {name: trial.suggest_categorical(name, list(opts)) for name, opts in sp.dims}
                 x = sp.from_choices(choices)
                 g = sp.decode(x)

@@ -217,21 +217,28 @@ class VectorSampler(BaseSampler):
         return choices[int(self.rng.integers(len(choices)))]
 
     def catch_up(self, study: Study) -> None:
-        """Tell the strategy every finished trial it has not seen, in trial order. A trial proposed by an
-        earlier process (resume) is first re-asked, so the strategy's random state advances exactly as it
-        did then: a resumed search continues as the uninterrupted one would have."""
+        """Tell the strategy every finished trial it has not seen, in trial order, a batch at a time (the
+        ``batch`` user attribute: trials proposed together, all asked before any was told). A trial proposed
+        by an earlier process (resume) is first re-asked -- all of its batch before any is told, as they were
+        -- so the strategy's random state and generations advance exactly as they did then: a resumed search
+        continues as the uninterrupted one would have. Enqueued trials (re-queued after an interrupt, seeds)
+        took no proposal and are only told."""
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        batches: dict[int, list[FrozenTrial]] = {}
         for t in sorted(finished, key=lambda t: t.number):
-            if t.number in self.told:
-                continue
-            self.told.add(t.number)
-            if t.number not in self.proposed:
-                self.strategy.ask()
-                self.proposed.add(t.number)
-            fg = self.objectives(t)
-            if fg is None or set(t.params) != set(self.dists):
-                continue
-            self.strategy.tell(self.space.from_choices(t.params), *fg)
+            if t.number not in self.told:
+                batches.setdefault(int(t.user_attrs.get("batch", t.number)), []).append(t)
+        for batch in batches.values():
+            for t in batch:
+                self.told.add(t.number)
+                if t.number not in self.proposed and "fixed_params" not in t.system_attrs:
+                    self.strategy.ask()
+                    self.proposed.add(t.number)
+            for t in batch:
+                fg = self.objectives(t)
+                if fg is None or set(t.params) != set(self.dists):
+                    continue
+                self.strategy.tell(self.space.from_choices(t.params), *fg)
 
 
 def make_sampler(name: str, space: SearchSpace, seed: int, n_obj: int, n_constr: int,
