@@ -273,7 +273,7 @@ def test_onnxruntime_table_cli(tiny_table: Path, tmp_path: Path) -> None:
     assert rep["runtime"] == "onnxruntime" and rep["n"] == 8 and rep["mape"] < 80
     assert_usage_error(hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--quick",
                              "--threads", "1", "--layers-per-process", "30", "--calibration", "10", "-o", str(out)),
-                       "exists with other settings (runtime)")
+                       "exists with other settings (runtime, onnxruntime)")
     assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(out)),
                        "with the same settings: hwnas latency measure --runtime onnxruntime --resolution 32 "
                        "--calibration 10 --quick --threads 1 --layers-per-process 30 --recipe RECIPE -o NEW.json")

@@ -129,7 +129,7 @@ class OrtModule:
         self._run = ort_runner(self.session, x, "cuda" if provider == "CUDAExecutionProvider" else None)
 
     def __call__(self, x: torch.Tensor) -> Any:
-        return self._run(x)
+        return self._run(x)[0]  # the logits (an OrtValue on the GPU when bound)
 
 
 # ---- host memory allocator (CPU timing) ------------------------------------------------------------
