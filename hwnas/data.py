@@ -279,7 +279,7 @@ def _tree_cache_file(root: Path, resolution: int | None, cache_root: Path | None
 def _tree_signature(root: Path) -> str:
     h = hashlib.sha256()
     for split in ("train", "test", "val"):
-        for dirpath, dirnames, filenames in sorted(os.walk(root / split)):
+        for dirpath, dirnames, filenames in sorted(os.walk(root / split, followlinks=True)):  # as decoding
             dirnames.sort()
             for f in sorted(filenames):
                 if Path(f).suffix.lower() in IMAGE_SUFFIXES:

@@ -371,6 +371,8 @@ class Evaluator:
         try:
             torch.cuda.synchronize(self.device)
             return float(torch.ones(1, device=self.device).add_(1).item()) == 2.0
+        except torch.cuda.OutOfMemoryError:  # full (other processes' candidates), not broken
+            return True
         except Exception:
             return False
 

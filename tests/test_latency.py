@@ -276,7 +276,8 @@ def test_onnxruntime_table_cli(tiny_table: Path, tmp_path: Path) -> None:
                        "exists with other settings (runtime, onnxruntime)")
     assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(out)),
                        "with the same settings: hwnas latency measure --runtime onnxruntime --resolution 32 "
-                       "--calibration 10 --quick --threads 1 --layers-per-process 30 --recipe RECIPE -o NEW.json")
+                       "--calibration 10 --quick --threads 1 --layers-per-process 30 --precision fp32 --batch-size 1 "
+                       "--recipe RECIPE -o NEW.json")
     assert_usage_error(hwnas("latency", "measure", "--runtime", "onnxruntime", "--device", "cuda", "-o",
                              str(tmp_path / "x.json")), "onnxruntime's CPU provider: use --device cpu")
     assert_usage_error(hwnas("latency", "measure", "--runtime", "tvm"), "invalid choice: 'tvm'")
@@ -287,22 +288,26 @@ def test_the_measure_command_a_table_suggests_is_accepted(tiny_table: Path, tmp_
     --quick, ...), or the resume check would refuse them."""
     import shlex
 
-    t = LatencyTable.from_json(tiny_table.read_text(), str(tiny_table))
-    assert t.measure_command() == t.metadata["command"]  # resumes it
-    copy = tmp_path / "copy.json"
+    copy = tmp_path / "copy.json"  # a table moved elsewhere: the commands name where it is now
     copy.write_text(tiny_table.read_text())
-    hint = t.measure_command(str(copy))
+    t = LatencyTable.from_json(copy.read_text(), str(copy))
+    resume, hint = t.measure_command(), t.measure_command(str(copy))
+    assert resume.endswith(f"--precision fp32 --batch-size 1 -o {copy}") and "--recipe" in resume
     assert "--threads 1" in hint and "--quick" in hint and hint.endswith(f"--recipe RECIPE -o {copy}")
-    words = [str(TINY) if w == "RECIPE" else w for w in shlex.split(hint)]
-    assert words[:3] == ["hwnas", "latency", "measure"]
-    r = hwnas(*words[1:])
-    assert r.returncode == 0, r.stderr
-    assert f"({len(t.entries)} entries already there)" in r.stderr
+    for cmd in (resume, hint):
+        words = [str(TINY) if w == "RECIPE" else w for w in shlex.split(cmd)]
+        assert words[:3] == ["hwnas", "latency", "measure"]
+        r = hwnas(*words[1:])
+        assert r.returncode == 0, r.stderr
+        assert f"({len(t.entries)} entries already there)" in r.stderr
     d = json.loads(tiny_table.read_text())
+    d["metadata"]["command"] = "hwnas latency measure --batch-size 1,8 --precision fp32 -o 'x-bs{batch}.json'"
+    assert LatencyTable.from_dict(d, "x-bs1.json").measure_command("n.json") == \
+        "hwnas latency measure --precision fp32 --batch-size 1 --recipe RECIPE -o n.json"  # one table's batch
     del d["metadata"]["command"]  # a table without its command: its settings as flags
     bare = LatencyTable.from_dict(d, "bare.json")
-    assert bare.measure_command() == ("hwnas latency measure --device cpu --precision fp32 --batch-size 1 "
-                                      "--resolution 32 --num-classes 1000 --threads 1 -o bare.json")
+    assert bare.measure_command() == ("hwnas latency measure --device cpu --resolution 32 --num-classes 1000 "
+                                      "--threads 1 --precision fp32 --batch-size 1 -o bare.json")
 
 
 def test_a_table_from_before_the_runtime_setting_resumes_as_torch(tiny_table: Path, tmp_path: Path) -> None:

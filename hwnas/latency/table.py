@@ -237,34 +237,35 @@ class LatencyTable:
         return f"{m['device_name']}{rt} {m['precision']} bs{m['batch_size']}"
 
     def measure_command(self, output: str | None = None) -> str:
-        """The command that measured this table, which resumes it (``output`` None); or the same settings
-        for another space (``--recipe RECIPE``) into ``output``: a table resumes only with every setting
-        it was measured with (threads, timing, space, ...), so a network outside its space needs a new one."""
+        """The command that measures this table with every setting it was measured with -- the stored
+        command, for this table's precision and batch size, into this table's file: it resumes the table
+        (``output`` None) -- or the same for another space (``--recipe RECIPE``) into ``output``: a table
+        resumes only with the settings it was measured with, so a network outside its space needs a new one."""
         m = self.metadata
         cmd = m.get("command")
         if isinstance(cmd, str) and cmd.startswith("hwnas latency measure "):
             words = shlex.split(cmd)
         else:  # a table without its command: the settings the resume check compares, as flags
-            words = ["hwnas", "latency", "measure", "--device", str(m["device"]), "--precision", str(m["precision"]),
-                     "--batch-size", str(m["batch_size"]), "--resolution", ",".join(map(str, self.resolutions)),
-                     "--num-classes", str(self.num_classes)]
+            words = ["hwnas", "latency", "measure", "--device", str(m["device"]),
+                     "--resolution", ",".join(map(str, self.resolutions)), "--num-classes", str(self.num_classes)]
             if self.runtime != "torch":
                 words += ["--runtime", self.runtime]
             if m.get("device") == "cpu" and m.get("threads"):
                 words += ["--threads", str(m["threads"])]
-            words += ["-o", self.source]
-        if output is None:
-            return shlex.join(words)
+        # one table: its own precision and batch size (a command may have measured several) and its own file
+        replaced = {"-o", "--output", "--precision", "--batch-size", *(() if output is None else ("--recipe",))}
         kept: list[str] = []
         skip = False
         for w in words:
             if skip:
                 skip = False
-            elif w in ("-o", "--output", "--recipe"):
+            elif w in replaced:
                 skip = True
-            elif not w.startswith(("--output=", "--recipe=")):
+            elif not w.startswith(tuple(f"{f}=" for f in replaced if f.startswith("--"))):
                 kept.append(w)
-        return shlex.join([*kept, "--recipe", "RECIPE", "-o", output])
+        kept += ["--precision", str(m["precision"]), "--batch-size", str(m["batch_size"])]
+        kept += ["-o", self.source] if output is None else ["--recipe", "RECIPE", "-o", output]
+        return shlex.join(kept)
 
     def check_space(self, space: SearchSpace) -> None:
         fp = space_fingerprint(space)

@@ -128,7 +128,8 @@ def write_outputs(trials: list[FrozenTrial], problem: Problem, run_dir: Path, me
     front = pareto_front(rows, problem)
     curve = hypervolume_curve(trials, problem)
     n_infeasible = sum(1 for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("feasible"))
-    n_failed = sum(1 for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
+    n_failed = sum(1 for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("interrupted")
+                   and "cached_from" not in t.user_attrs)  # a failed genotype asked twice failed once
     summary = {**meta, "problem": problem.describe(), "trials": len(trials), "evaluated": len(rows),
                "infeasible": n_infeasible, "failed": n_failed,
                "hypervolume": curve[-1][1] if curve else 0.0, "pareto": [r.to_dict() for r in front]}
