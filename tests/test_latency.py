@@ -714,10 +714,10 @@ def test_failing_workers_with_megabytes_of_work_queued_let_the_process_exit() ->
     assert r.returncode == 0 and "raised: timing worker failed: TypeError" in r.stdout, (r.stdout, r.stderr)
 
 
-def test_cuda_timer_falls_back_only_where_in_graph_events_never_worked(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A driver without timing events in graphs fails at the first group: each layer then gets a graph of its
-    own, for the whole table. A failure after groups were timed in-graph is an error, not a switch of method
-    half-way through a table. (The logic, without a GPU: the timing calls are stand-ins.)"""
+def test_cuda_timer_never_switches_method_silently(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-graph timing events that fail at the first group (a driver without them) stop the measurement with
+    the way out (--no-in-graph-events, which the table records); a failure after groups were timed in-graph is
+    raised as it is. Either way no table is timed two ways. (The logic, without a GPU: stand-in timings.)"""
     import torch
 
     from hwnas.latency.measure import CudaGraphTimer, Timing
@@ -732,17 +732,16 @@ def test_cuda_timer_falls_back_only_where_in_graph_events_never_worked(monkeypat
         return [one] * len(items)
 
     items = [(lambda x: x, torch.zeros(1))] * 3
-    missing = CudaGraphTimer()
-    monkeypatch.setattr(missing, "_time_group_in_graph", in_graph)
-    monkeypatch.setattr(missing, "time", lambda fn, x, calls=1: Timing(2.0, 1.9, 2.1, 5))
-    outcomes[:] = ["fail"]
-    with pytest.warns(UserWarning, match="in-graph timing events failed"):
-        assert [t.ms for t in missing.time_group(items)] == [2.0] * 3
-    assert not missing.in_graph_events and [t.ms for t in missing.time_group(items)] == [2.0] * 3
-    broken = CudaGraphTimer()
-    monkeypatch.setattr(broken, "_time_group_in_graph", in_graph)
-    outcomes[:] = ["ok", "fail"]
-    assert [t.ms for t in broken.time_group(items)] == [1.0] * 3
-    with pytest.raises(RuntimeError, match="operation not permitted"):
-        broken.time_group(items)
-    assert broken.in_graph_events
+    for timer, script, error in ((CudaGraphTimer(), ["fail"], "measure with --no-in-graph-events"),
+                                 (CudaGraphTimer(), ["ok", "fail"], "operation not permitted")):
+        monkeypatch.setattr(timer, "_time_group_in_graph", in_graph)
+        outcomes[:] = script
+        if script[0] == "ok":
+            assert [t.ms for t in timer.time_group(items)] == [1.0] * 3
+        with pytest.raises(RuntimeError, match=error):
+            timer.time_group(items)
+        assert timer.in_graph_events and timer.settings()["in_graph_events"]
+    per_layer = CudaGraphTimer(in_graph_events=False)
+    monkeypatch.setattr(per_layer, "time", lambda fn, x, calls=1: Timing(2.0, 1.9, 2.1, 5))
+    assert [t.ms for t in per_layer.time_group(items)] == [2.0] * 3
+    assert per_layer.settings()["in_graph_events"] is False  # what the table records

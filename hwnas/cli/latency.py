@@ -146,7 +146,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         else args.command_line
     for precision, batch in combos:
         setup = _setup(args, precision, batch)
-        timer = default_timer(setup, quick=args.quick)
+        timer = default_timer(setup, quick=args.quick, in_graph_events=args.in_graph_events)
         per_process = args.layers_per_process if setup.device == "cpu" else 0
         info = device_info(setup)
         out = Path(args.output.format(device=_slug(info["device_name"]), precision=precision, batch=batch,
@@ -450,6 +450,9 @@ def register(sub: Any) -> None:
                    help="CUDA: processes that build, warm up and capture layers side by side (host work: cuDNN "
                    "choosing kernels for each new shape), each replaying with the GPU to itself (default 1)")
     m.add_argument("--quick", action="store_true", help="fewer repeats (for tests)")
+    m.add_argument("--no-in-graph-events", dest="in_graph_events", action="store_false",
+                   help="CUDA: time each layer in a CUDA graph of its own (calls-per-graph calls) instead of groups "
+                   "of layers with timing events inside one graph -- for drivers without in-graph events")
     m.add_argument("-o", "--output", default=DEFAULT_OUT,
                    help="table path; may use {device} {runtime} {precision} {batch} {resolutions} (default: "
                    "%(default)s; {runtime} is empty for torch)")

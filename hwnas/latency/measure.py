@@ -6,9 +6,11 @@ layers back to back with an external (in-graph) timing event between consecutive
 gives one sample of every layer of the group, each as it runs inside a graph -- no launch or replay cost
 is counted per layer (the network model's intercept holds the one launch of a network). Replays repeat
 until the group has run ``layer_target_ms`` of GPU time (between ``min_layer_replays`` and
-``max_layer_replays``); the entry is the median. Where in-graph events are unsupported, each layer gets a
-graph of its own with ``calls`` back-to-back calls. A whole network is captured once per graph, exactly
-as it would be deployed, and timed with events around ``replay``; median over ``replays``.
+``max_layer_replays``); the entry is the median. Where in-graph events are unsupported (a failure at the
+first group says so), ``in_graph_events=False`` (``hwnas latency measure --no-in-graph-events``, recorded
+in the table's timing settings) gives each layer a graph of its own with ``calls`` back-to-back calls.
+A whole network is captured once per graph, exactly as it would be deployed, and timed with events
+around ``replay``; median over ``replays``.
 
 CPU: ``time.perf_counter`` around each call under ``torch.inference_mode``, after warm-up; the median of
 repeats, which run until ``target_s`` seconds or ``max_repeats`` calls (at least ``min_repeats``).
@@ -29,7 +31,6 @@ import platform
 import statistics
 import subprocess
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -275,14 +276,14 @@ class CudaGraphTimer(Timer):
             timings = self._time_group_in_graph(items)
             self._in_graph_worked = True
             return timings
-        except RuntimeError as e:  # a driver/torch without timing events inside graphs: fails at the first group
+        except RuntimeError as e:
             if "out of memory" in str(e).lower() or getattr(self, "_in_graph_worked", False):
-                raise  # a real error, not a missing feature: switching method now would mix two in one table
-            warnings.warn(f"in-graph timing events failed ({str(e).splitlines()[0][:120]}); timing each layer "
-                          "in a graph of its own", stacklevel=2)
-            self.in_graph_events = False
-            torch.cuda.synchronize()
-            return [self.time(fn, x, calls) for fn, x in items]
+                raise
+            # no silent switch of method (other processes, or a resume, would time the same table the other
+            # way, and the table records its method): the user chooses, and the choice is recorded
+            raise RuntimeError(f"in-graph timing events failed at the first group ({str(e).splitlines()[0][:160]}):"
+                               " if this driver lacks them, measure with --no-in-graph-events (one graph per layer)"
+                               ) from e
 
     def _time_group_in_graph(self, items: Sequence[tuple[Callable[[torch.Tensor], Any], torch.Tensor]]
                              ) -> list[Timing]:
@@ -393,10 +394,11 @@ class CpuTimer(Timer):
         return _summary(samples)
 
 
-def default_timer(setup: Setup, quick: bool = False) -> Timer:
+def default_timer(setup: Setup, quick: bool = False, in_graph_events: bool = True) -> Timer:
     if setup.device == "cuda":
-        return CudaGraphTimer(replays=20, layer_target_ms=5.0, min_layer_replays=3, max_layer_replays=10) \
-            if quick else CudaGraphTimer()
+        return CudaGraphTimer(replays=20, layer_target_ms=5.0, min_layer_replays=3, max_layer_replays=10,
+                              in_graph_events=in_graph_events) if quick else \
+            CudaGraphTimer(in_graph_events=in_graph_events)
     return CpuTimer(min_repeats=3, max_repeats=20, target_s=0.02) if quick else CpuTimer()
 
 
