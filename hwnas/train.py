@@ -356,7 +356,7 @@ class Evaluator:
             if not self.device_usable():  # a sticky CUDA error: every later candidate would fail as well
                 why = next((m.failure for m, _ in results if m.failure), "a group")
                 raise EvaluatorError(f"the CUDA device cannot be used any more after {why} (a fresh process gets "
-                                     "a fresh CUDA context)")
+                                     "a fresh CUDA context)", partial=[*out, *(m for m, _ in results)])
             for j, (m, model) in enumerate(results):
                 if on_trained is not None and model is not None:
                     on_trained(i + j, model, m)
@@ -522,7 +522,13 @@ class Evaluator:
 class EvaluatorError(RuntimeError):
     """An evaluator cannot go on: its CUDA device fails every call (a sticky CUDA error), or a pool process
     died while loading its data, or a replacement could not start. (A candidate that fails, or a pool process
-    that dies or whose device breaks while training, is a failed ``Metrics``.)"""
+    that dies while training, is a failed ``Metrics``.) ``partial``: the metrics of the candidates finished
+    before it stopped (a prefix, in order, of those it was given; the group that broke the device included,
+    with its failure), so no finished work is lost."""
+
+    def __init__(self, message: str, partial: Sequence[Metrics] = ()) -> None:
+        super().__init__(message)
+        self.partial = list(partial)
 
 
 class EvaluatorPool:
@@ -640,8 +646,11 @@ class EvaluatorPool:
                 if not retiring:  # a retiring process (its CUDA context broken) ends; its end of file replaces it
                     self._idle.add(rank)
                 if c == call:  # not a leftover of an interrupted call
-                    for i, m in zip(chunks[t], ms, strict=True):
+                    for i, m in zip(chunks[t], ms, strict=False):
                         out[i] = m
+                    if len(ms) < len(chunks[t]):  # not trained (a retiring process): another process will
+                        chunks.append(chunks[t][len(ms):])
+                        pending.append(len(chunks) - 1)
                     done += 1
             else:  # a replacement that could not start: what worked before must still work
                 raise EvaluatorError(f"an evaluator process could not start: {payload}")
@@ -682,10 +691,12 @@ def _pool_worker(rank: int, args: tuple[Any, ...], tasks: Any, results: Any, par
         retiring = False
         try:
             ms = ev.evaluate_many(genotypes, seed)
+        except EvaluatorError as e:  # its CUDA context is broken: what it finished goes back, the rest is dealt
+            ms, retiring = e.partial or [Metrics(g.to_string(), seed, device=device, failure=str(e))
+                                         for g in genotypes], True  # to another; a fresh process replaces this
         except Exception as e:  # not a failing candidate (those come back as Metrics): fail the group, go on
             why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
             ms = [Metrics(g.to_string(), seed, device=device, failure=why) for g in genotypes]
-            retiring = isinstance(e, EvaluatorError)  # its CUDA context is broken: a fresh process replaces it
         results.send(("result", rank, (call, t, ms, retiring)))
         if retiring:
             return

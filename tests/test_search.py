@@ -358,3 +358,22 @@ def test_latency_scale_comes_from_a_reference_the_table_can_price(tmp_path: Path
     assert scale_of(p, "latency") == 1.0
     summary = write_outputs(s.study.trials, p, tmp_path, {})
     assert summary["evaluated"] == 3 and (tmp_path / "pareto.json").is_file()
+
+
+def test_an_evaluator_that_stops_keeps_what_it_finished_and_requeues_the_rest(tmp_path: Path) -> None:
+    from hwnas.search.run import EvaluationStopped
+
+    obj = CheapObjective()
+
+    def breaks_after_one(gs: list[Genotype]) -> list[EvalResult]:
+        raise EvaluationStopped("the CUDA device cannot be used any more", [obj(gs[0])])
+
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    s = create_search(problem(), url, "e", "random", obj, population=4, evaluate_many=breaks_after_one, parallel=3)
+    with pytest.raises(EvaluationStopped):
+        s.run(3)
+    t = s.study.trials
+    assert [tr.state for tr in t] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+    assert t[0].user_attrs["trained"] and all(tr.user_attrs.get("interrupted") for tr in t[1:])
+    again, obj2 = run("random", 3, storage=url, name="e", resume=True, parallel=3)
+    assert again.trained_count() == 3 and sorted(obj2.calls) == sorted(tr.user_attrs["genotype"] for tr in t[1:])

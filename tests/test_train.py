@@ -297,6 +297,9 @@ def test_a_candidate_that_raises_fails_alone_and_a_broken_device_stops_the_evalu
     assert ev.evaluate(TINY, 0).failure == "training failed: ZeroDivisionError: division by zero"
     monkeypatch.undo()
     assert ev.evaluate(TINY, 0).val_acc == ms[0].val_acc  # the evaluator is as good as new
-    monkeypatch.setattr(Evaluator, "device_usable", lambda self: False)  # e.g. after an illegal memory access
-    with pytest.raises(EvaluatorError, match="cannot be used any more after a group"):
-        ev.evaluate(TINY, 0)
+    usable = iter([True, False])  # the device breaks in the second group (e.g. an illegal memory access)
+    monkeypatch.setattr(Evaluator, "device_usable", lambda self: next(usable))
+    with pytest.raises(EvaluatorError, match="cannot be used any more after a group") as stopped:
+        ev.evaluate_many([TINY, TINY2, TINY], 0)
+    assert [m.genotype for m in stopped.value.partial] == [TINY.to_string(), TINY2.to_string()]  # kept
+    assert stopped.value.partial[0].val_acc == ms[0].val_acc

@@ -231,7 +231,7 @@ def cmd_scale_search(args: argparse.Namespace) -> int:
     from hwnas.cli.search import _resize
     from hwnas.cli.train import _has_cuda, load_data
     from hwnas.scaling import scale
-    from hwnas.train import Budget, Evaluator, Recipe
+    from hwnas.train import Budget, Evaluator, EvaluatorError, Recipe
     from hwnas.walker import flops, params
 
     device = ("cuda" if _has_cuda() else "cpu") if args.device == "auto" else args.device
@@ -267,7 +267,11 @@ def cmd_scale_search(args: argparse.Namespace) -> int:
             g = scale(base, width=c.beta, depth=c.alpha)
             proxy = scale(g, width=args.proxy_width)
             bar.update(task, description=f"a={c.alpha:g} b={c.beta:g} g={c.gamma:g} at {res} px")
-            m = evaluators[res].evaluate(proxy, args.seed)
+            try:
+                m = evaluators[res].evaluate(proxy, args.seed)
+            except EvaluatorError as e:  # the device broke (a sticky CUDA error): every later candidate would fail
+                print(f"hwnas: {e}; stopping with {len(rows)} of {len(cands)} candidates", file=sys.stderr)
+                break
             deploy = round8(args.resolution * c.gamma)
             rows.append({**c.to_dict(), "accuracy": m.val_acc, "failure": m.failure, "proxy_resolution": res,
                          "train_seconds": round(m.train_seconds, 2), "deploy_resolution": deploy,

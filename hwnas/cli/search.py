@@ -177,8 +177,7 @@ def study_location(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Path, s
 def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str, study_name: str, run_root: Path,
           args: argparse.Namespace, what: str = "hwnas search") -> int:
     """Run a created search to its trial budget with a progress bar; write and print its outputs."""
-    from hwnas.search.run import SearchStopped
-    from hwnas.train import EvaluatorError
+    from hwnas.search.run import EvaluationStopped, SearchStopped
 
     recovered = search.recover() if args.resume else []
     search.seed_population(int(s["trials"]))
@@ -232,7 +231,7 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
     except SpaceError as e:
         print(f"hwnas: search stopped: {e}", file=err)
         status = 1
-    except EvaluatorError as e:  # the batch in training was failed and re-queued (Search.step)
+    except EvaluationStopped as e:  # the batch's unfinished trials were failed and re-queued (Search.step)
         print(f"hwnas: search stopped: {e}. Every finished trial is in {storage}; continue with: "
               f"{_resume_cmd(study_name, storage, args)}", file=err)
         status = 1
@@ -306,7 +305,7 @@ def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[An
     candidates on the resized images, in this process or (``eval_processes`` > 1) in a pool of processes
     sharing the device, closed on the way out."""
     from hwnas.scaling import scale
-    from hwnas.search.run import EvalResult
+    from hwnas.search.run import EvalResult, EvaluationStopped
     from hwnas.train import Budget, Evaluator, EvaluatorError, EvaluatorPool, Metrics, Recipe
 
     tx, ty, vx, vy = data.split_validation(val_size)
@@ -339,7 +338,12 @@ def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[An
 
     def evaluate_many(gs: list[Any]) -> list[EvalResult]:
         proxies = [scale(g, width=width) for g in gs]
-        return [result(m, p) for m, p in zip(ev.evaluate_many(proxies, seed), proxies, strict=True)]
+        try:
+            ms = ev.evaluate_many(proxies, seed)
+        except EvaluatorError as e:  # what was finished before it stopped is kept (Search.step)
+            raise EvaluationStopped(str(e), [result(m, p) for m, p in zip(e.partial, proxies, strict=False)]) \
+                from None
+        return [result(m, p) for m, p in zip(ms, proxies, strict=True)]
 
     try:
         yield evaluate, evaluate_many

@@ -67,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from hwnas.train import Budget, Evaluator, Recipe
+    from hwnas.train import Budget, Evaluator, EvaluatorError, Metrics, Recipe
 
     try:
         recipe = Recipe(batch_size=args.batch_size, lr=args.lr, drop_path=args.drop_path, dropout=args.dropout,
@@ -102,8 +102,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
                   TimeRemainingColumn(), console=Console(stderr=True)) as bar:
         task = bar.add_task("train", total=None)
-        m = ev.evaluate_many([g], args.seed, progress=lambda s, t: bar.update(task, completed=s, total=t),
-                             on_trained=save)[0]
+        try:
+            m = ev.evaluate_many([g], args.seed, progress=lambda s, t: bar.update(task, completed=s, total=t),
+                                 on_trained=save)[0]
+        except EvaluatorError as e:  # the device broke (a sticky CUDA error): a failed training, said in one line
+            m = e.partial[0] if e.partial else Metrics(g.to_string(), args.seed, device=device, failure=str(e))
     result = {"arch": name, "genotype": g.to_string(), "dataset": data.name, "held_out": held_name,
               f"{held_name}_acc": m.val_acc, **{k: v for k, v in m.to_dict().items() if k not in ("genotype",
                                                                                                    "val_acc")},

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,15 @@ class EvalResult:
 
 Evaluate = Callable[[Genotype], EvalResult]
 EvaluateMany = Callable[[list[Genotype]], list[EvalResult]]
+
+
+class EvaluationStopped(Exception):
+    """The evaluator cannot go on (e.g. its device broke). ``results`` are those it finished first: a prefix,
+    in order, of the genotypes it was given; the trials of the others are interrupted and re-queued."""
+
+    def __init__(self, message: str, results: Sequence[EvalResult] = ()) -> None:
+        super().__init__(message)
+        self.results = list(results)
 
 
 class SearchStopped(Exception):
@@ -192,22 +201,37 @@ class Search:
         for _, g, _, feasible in asked:
             if feasible and g.to_string() not in cache:
                 todo.setdefault(g.to_string(), g)
+        genos = list(todo.values())
+        results: list[EvalResult] = []
         try:
-            genos = list(todo.values())
             if len(genos) > 1 and self.evaluate_many is not None:
                 results = self.evaluate_many(genos)
             else:
-                results = [self.evaluate(g) for g in genos]
-        except BaseException:  # Ctrl-C, or an evaluator that cannot go on: nothing of the batch is lost
+                for g in genos:
+                    results.append(self.evaluate(g))
+        except EvaluationStopped as e:  # what it finished is kept; the rest is interrupted, re-queued on resume
+            self._tell(asked, cache, dict(zip(todo, [*results, *e.results], strict=False)), on_trial)
+            raise
+        except BaseException:  # Ctrl-C: nothing of the batch is lost
             for trial, *_ in asked:
                 trial.set_user_attr("interrupted", True)
                 self.study.tell(trial, state=TrialState.FAIL)
             raise
-        trained = dict(zip(todo, results, strict=True))
+        self._tell(asked, cache, dict(zip(todo, results, strict=True)), on_trial)
+
+    def _tell(self, asked: list[tuple[optuna.Trial, Genotype, dict[str, Any], bool]], cache: dict[str, FrozenTrial],
+              trained: dict[str, EvalResult], on_trial: Callable[[FrozenTrial], None] | None) -> None:
+        """Tell every trial of a batch its outcome; one whose genotype is neither priced out, known nor in
+        ``trained`` (its evaluation stopped) is failed as interrupted."""
+        p = self.problem
         first: dict[str, int] = {}
         for trial, g, costs, feasible in asked:
             key = g.to_string()
             outcome: dict[str, Any]
+            if feasible and key not in cache and key not in trained:
+                trial.set_user_attr("interrupted", True)
+                self.study.tell(trial, state=TrialState.FAIL)
+                continue
             if not feasible:  # priced, never trained
                 outcome = {"acc": 0.0, "trained": False}
             elif key in cache:  # never train a genotype twice
