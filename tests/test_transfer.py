@@ -91,6 +91,12 @@ def test_basic_architecture_selection_under_the_target_budget() -> None:
     assert select_basic(_trials(), wide, "knee").number in {1, 3}
     with pytest.raises(ValueError, match="no trained trial"):
         select_basic(_trials(), Problem(SPACE, ("acc", "flops"), budgets={"flops": 1e6}, num_classes=10))
+    # a reward's target is soft, and the target's own reward ranks: b0 (386M) over a 350M target competes
+    better_b0 = [SourceTrial(0, reference("efficientnet-b0").to_string(), 0.84, {}), *_trials()[1:]]
+    soft = Problem(SPACE, ("acc",), reward="mnas-soft", budgets={"flops": 350e6}, num_classes=10)
+    assert select_basic(better_b0, soft, "reward").number == 0  # 0.84 x (386/350)^-0.07 = 0.834 > b1's 0.796
+    hard = Problem(SPACE, ("acc",), reward="mnas-hard", budgets={"flops": 350e6}, num_classes=10)
+    assert select_basic(better_b0, hard, "reward").number == 3  # 0.84 x (386/350)^-1 = 0.762 < b1's 0.79
 
 
 # ---- CLI, end to end on real images --------------------------------------------------------------------

@@ -54,8 +54,9 @@ class SourceTrial:
 
 def select_basic(trials: Sequence[SourceTrial], problem: Problem, how: str = "reward") -> SourceTrial:
     """The basic architecture among the source study's trained trials, priced by the *target* problem
-    (its resolution and budgets): hard budgets must hold; ``reward`` uses the MnasNet soft reward with the
-    target's main budget as target (plain accuracy if it has none)."""
+    (its resolution and budgets): its hard budgets must hold (a reward's target is soft); ``reward`` ranks by
+    the target's own reward (``mnas-soft``/``mnas-hard``), or for a Pareto target by the MnasNet soft reward
+    with its main budget as target (plain accuracy if it has none)."""
     if how not in SELECTIONS:
         raise TransferError(f"unknown selection {how!r} (choose from {', '.join(SELECTIONS)})")
     priced = []
@@ -66,15 +67,17 @@ def select_basic(trials: Sequence[SourceTrial], problem: Problem, how: str = "re
         except (ValueError, SpaceError):
             continue  # outside the target's space: cannot seed it
         costs = problem.costs(g)
-        if all(costs[k] <= v for k, v in problem.budgets.items()):
+        if problem.feasible(costs):
             priced.append((t, costs))
     if not priced:
         raise TransferError(f"no trained trial of the source study is in the target space and within the target "
                             f"budget(s) {problem.budgets or ''}".rstrip())
     if how == "acc":
         return max(priced, key=lambda p: (p[0].acc, -p[0].number))[0]
-    cost = problem.reward_cost or next(iter(problem.budgets), None) or "flops"
+    cost = problem.reward_cost or next(iter(problem.budgets), None) or problem.cost_axes[0]
     if how == "reward":
+        if problem.reward != "pareto":
+            return max(priced, key=lambda p: (problem.reward_value(p[0].acc, p[1]), -p[0].number))[0]
         target = problem.budgets.get(cost)
         if target is None:
             return max(priced, key=lambda p: (p[0].acc, -p[0].number))[0]
