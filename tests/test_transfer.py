@@ -144,3 +144,18 @@ def test_transfer_bad_input(source: tuple[Path, str], tmp_path: Path, args: list
     r = hwnas("transfer", "--source-storage", storage, *args, "--trials", "1", "--epochs", "0.1", "--device", "cpu",
               "--run-dir", str(tmp_path))
     assert_usage_error(r, fragment)
+
+
+@pytest.mark.parametrize(("line", "fragment"), [
+    ("tournament = 0", "[transfer] tournament must be a number >= 1 (an integer), got 0"),
+    ('quality_lambda = "x"', "[transfer] quality_lambda must be a number >= 0, got 'x'"),
+    ("source_trial = 1.5", "[transfer] source_trial must be a number >= 0 (an integer)"),
+])
+def test_transfer_recipe_values_are_checked_like_flags(tmp_path: Path, line: str, fragment: str) -> None:
+    recipe = tmp_path / "r.toml"
+    shipped = (Path(__file__).resolve().parents[1] / "search" / "transfer-imagenette.toml").read_text()
+    key = line.split(" =")[0]
+    kept = [x for x in shipped.splitlines() if not x.startswith(f"{key} =")]  # the shipped value, replaced
+    recipe.write_text("\n".join(kept).replace("[transfer]", f"[transfer]\n{line}", 1) + "\n")
+    assert_usage_error(hwnas("transfer", "--recipe", str(recipe), "--source-storage", "sqlite:///none.db",
+                             "--source-study", "s", "--device", "cpu", cwd=tmp_path), fragment)

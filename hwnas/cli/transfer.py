@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,14 @@ def transfer_settings(args: argparse.Namespace) -> dict[str, Any]:
     t.setdefault("quality_lambda", 0.5)
     t.setdefault("tournament", 3)
     t.setdefault("elements", ["op", "kernel", "skip", "width", "depth"])
+    if t.get("source_trial") in ("", None):  # the recipe's empty string: no trial named
+        t.pop("source_trial", None)
+    checks = (("source_trial", int, 0), ("tournament", int, 1), ("quality_lambda", (int, float), 0))
+    for key, kind, least in checks:  # recipe values get the checks the flags have
+        v = t.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, kind) or not math.isfinite(v) or v < least):
+            raise UsageError(f"[transfer] {key} must be a number >= {least}{' (an integer)' if kind is int else ''}, "
+                             f"got {v!r}")
     s["transfer"] = t
     s["strategy"] = STRATEGY
     if s.get("dataset") in (None, "", "cifar10") and not s.get("data_dir"):
