@@ -24,6 +24,7 @@ step() {  # step NAME TIMEOUT_S COMMAND...: runs once; NAME.done marks success
     timeout "$limit" "$@" >"$W/$name.log" 2>&1
     local rc=$?
     [ $rc = 0 ] && touch "$W/$name.done"
+    echo $rc >"$W/$name.rc"
     echo "== $(date -u +%T) $name rc=$rc"
 }
 
@@ -32,7 +33,8 @@ table() {  # table PRECISION BATCH: measure (or resume) one H100 table, then val
     [ -e "$t.validation.json" ] && [ -e "$t.validation-r32.json" ] && return 0  # shipped and validated
     step "measure-$p-bs$b" 1200 python3 -m hwnas latency measure --device cuda --precision "$p" --batch-size "$b" \
         --resolution 224,32 --workers "$WORKERS" -o "$t.json"
-    [ -e "$W/measure-$p-bs$b.done" ] || [ "$WORKERS" = 1 ] ||  # workers failed (e.g. out of memory): resume in one
+    # workers failed (e.g. out of memory; not a timeout, whose table a later start resumes): resume in one
+    [ -e "$W/measure-$p-bs$b.done" ] || [ "$WORKERS" = 1 ] || [ "$(cat "$W/measure-$p-bs$b.rc")" = 124 ] ||
         step "measure-$p-bs$b-one-process" 1200 python3 -m hwnas latency measure --device cuda --precision "$p" \
             --batch-size "$b" --resolution 224,32 -o "$t.json"
     [ -e "$t.validation.json" ] || validate "validate-$p-bs$b-r224" --table "$t.json" -n 100 --seed 0
@@ -48,6 +50,7 @@ validate() {  # validate NAME ARGS...: with $WORKERS processes; again in one if 
 }
 
 run() {
+    echo $$ >"$W/pid"  # this job leads its own session (setsid): `start` stops all of it, steps included
     export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 HWNAS_CACHE=$W/cache
     if [ -d .whl ]; then  # optuna, pymoo and their needs (the GPU image lacks them): carry [".whl"]
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -62,7 +65,8 @@ run() {
     # the default proxy's 20 runs and seed noise are in the result file already, so only those train
     step fidelity-long 1500 python3 benchmarks/proxy_fidelity.py --device cuda --data-dir $DATA --proxies "${PROXIES%%,*}"
     # measuring processes (hwnas latency measure --workers): 1 vs 4 vs 8 on cold keys, and do 8 time as 1 does?
-    step measure-workers 420 python3 benchmarks/measure_speed.py --device cuda --precision fp32 --batch-size 1 \
+    [ -e benchmarks/results/measure_workers-cuda-fp32-bs1.json ] ||
+        step measure-workers 420 python3 benchmarks/measure_speed.py --device cuda --precision fp32 --batch-size 1 \
         -n 2000 --workers 1,4,8
     WORKERS=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["recommended_workers"])' \
         benchmarks/results/measure_workers-cuda-fp32-bs1.json 2>/dev/null || echo 1)
@@ -79,7 +83,8 @@ run() {
     [ -e benchmarks/results/train_throughput-cuda.json ] ||
         step throughput 420 python3 benchmarks/train_throughput.py --device cuda --data-dir $DATA
     # which blocks the batch-1 table misjudges inside a network (prefix timings; ~1.5 min)
-    step layer-context 300 python3 benchmarks/layer_context.py --table latency_tables/h100-fp16-bs1-r224-32.json -n 16
+    [ -e benchmarks/results/layer_context-h100-fp16-bs1-r224-32-r224.json ] ||
+        step layer-context 300 python3 benchmarks/layer_context.py --table latency_tables/h100-fp16-bs1-r224-32.json -n 16
     # do other processes' training hide a fresh candidate's set-up? (~3 min; before the other proxies)
     [ -e benchmarks/results/proxy_cost-cuda.json ] ||
         step proxy-cost 420 python3 benchmarks/proxy_cost.py --device cuda --data-dir $DATA --processes 1,3
@@ -89,10 +94,19 @@ run() {
     touch "$W/finished"
 }
 
+pack() {  # results and logs into $OUT (written aside, then moved: never a half-written archive)
+    [ -n "${OUT:-}" ] || return 0
+    tar -czf "$OUT/.results.tgz" -C "$W/src" latency_tables benchmarks/results 2>/dev/null &&
+        mv "$OUT/.results.tgz" "$OUT/results.tgz"
+    tar -czf "$OUT/.logs.tgz" -C "$W" $(cd "$W" && ls ./*.log ./*.txt 2>/dev/null) && mv "$OUT/.logs.tgz" "$OUT/logs.tgz"
+    return 0
+}
+
 case ${1:-} in
 start)
     mkdir -p "$W/src"
-    [ -e "$W/pid" ] && kill -- -"$(cat "$W/pid")" 2>/dev/null && sleep 2  # a running job and its children
+    # a running job: its whole session (each step's `timeout` runs in a process group of its own)
+    [ -e "$W/pid" ] && pkill -s "$(cat "$W/pid")" 2>/dev/null && sleep 2
     rm -f "$W/finished"
     if [ -e "$W/src/hwnas" ]; then  # fresh code, keep what earlier runs produced
         tar -c --exclude=./latency_tables --exclude=./benchmarks/results --exclude=./.git . | tar -x -C "$W/src"
@@ -103,13 +117,17 @@ start)
         [ -e "$f" ] && [ ! -e "$W/src/latency_tables/$(basename "$f")" ] && cp "$f" "$W/src/latency_tables/"
     done
     cd "$W/src" && setsid nohup bash benchmarks/gpu_session.sh run >>"$W/session.log" 2>&1 </dev/null &
-    echo $! >"$W/pid"
     echo "started in $W/src"
     ;;
 run) run ;;
 poll)
     end=$((SECONDS + ${2:-60}))
-    while [ $SECONDS -lt $end ] && [ ! -e "$W/finished" ] && pgrep -f "gpu_session.sh run" >/dev/null; do sleep 5; done
+    packed=$SECONDS
+    while [ $SECONDS -lt $end ] && [ ! -e "$W/finished" ] && pgrep -f "gpu_session.sh run" >/dev/null; do
+        sleep 5
+        # what is there so far goes into $OUT every minute: a call cut off by the device budget still returns it
+        [ $((SECONDS - packed)) -ge 60 ] && pack && packed=$SECONDS
+    done
     cat "$W/session.log"
     for f in "$W"/*.log; do
         [ "$f" = "$W/session.log" ] && continue
@@ -117,10 +135,7 @@ poll)
     done
     for f in "$W"/src/latency_tables/h100-*.json; do [ -e "$f" ] && echo "$(basename "$f"): $(wc -l <"$f") lines"; done
     [ -e "$W/finished" ] && echo FINISHED
-    if [ -n "${OUT:-}" ]; then
-        tar -czf "$OUT/results.tgz" -C "$W/src" latency_tables benchmarks/results 2>/dev/null
-        tar -czf "$OUT/logs.tgz" -C "$W" $(cd "$W" && ls ./*.log ./*.txt 2>/dev/null)
-    fi
+    pack
     ;;
 *) echo "usage: $0 start|run|poll SECONDS" >&2; exit 2 ;;
 esac

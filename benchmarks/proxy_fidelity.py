@@ -195,10 +195,11 @@ def main() -> None:
             done = [g for g in names if g in got and g in lg and got[g]["val_acc"] is not None
                     and lg[g]["val_acc"] is not None]
             row: dict[str, Any] = {"n": len(done)}
-            if got:
-                walls = [m["extra"]["group_wall_seconds"] / m["extra"]["group_size"] for m in got.values()]
+            timed = [m for m in got.values() if "group_wall_seconds" in m["extra"]]  # a group failed whole: none
+            if timed:  # a candidate that failed to build has no group size: it cost its group's time alone
+                walls = [m["extra"]["group_wall_seconds"] / m["extra"].get("group_size", 1) for m in timed]
                 row["candidates_per_gpu_hour"] = round(3600 / float(np.mean(walls)), 1)
-                train = [m["train_seconds"] / m["extra"]["group_size"] for m in got.values()]
+                train = [m["train_seconds"] / m["extra"].get("group_size", 1) for m in timed]
                 row["training_only_candidates_per_gpu_hour"] = round(3600 / float(np.mean(train)), 1)
             if len(done) >= 3:
                 px = [got[g]["val_acc"] for g in done]
@@ -210,17 +211,24 @@ def main() -> None:
         res |= {"n": main_row.get("n", 0), "kendall_tau": main_row.get("kendall_tau"),
                 "candidates_per_gpu_hour": main_row.get("candidates_per_gpu_hour")}
         if state["noise"]:
-            stds = [float(np.std(v, ddof=1)) for v in state["noise"].values() if len(v) >= 2]
+            runs = [[x for x in v if x is not None] for v in state["noise"].values()]
+            stds = [float(np.std(v, ddof=1)) for v in runs if len(v) >= 2]
             res["proxy_noise_std"] = round(float(np.mean(stds)), 4) if stds else None
         return res | state
 
     def save() -> None:
         write_json(out, summary())
 
-    def run(ev: Evaluator, todo: list[tuple[str, Any]], store: dict[str, Any], seed: int) -> None:
+    def run(ev: Evaluator, todo: list[tuple[str, Any]], store: dict[str, Any], seed: int,
+            keep_failures: bool = True) -> None:
+        """Train ``todo`` in groups of 4, saving after each; failed long runs and references are not stored
+        (``keep_failures`` False: a later start trains them again rather than leaving n short for good)."""
         while todo and time.monotonic() < deadline:
             batch, todo = todo[:4], todo[4:]
             for (key, _), m in zip(batch, ev.evaluate_many([g for _, g in batch], seed), strict=True):
+                if m.failure and not keep_failures:
+                    print(f"{key}: failed ({m.failure}); not stored, trained again by the next start", flush=True)
+                    continue
                 store[key] = m.to_dict()
             save()
 
@@ -230,9 +238,9 @@ def main() -> None:
         long = Evaluator((data.train_x, data.train_y), (data.test_x, data.test_y), 10,
                          Budget(epochs=a.long_epochs), long_recipe, a.device)
         run(long, [(n, g) for n, g in zip(names, archs, strict=True) if n not in state["long"]], state["long"],
-            a.seed)
+            a.seed, keep_failures=False)
         run(long, [(n, reference(n)) for n in REFERENCES if n not in state["references"]], state["references"],
-            a.seed)
+            a.seed, keep_failures=False)
         del long
     for k in proxies:
         ev = Evaluator(train_subset(k), (vx, vy), 10, Budget(epochs=spec[k].epochs), recipe(k), a.device)
