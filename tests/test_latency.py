@@ -745,3 +745,14 @@ def test_cuda_timer_never_switches_method_silently(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(per_layer, "time", lambda fn, x, calls=1: Timing(2.0, 1.9, 2.1, 5))
     assert [t.ms for t in per_layer.time_group(items)] == [2.0] * 3
     assert per_layer.settings()["in_graph_events"] is False  # what the table records
+
+
+def test_error_stats_are_strict_json() -> None:
+    from hwnas.latency.table import error_stats
+
+    s = error_stats([1.0, 2.05, 2.9, 4.4], [1.0, 2.0, 3.0, 4.0])
+    assert s["n"] == 4 and s["spearman"] == 1.0 and s["within_5pct"] == 75.0
+    assert s["mape"] == pytest.approx((0 + 2.5 + 100 / 30 + 10) / 4) and s["max_error"] == pytest.approx(10)
+    assert error_stats([1.0, 2.0], [1.0, 2.0])["spearman"] is None  # undefined: not NaN, which JSON lacks
+    assert error_stats([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])["spearman"] is None
+    json.loads(json.dumps(error_stats([1.0, 2.0], [1.0, 2.0])), parse_constant=lambda c: 1 / 0)

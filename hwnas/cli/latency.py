@@ -250,6 +250,10 @@ def _timer_from(table: LatencyTable, setup: Any) -> Any:
     return CudaGraphTimer(**t) if setup.device == "cuda" else CpuTimer(**t)
 
 
+def _num(x: float | None, fmt: str) -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     table = load_table(args.table)
     md = table.metadata
@@ -352,7 +356,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         print(f"{table.source} at {res}px, {report['n']} networks: MAPE {report['mape']:.2f}%, max "
               f"{report['max_error']:.2f}%, {report['within_5pct']:.0f}% within +-5%, Spearman "
-              f"{report['spearman']:.4f}, bias {report['bias']:+.2f}% (naive sum: MAPE "
+              f"{_num(report['spearman'], '.4f')}, bias {report['bias']:+.2f}% (naive sum: MAPE "
               f"{report['naive_sum']['mape']:.2f}%); "
               f"report: {prefix}.{{json,csv,png}}")
     return 0
@@ -376,7 +380,7 @@ def _scatter(rows: list[dict[str, Any]], report: dict[str, Any], path: Path) -> 
     ax.scatter(m, [r["naive_sum_ms"] for r in rows], s=10, c="tab:orange", alpha=0.6,
                label=f"naive sum (MAPE {report['naive_sum']['mape']:.1f} %)")
     ax.scatter(m, [r["predicted_ms"] for r in rows], s=12, c="tab:blue",
-               label=f"hwnas (MAPE {report['mape']:.2f} %, ρ {report['spearman']:.3f})")
+               label=f"hwnas (MAPE {report['mape']:.2f} %, ρ {_num(report['spearman'], '.3f')})")
     ax.set(xlabel="measured latency (ms)", ylabel="predicted latency (ms)", xlim=(lo, hi), ylim=(lo, hi),
            title=f"{report['device']}\n{_runtime_words(report)}{report['precision']}, batch {report['batch_size']}, "
                  f"{report['resolution']} px, {report['n']} networks")

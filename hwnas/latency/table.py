@@ -346,16 +346,19 @@ def _finite_positive(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
-def error_stats(predicted: Iterable[float], measured: Iterable[float]) -> dict[str, float]:
-    """MAPE (%), max |error| (%), share within +-5 % (%), Spearman rank correlation, and the mean signed
-    error (%, ``bias``: positive = predictions too high)."""
+def error_stats(predicted: Iterable[float], measured: Iterable[float]) -> dict[str, float | None]:
+    """MAPE (%), max |error| (%), share within +-5 % (%), Spearman rank correlation (None where undefined:
+    fewer than 3 networks or constant values -- reports are strict JSON), and the mean signed error (%,
+    ``bias``: positive = predictions too high)."""
     from scipy.stats import spearmanr
 
     p = np.asarray(list(predicted), dtype=float)
     m = np.asarray(list(measured), dtype=float)
     signed = (p - m) / m * 100
     err = np.abs(signed)
-    rho = float(spearmanr(p, m).statistic) if len(p) > 2 else float("nan")
+    rho: float | None = float(spearmanr(p, m).statistic) if len(p) > 2 else None
+    if rho is not None and not math.isfinite(rho):
+        rho = None
     return {"n": len(p), "mape": float(err.mean()), "max_error": float(err.max()),
             "within_5pct": float((err <= 5).mean() * 100), "spearman": rho, "bias": float(signed.mean())}
 
