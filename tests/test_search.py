@@ -377,3 +377,29 @@ def test_an_evaluator_that_stops_keeps_what_it_finished_and_requeues_the_rest(tm
     assert t[0].user_attrs["trained"] and all(tr.user_attrs.get("interrupted") for tr in t[1:])
     again, obj2 = run("random", 3, storage=url, name="e", resume=True, parallel=3)
     assert again.trained_count() == 3 and sorted(obj2.calls) == sorted(tr.user_attrs["genotype"] for tr in t[1:])
+
+
+def test_a_requeued_trial_keeps_what_the_strategy_said_of_its_proposal(tmp_path: Path) -> None:
+    """Search.annotate (e.g. EAT-NAS lineage) describes a proposal; the re-queued copy of an interrupted trial
+    is not proposed by the strategy again, so it carries its original's annotation."""
+    class Interrupting(CheapObjective):
+        def many(self, gs: list[Genotype]) -> list[EvalResult]:
+            if self.batches:
+                raise KeyboardInterrupt
+            return super().many(gs)
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    obj = Interrupting()
+    s = create_search(problem(), url, "a", "random", obj, population=4, evaluate_many=obj.many, parallel=2)
+    said = iter(range(100))
+    s.annotate = lambda x: {"proposal": next(said)}
+    with pytest.raises(KeyboardInterrupt):
+        s.run(4)
+    before = {tr.user_attrs["genotype"]: tr.user_attrs["proposal"] for tr in s.study.trials}
+    again = create_search(problem(), url, "a", "random", CheapObjective(), population=4, resume=True)
+    again.annotate = lambda x: {"proposal": "wrong"}  # what a fresh process would say without the strategy's memory
+    assert len(again.recover()) == 2
+    again.run(5)
+    redone = [tr for tr in again.study.trials[4:6]]
+    assert all(tr.user_attrs["proposal"] == before[tr.user_attrs["genotype"]] for tr in redone)
+    assert again.study.trials[-1].user_attrs["proposal"] == "wrong"  # a fresh proposal is described afresh

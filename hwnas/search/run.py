@@ -40,6 +40,9 @@ Evaluate = Callable[[Genotype], EvalResult]
 EvaluateMany = Callable[[list[Genotype]], list[EvalResult]]
 
 
+ANNOTATED = "annotated"  # user attribute: the keys ``Search.annotate`` set on a trial
+
+
 class EvaluationStopped(Exception):
     """The evaluator cannot go on (e.g. its device broke). ``results`` are those it finished first: a prefix,
     in order, of the genotypes it was given; the trials of the others are interrupted and re-queued."""
@@ -124,7 +127,11 @@ class Search:
                 storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             lost = dead or (t.state == TrialState.FAIL and t.user_attrs.get("interrupted"))
             if lost and t.params and t.number not in requeued:
-                self.study.enqueue_trial(t.params, skip_if_exists=False)
+                # what the strategy said of the proposal (e.g. its lineage) goes with it: no strategy sees
+                # the re-queued copy, whose parameters are fixed
+                said = {k: t.user_attrs[k] for k in t.user_attrs.get(ANNOTATED, []) if k in t.user_attrs}
+                self.study.enqueue_trial(t.params, user_attrs={**said, ANNOTATED: list(said)} if said else None,
+                                         skip_if_exists=False)
                 requeued.add(t.number)
                 recovered.append(t.number)
         if recovered:
@@ -179,8 +186,11 @@ class Search:
                 choices = {name: trial.suggest_categorical(name, list(opts)) for name, opts in sp.dims}
                 x = sp.from_choices(choices)
                 g = sp.decode(x)
-                for key, v in (self.annotate(x) if self.annotate else {}).items():
-                    trial.set_user_attr(key, v)
+                said = self.annotate(x) if self.annotate else {}
+                if said and ANNOTATED not in trial.user_attrs:  # a re-queued trial keeps what its original said
+                    for key, v in said.items():
+                        trial.set_user_attr(key, v)
+                    trial.set_user_attr(ANNOTATED, sorted(said))
                 costs = p.costs(g)
                 attrs: dict[str, Any] = {"genotype": g.to_string(), "flops": costs["flops"],
                                          "params": costs["params"], "feasible": p.feasible(costs)}

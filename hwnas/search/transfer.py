@@ -208,7 +208,7 @@ class EATEvolution:
             x, tr = self.gen.offspring(parent)
             info = {"transformation": tr.describe(), "parent_genotype": self.space.decode(parent).to_string()}
         info["generation"] = (self.asked - 1) // self.population
-        self.lineage.setdefault(x.tobytes(), info)
+        self.lineage[x.tobytes()] = info  # this proposal's (a vector asked again has another parent)
         return x
 
     def _parent(self) -> np.ndarray:
