@@ -82,6 +82,8 @@ def test_bad_json_and_bad_recipe_files(tmp_path: Path) -> None:
     assert_usage_error(hwnas("space", "info", "--recipe", str(toml)), "is not valid TOML")
     toml.write_text("[space]\nkernels = [2]\n")
     assert_usage_error(hwnas("space", "info", "--recipe", str(toml)), "kernels must be odd")
+    toml.write_bytes(b'name = "\xff"\n')  # not UTF-8
+    assert_usage_error(hwnas("space", "info", "--recipe", str(toml)), "is not valid TOML: 'utf-8' codec")
 
 
 def test_space_info_and_sample() -> None:

@@ -4,6 +4,7 @@ the sidecar, checkpoints, a real Optuna study's winners, and bad input; ``hwnas 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,13 @@ def test_cli_export_study_bad_input(study_url: str, tmp_path: Path) -> None:
     assert_usage_error(hwnas("export", "--storage", missing, "--study-name", "winners", "--pareto", "-o",
                              str(tmp_path / "d")), "no such study storage")
     assert not (tmp_path / "nope.db").exists()
+    other = tmp_path / "other.db"  # somebody else's SQLite database: refused, and left as it was
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE t (x)")
+    assert_usage_error(hwnas("export", "--storage", f"sqlite:///{other}", "--study-name", "winners", "--pareto",
+                             "-o", str(tmp_path / "d")), "is not an Optuna study storage")
+    with sqlite3.connect(other) as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("t",)]
     (tmp_path / "file").write_text("x")
     assert_usage_error(hwnas("export", "--storage", study_url, "--study-name", "winners", "--pareto", "-o",
                              str(tmp_path / "file")), "is not a directory")

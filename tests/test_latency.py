@@ -578,6 +578,9 @@ def test_bad_tables_and_options(tiny_table: Path, tmp_path: Path) -> None:
                        "--workers needs --device cuda")
     assert_usage_error(hwnas("latency", "validate", "--table", str(tiny_table), "--workers", "2"),
                        "--workers needs a CUDA table")
+    (tmp_path / "afile").write_text("x")
+    assert_usage_error(hwnas("latency", "validate", "--table", str(tiny_table), "-o", str(tmp_path / "afile" / "r")),
+                       "cannot write the validation report to")  # before any network is timed
     assert_usage_error(hwnas("latency", "measure", "--batch-size", "1,8", "-o", str(tmp_path / "x.json")),
                        "need {precision}/{batch} in -o")
 

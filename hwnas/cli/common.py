@@ -99,7 +99,7 @@ def load_recipe(path: str | None) -> dict[str, Any]:
     try:
         with p.open("rb") as f:
             return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"recipe {path} is not valid TOML: {e}") from None
     except OSError as e:
         raise UsageError(f"cannot read recipe {path}: {e}") from None
@@ -153,8 +153,12 @@ def open_study(storage: str, name: str) -> Any:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
-        raise UsageError(f"no such study storage: {storage} (file not found)")
+    if storage.startswith("sqlite:///"):
+        path = Path(storage.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise UsageError(f"no such study storage: {storage} (file not found)")
+        if not _is_optuna_sqlite(path):  # opening it would write Optuna's tables into someone else's database
+            raise UsageError(f"{storage} is not an Optuna study storage (no studies table)")
     try:
         names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     except Exception as e:  # a broken URL or database
@@ -162,3 +166,15 @@ def open_study(storage: str, name: str) -> Any:
     if name not in names:
         raise UsageError(f"no study {name!r} in {storage} (studies: {', '.join(sorted(names)) or 'none'})")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def _is_optuna_sqlite(path: Path) -> bool:
+    """Whether an SQLite file holds Optuna's tables (looked at read-only)."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='studies'").fetchone() \
+                is not None
+    except sqlite3.Error:
+        return False

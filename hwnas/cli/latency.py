@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import shlex
 import statistics
 import sys
@@ -230,8 +231,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     ms = table.predict(g, res)
     s, n = table.layer_sum(g, res)
     d = {"arch": name, "genotype": g.to_string(), "table": table.source, "device": table.metadata["device_name"],
-         "precision": table.metadata["precision"], "batch_size": table.metadata["batch_size"], "resolution": res,
-         "latency_ms": ms, "layer_sum_ms": s, "layers": n}
+         "runtime": table.runtime, "precision": table.metadata["precision"],
+         "batch_size": table.metadata["batch_size"], "resolution": res, "latency_ms": ms, "layer_sum_ms": s,
+         "layers": n}
     if args.json:
         print(json.dumps(d, indent=2))
     else:
@@ -288,6 +290,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
               f"validating with {allocator['host_allocator']!r}", file=sys.stderr)
     res = args.resolution or table.resolutions[0]
     table.check_resolution(res)
+    prefix = args.output or str(Path(table.source).with_suffix("")) + ".validation" + \
+        ("" if res == table.resolutions[0] else f"-r{res}")  # the shipped reports' names
+    where = Path(prefix).parent
+    try:  # found now, not after minutes of timing
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot write the validation report to {where}/: {e.strerror}; pass -o PREFIX") from None
+    if not os.access(where, os.W_OK):
+        raise UsageError(f"cannot write the validation report to {where}/ (not writable): pass -o PREFIX")
     calib = {row["genotype"] for row in table.calibration}
     nets = random_genotypes(space, args.n, args.seed, exclude=calib)
     timer = _timer_from(table, setup)
@@ -343,7 +354,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "table_measure_seconds": md.get("measure_seconds"), "entries": len(table.entries),
         "date": now_iso(), "command": "hwnas " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
-    prefix = args.output or str(Path(table.source).with_suffix("")) + ".validation"
     write_text_atomic(Path(f"{prefix}.json"), json.dumps(report, indent=2) + "\n")
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -475,7 +485,8 @@ def register(sub: Any) -> None:
     v.add_argument("--seed", type=non_negative_int, default=0)
     v.add_argument("--resolution", type=positive_int, default=None)
     v.add_argument("--recipe", help="check the table was measured for this recipe's space")
-    v.add_argument("-o", "--output", default=None, help="report prefix (default: TABLE.validation)")
+    v.add_argument("-o", "--output", default=None,
+                   help="report prefix (default: TABLE.validation, TABLE.validation-rRES at another resolution)")
     v.add_argument("--workers", type=positive_int, default=1,
                    help="CUDA tables: processes that build, warm up and capture networks side by side, each "
                    "timing with the GPU to itself (default 1)")
