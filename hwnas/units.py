@@ -6,9 +6,9 @@ import math
 import re
 
 _COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*$")
-_TIME = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ms|us|µs|s)?\s*$")
+_TIME = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ms|us|µs|μs|s)?\s*$", re.IGNORECASE)
 _SI = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-_SECONDS = {"s": 1e3, "ms": 1.0, "us": 1e-3, "µs": 1e-3}
+_SECONDS = {"s": 1e3, "ms": 1.0, "us": 1e-3, "µs": 1e-3, "μs": 1e-3}  # micro sign and Greek mu
 
 
 def parse_count(text: str) -> float:
@@ -27,7 +27,7 @@ def parse_ms(text: str) -> float:
     m = _TIME.match(str(text))
     if not m:
         raise ValueError(f"not a duration: {text!r} (e.g. 1.5ms, 800us)")
-    v = float(m.group(1)) * _SECONDS[m.group(2) or "ms"]
+    v = float(m.group(1)) * _SECONDS[(m.group(2) or "ms").lower()]
     if not v > 0 or not math.isfinite(v):
         raise ValueError(f"a duration must be positive: {text!r}")
     return v

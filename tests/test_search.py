@@ -253,6 +253,8 @@ def test_units() -> None:
     assert parse_count("400M") == parse_count("0.4G") == parse_count("4e8") == 4e8
     assert parse_count("6m") == 6e6 and parse_count("1500k") == 1.5e6 and parse_count("123") == 123
     assert parse_ms("1.5ms") == 1.5 and parse_ms("800us") == pytest.approx(0.8) and parse_ms("0.002s") == 2.0
+    assert parse_ms("800\u00b5s") == parse_ms("800\u03bcs") == pytest.approx(0.8)  # micro sign, Greek mu
+    assert parse_ms("1.5MS") == 1.5 and parse_ms("2S") == 2000.0  # like counts, case does not matter
     for bad in ("", "4x", "-1M", "M", "0"):
         with pytest.raises(ValueError):
             parse_count(bad)
