@@ -356,7 +356,8 @@ def error_stats(predicted: Iterable[float], measured: Iterable[float]) -> dict[s
     m = np.asarray(list(measured), dtype=float)
     signed = (p - m) / m * 100
     err = np.abs(signed)
-    rho: float | None = float(spearmanr(p, m).statistic) if len(p) > 2 else None
+    defined = len(p) > 2 and np.ptp(p) > 0 and np.ptp(m) > 0  # ranks of a constant are no ranking
+    rho: float | None = float(spearmanr(p, m).statistic) if defined else None
     if rho is not None and not math.isfinite(rho):
         rho = None
     return {"n": len(p), "mape": float(err.mean()), "max_error": float(err.max()),
