@@ -37,10 +37,11 @@ from hwnas.latency.table import (
 )
 
 DEFAULT_OUT = "latency_tables/{device}{runtime}-{precision}-bs{batch}-r{resolutions}.json"
+SOFTWARE = ("torch", "cuda", "cudnn", "onnxruntime")  # versions recorded in a table's metadata
 SETTINGS_CHECKED = ("device", "runtime", "precision", "batch_size", "resolutions", "num_classes",
                     "space_fingerprint", "channels_last", "threads", "timing", "host_allocator", "cuda_math",
                     "calibration_seed",  # another seed's networks would join the fit unrecorded; more of them may
-                    "torch", "cuda", "cudnn", "onnxruntime")  # other kernels: entries of two versions would mix
+                    *SOFTWARE)  # other kernels: entries of two versions would mix
 PROBE_EVERY = 10  # validate (CPU tables): time the table's probe network before every 10th network
 PROBE_WARN = 0.05  # and warn when its median moved more than 5 % from the table's
 
@@ -280,7 +281,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if math_here and md.get("cuda_math") and math_here != md["cuda_math"]:
         print(f"hwnas: warning: table measured with CUDA math {md['cuda_math']}, validating with {math_here}",
               file=sys.stderr)
-    software = [f"{k} {md[k]} here {info_here.get(k)}" for k in ("torch", "cuda", "cudnn", "onnxruntime")
+    software = [f"{k} {md[k]} here {info_here.get(k)}" for k in SOFTWARE
                 if md.get(k) is not None and md.get(k) != info_here.get(k)]
     if software:
         print(f"hwnas: warning: table measured with other software ({'; '.join(software)})", file=sys.stderr)

@@ -267,6 +267,7 @@ class CudaGraphTimer(Timer):
         self.layer_target_ms, self.min_layer_replays, self.max_layer_replays = (
             layer_target_ms, min_layer_replays, max_layer_replays)
         self.in_graph_events = in_graph_events
+        self._in_graph_worked = False  # a group was timed in-graph (private: not a setting)
 
     def time_group(self, items: Sequence[tuple[Callable[[torch.Tensor], Any], torch.Tensor]],
                    calls: int = 1) -> list[Timing]:
@@ -277,7 +278,7 @@ class CudaGraphTimer(Timer):
             self._in_graph_worked = True
             return timings
         except RuntimeError as e:
-            if "out of memory" in str(e).lower() or getattr(self, "_in_graph_worked", False):
+            if "out of memory" in str(e).lower() or self._in_graph_worked:
                 raise
             # no silent switch of method (other processes, or a resume, would time the same table the other
             # way, and the table records its method): the user chooses, and the choice is recorded

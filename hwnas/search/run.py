@@ -202,9 +202,7 @@ class Search:
                 asked.append((trial, g, costs, attrs["feasible"]))
                 trial = None
         except BaseException:  # no proposal (a strategy out of feasible points), Ctrl-C: none left RUNNING
-            for t in [a[0] for a in asked] + ([trial] if trial is not None else []):
-                t.set_user_attr("interrupted", True)  # re-queued on resume where it has its parameters
-                self.study.tell(t, state=TrialState.FAIL)
+            self._interrupt([a[0] for a in asked] + ([trial] if trial is not None else []))
             raise
         cache = self.cache()
         todo: dict[str, Genotype] = {}  # genotype string -> genotype, trained once however often asked
@@ -223,11 +221,15 @@ class Search:
             self._tell(asked, cache, dict(zip(todo, [*results, *e.results], strict=False)), on_trial)
             raise
         except BaseException:  # Ctrl-C: nothing of the batch is lost
-            for trial, *_ in asked:
-                trial.set_user_attr("interrupted", True)
-                self.study.tell(trial, state=TrialState.FAIL)
+            self._interrupt([a[0] for a in asked])
             raise
         self._tell(asked, cache, dict(zip(todo, results, strict=True)), on_trial)
+
+    def _interrupt(self, trials: list[optuna.Trial]) -> None:
+        """Fail ``trials`` as interrupted: re-queued on resume (those with their parameters), not counted."""
+        for t in trials:
+            t.set_user_attr("interrupted", True)
+            self.study.tell(t, state=TrialState.FAIL)
 
     def _tell(self, asked: list[tuple[optuna.Trial, Genotype, dict[str, Any], bool]], cache: dict[str, FrozenTrial],
               trained: dict[str, EvalResult], on_trial: Callable[[FrozenTrial], None] | None) -> None:
@@ -239,8 +241,7 @@ class Search:
             key = g.to_string()
             outcome: dict[str, Any]
             if feasible and key not in cache and key not in trained:
-                trial.set_user_attr("interrupted", True)
-                self.study.tell(trial, state=TrialState.FAIL)
+                self._interrupt([trial])
                 continue
             if not feasible:  # priced, never trained
                 outcome = {"acc": 0.0, "trained": False}
