@@ -115,6 +115,18 @@ def test_coefficient_family_math() -> None:
     assert ratio == pytest.approx(c.product, rel=0.1)
 
 
+def test_depth_only_scaling_keeps_channels_off_the_divisor() -> None:
+    from hwnas.genotype import parse_genotype
+    from hwnas.scaling import scale
+
+    g = parse_genotype("swish,stem20,ds_r1_k3_s1_c12,ir_r2_k5_s2_e6_c20,head1000")
+    deeper = scale(g, width=1.0, depth=1.5)
+    assert (deeper.stem, deeper.head) == (20, 1000)
+    assert [(s.channels, s.repeats) for s in deeper.stages] == [(12, 2), (20, 3)]
+    wider = scale(g, width=1.1, depth=1.0)
+    assert (wider.stem, [s.channels for s in wider.stages]) == (24, [16, 24])
+
+
 def test_explicit_multipliers_are_verbatim() -> None:
     fam = family_from_multipliers(B0, [(1.0, 1.0, 224), (1.1, 1.2, 260)], num_classes=10)
     assert [m.resolution for m in fam] == [224, 260] and [m.name for m in fam] == ["M0", "M1"]

@@ -44,6 +44,22 @@ def test_offspring_change_one_element_and_cover_all_five() -> None:
     assert seen == set(ELEMENTS)
 
 
+def test_width_and_depth_steps_follow_value_order_not_listed_order() -> None:
+    d = SPACE.to_dict()
+    d["width_factors"], d["depth_factors"] = [1.25, 0.75, 1.0], [1.5, 1.0, 1.25]
+    for st in d["stages"]:
+        st["widths"], st["layers"] = list(reversed(st["widths"])), list(reversed(st["layers"]))
+    space = SearchSpace.from_dict(d)
+    gen = OffspringGenerator(space, np.random.default_rng(0), _always, elements=("width", "depth"))
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        parent = rng.integers(0, space.upper_bounds + 1)
+        child, tr = gen.offspring(parent)
+        i = int(np.flatnonzero(child != parent)[0])
+        values = sorted(space.dims[i][1])
+        assert abs(values.index(tr.after) - values.index(tr.before)) == 1, tr
+
+
 def test_offspring_respect_the_budget_and_give_up_cleanly() -> None:
     limit = flops(reference("efficientnet-b0"), 224)
     gen = OffspringGenerator(SPACE, np.random.default_rng(1), lambda x: flops(SPACE.decode(x), 224) <= limit)

@@ -145,9 +145,10 @@ class OffspringGenerator:
         cur = int(x[i])
         if len(opts) < 2:
             return x.copy(), Transformation(element, "none", None, None)
-        if element in ("width", "depth"):  # ordered choices: one step up or down
-            steps = [j for j in (cur - 1, cur + 1) if 0 <= j < len(opts)]
-            new = int(self.rng.choice(steps))
+        if element in ("width", "depth"):  # ordered choices: one step up or down in value, whatever their listed order
+            order = sorted(range(len(opts)), key=lambda j: opts[j])
+            pos = order.index(cur)
+            new = int(self.rng.choice([order[p] for p in (pos - 1, pos + 1) if 0 <= p < len(order)]))
         else:
             new = int(self.rng.choice([j for j in range(len(opts)) if j != cur]))
         child = x.copy()
