@@ -135,6 +135,11 @@ def test_cli_export_a_trained_checkpoint(tmp_path: Path) -> None:
                        "was trained at 32 px (stem stride 1); at 224 px the stem strides 2: another network")
     r = hwnas("export", "--weights", str(ckpt), "--resolution", "64", "-o", str(tmp_path / "m64.onnx"), "--no-latency")
     assert r.returncode == 0, r.stderr  # still the small-input network
+    bare = tmp_path / "bare.pt"  # a state_dict without genotype: ARCH is needed, and only shapes can be checked
+    torch.save({k: v for k, v in saved.items() if k != "genotype"}, bare)
+    assert_usage_error(hwnas("export", "--weights", str(bare), "-o", str(tmp_path / "x.onnx")), "carries no genotype")
+    r = hwnas("export", arch, "--weights", str(bare), "-o", str(tmp_path / "bare.onnx"), "--no-latency")
+    assert r.returncode == 0 and "matched to ARCH by parameter names and shapes only" in r.stderr, r.stderr
 
 
 @pytest.fixture(scope="module")

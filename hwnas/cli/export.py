@@ -185,6 +185,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             g = ck_g
         elif ck_g is not None and ck_g.normalized() != g.normalized():
             raise UsageError(f"checkpoint {args.weights} holds {ck_g.to_string()}, not ARCH {g.to_string()}")
+        elif ck_g is None:
+            print(f"hwnas: warning: checkpoint {args.weights} carries no genotype: its weights are matched to ARCH "
+                  "by parameter names and shapes only (activation and skips cannot be checked)", file=sys.stderr)
         ck_classes = ckpt.get("num_classes")
         if args.num_classes and ck_classes and args.num_classes != ck_classes:
             raise UsageError(f"--num-classes {args.num_classes} but checkpoint {args.weights} has {ck_classes}")
