@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +174,10 @@ def test_evaluator_pool_deals_candidates_out_and_survives_a_dead_process(small) 
         EvaluatorPool(small[0], small[1], 10, Budget(epochs=1), Recipe(batch_size=4096), "cpu", processes=2)
     pool = EvaluatorPool(small[0], small[1], 10, Budget(epochs=1), Recipe(batch_size=64), "cpu", processes=2,
                          group=1)
+    data_dir = Path(pool._data_dir.name)
     try:
+        # the data travel as a file: a spawned process's pickled arguments are read only after it imported torch
+        assert len(pickle.dumps(pool._args)) < 10_000 and data_dir.is_dir()
         ms = pool.evaluate_many([TINY, TINY2, TINY], seed=0)
         assert [m.genotype for m in ms] == [g.to_string() for g in (TINY, TINY2, TINY)]  # in order
         assert all(m.ok and 0 <= m.val_acc <= 1 and m.steps == 10 for m in ms)
@@ -206,7 +210,15 @@ def test_evaluator_pool_deals_candidates_out_and_survives_a_dead_process(small) 
             signal.alarm(0)
     finally:
         pool.close()
-    assert pool.processes == 0
+    assert pool.processes == 0 and not data_dir.exists()
+
+
+def test_evaluator_pool_reports_a_temporary_folder_it_cannot_write(small, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(EvaluatorError, match="cannot write the data for the evaluator processes"):
+        EvaluatorPool(small[0], small[1], 10, Budget(epochs=1), Recipe(batch_size=64), "cpu", processes=2)
 
 
 @pytest.mark.gpu
