@@ -391,7 +391,7 @@ def register(sub: Any) -> None:
     f = ssub.add_parser(
         "family", help="build B0..B7 from compound coefficients, explicit multipliers or the EfficientNet preset",
         description="EfficientNet step 2: member phi has depth alpha^phi (repeats ceil per stage), width beta^phi "
-        "(channels rounded to a multiple of 8, never below 90 %%) and resolution round8(R * gamma^phi) (nearest "
+        "(channels rounded to a multiple of 8, never below 90 %) and resolution round8(R * gamma^phi) (nearest "
         "multiple of 8). Explicit --multipliers/--preset resolutions are used verbatim. Dropout: the published "
         f"0.2/0.3/0.4/0.5 schedule for the preset, 0.2 + 0.3*phi/7 for coefficients. {FLOPS_HELP}.")
     f.add_argument("arch", metavar="ARCH", help=arch_help)

@@ -372,7 +372,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_search)
 
 
-def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...]) -> None:
+def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...],
+                       data_help: str = "training data (default: the embedded CIFAR-10 subset)") -> None:
     """The options ``search`` and ``transfer`` share (each overrides its recipe's value)."""
     p.add_argument("--budget-flops", help="FLOPs budget (multiply-adds at --resolution): 400M, 0.4G, 4e8")
     p.add_argument("--budget-latency", help="latency budget, predicted from --table for one batch of the "
@@ -399,7 +400,7 @@ def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...]) 
                    "process's set-up of fresh candidates (building, cuDNN kernel choice, graph capture) runs "
                    "while another trains; --parallel then defaults to that many groups (default 1)")
     p.add_argument("--dataset", default=None)
-    p.add_argument("--data-dir", default=None, help="training data (default: the embedded CIFAR-10 subset)")
+    p.add_argument("--data-dir", default=None, help=data_help)
     p.add_argument("--download", action="store_true")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///RUN_DIR/STUDY.db)")

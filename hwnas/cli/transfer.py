@@ -180,5 +180,5 @@ def register(sub: Any) -> None:
                    help="population quality Q = mean - lambda x std of fitness; only members >= Q reproduce")
     p.add_argument("--tournament", type=positive_int, default=None, help="parents drawn per tournament")
     p.add_argument("--elements", default=None, help="comma list of op,kernel,skip,width,depth to transform")
-    add_search_options(p, (STRATEGY,))
+    add_search_options(p, (STRATEGY,), data_help="the same as --target-data")
     p.set_defaults(func=cmd_transfer)
