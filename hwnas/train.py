@@ -343,15 +343,21 @@ class Evaluator:
 
     def evaluate_many(self, genotypes: Sequence[Genotype], seed: int = 0,
                       progress: Callable[[int, int], None] | None = None,
-                      on_trained: Callable[[int, nn.Module, Metrics], None] | None = None) -> list[Metrics]:
+                      on_trained: Callable[[int, nn.Module, Metrics], None] | None = None,
+                      on_interrupt: Callable[[int, nn.Module, Metrics], None] | None = None) -> list[Metrics]:
         """Train each genotype (same seed, same batches) and measure held-out accuracy. ``on_trained``
-        receives (index, trained model, metrics) of each successful candidate, e.g. to save it."""
+        receives (index, trained model, metrics) of each successful candidate, e.g. to save it. A
+        ``KeyboardInterrupt`` while training first hands each candidate still training to ``on_interrupt``
+        (index, model as trained so far, metrics with the steps done and the failure "interrupted ..."; not
+        evaluated), then goes on up."""
         k = self._group_size(len(genotypes))
         out: list[Metrics] = []
         for i in range(0, len(genotypes), k):
             group = list(genotypes[i:i + k])
             try:
-                results = self._run_group(group, seed, progress)
+                shifted = None if on_interrupt is None else (
+                    lambda j, model, m, i=i: on_interrupt(i + j, model, m))  # index in ``genotypes``
+                results = self._run_group(group, seed, progress, shifted)
             except Exception as e:  # not one candidate's fault (e.g. the shared batch): the group fails
                 why = _failure(e, "training")
                 results = [(Metrics(g.to_string(), seed, device=str(self.device), failure=why), None) for g in group]
@@ -387,8 +393,9 @@ class Evaluator:
         per = self._mem_per_candidate
         return max(1, min(4, n, int(0.7 * free / per) if per else 4))
 
-    def _run_group(self, genotypes: list[Genotype], seed: int,
-                   progress: Callable[[int, int], None] | None) -> list[tuple[Metrics, nn.Module | None]]:
+    def _run_group(self, genotypes: list[Genotype], seed: int, progress: Callable[[int, int], None] | None,
+                   on_interrupt: Callable[[int, nn.Module, Metrics], None] | None = None,
+                   ) -> list[tuple[Metrics, nn.Module | None]]:
         dev, r = self.device, self.recipe
         t_group = time.perf_counter()
         metrics = [Metrics(g.to_string(), seed, device=str(dev)) for g in genotypes]
@@ -422,33 +429,44 @@ class Evaluator:
         self._sync()
         t0 = time.perf_counter()
         step = epoch_start = 0
-        while step < total and any(c is not None and c.failure is None for c in cands):
-            perm = torch.randperm(len(self.train), device=dev, generator=gen)
-            for b in range(self.steps_per_epoch):
-                if step >= total:
-                    break
-                idx = perm[b * r.batch_size:(b + 1) * r.batch_size]
-                x, y = self.train.augmented(idx, gen, r.flip), self.train.y[idx]
-                if self.use_graphs:
-                    static_x.copy_(x)
-                    static_y.copy_(y)
-                lr = self.lr_at(step, total)
-                for c, m in zip(cands, metrics, strict=True):
-                    if c is None or c.failure:
-                        continue
-                    try:
-                        c.step(x, y, lr)
-                    except Exception as e:
-                        c.failure = m.failure = _failure(e, "training")
-                if self.use_graphs:
-                    for c in cands:
-                        if c is not None and c.stream is not None:
-                            torch.cuda.current_stream().wait_stream(c.stream)
-                step += 1
-                if progress:
-                    progress(step, total)
-            self._end_epoch(cands, metrics, step, epoch_steps=step - epoch_start)
-            epoch_start = step
+        try:
+            while step < total and any(c is not None and c.failure is None for c in cands):
+                perm = torch.randperm(len(self.train), device=dev, generator=gen)
+                for b in range(self.steps_per_epoch):
+                    if step >= total:
+                        break
+                    idx = perm[b * r.batch_size:(b + 1) * r.batch_size]
+                    x, y = self.train.augmented(idx, gen, r.flip), self.train.y[idx]
+                    if self.use_graphs:
+                        static_x.copy_(x)
+                        static_y.copy_(y)
+                    lr = self.lr_at(step, total)
+                    for c, m in zip(cands, metrics, strict=True):
+                        if c is None or c.failure:
+                            continue
+                        try:
+                            c.step(x, y, lr)
+                        except Exception as e:
+                            c.failure = m.failure = _failure(e, "training")
+                    if self.use_graphs:
+                        for c in cands:
+                            if c is not None and c.stream is not None:
+                                torch.cuda.current_stream().wait_stream(c.stream)
+                    step += 1
+                    if progress:
+                        progress(step, total)
+                self._end_epoch(cands, metrics, step, epoch_steps=step - epoch_start)
+                epoch_start = step
+        except KeyboardInterrupt:
+            if on_interrupt is not None:  # the weights as trained so far
+                self._sync()
+                for j, (c, m) in enumerate(zip(cands, metrics, strict=True)):
+                    if c is not None and c.failure is None:
+                        m.steps, m.epochs = step, step / self.steps_per_epoch
+                        m.train_seconds = time.perf_counter() - t0
+                        m.failure = f"interrupted after step {step} of {total}"
+                        on_interrupt(j, c.model.eval(), m)
+            raise
         self._sync()
         elapsed = time.perf_counter() - t0
         models: list[nn.Module | None] = [None] * len(cands)

@@ -89,6 +89,28 @@ def test_trained_model_is_handed_over(small) -> None:  # type: ignore[no-untyped
     assert not got[0][1].training
 
 
+def test_interrupted_training_hands_over_the_weights_trained_so_far(small) -> None:  # type: ignore[no-untyped-def]
+    ev = make(small)
+    init = {k: v.clone() for k, v in build_model(TINY2, 10, input_size=32).state_dict().items()}
+    got: list[tuple[int, torch.nn.Module, object]] = []
+
+    calls = []
+
+    def stop_in_the_second(step: int, total: int) -> None:  # on CPU candidates train one after another
+        calls.append(step)
+        if len(calls) == total + 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate_many([TINY, TINY2], 0, progress=stop_in_the_second,
+                         on_interrupt=lambda i, model, m: got.append((i, model, m)))
+    assert [i for i, *_ in got] == [1]  # the index in the list given, not in the group
+    m = got[0][2]
+    assert m.failure == "interrupted after step 4 of 10" and m.steps == 4 and m.val_acc is None  # type: ignore[attr-defined]
+    trained = got[0][1].state_dict()
+    assert any(not torch.equal(trained[k], init[k]) for k in init if k.endswith("weight"))
+
+
 def test_augmentation_shapes_and_identity(data) -> None:  # type: ignore[no-untyped-def]
     dev = torch.device("cpu")
     padded = DeviceData(data.train_x[:32], data.train_y[:32], dev, pad=4)
@@ -139,6 +161,36 @@ def test_train_cli_checkpoint_round_trip(tmp_path: Path, data) -> None:  # type:
         correct = int((model.eval()(ev.plain(0, len(ev))).argmax(1) == ev.y).sum())
     assert correct / len(ev) == out["test_acc"]
     assert out["test_acc"] > 0.12  # it learned something in one epoch
+
+
+def test_train_cli_saves_the_weights_when_interrupted(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    from rich.progress import Progress
+
+    from hwnas.cli import main
+
+    update = Progress.update
+
+    def interrupt_at_step_3(self, task, **kw):  # type: ignore[no-untyped-def]
+        update(self, task, **kw)
+        if kw.get("completed") == 3 and kw.get("total"):  # as Ctrl-C would, in the training loop
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Progress, "update", interrupt_at_step_3)
+    ck = tmp_path / "ck.pt"
+    term = signal.getsignal(signal.SIGTERM)
+    try:
+        rc = main(["train", TINY.to_string(), "--epochs", "2", "--batch-size", "64", "--device", "cpu", "-o",
+                   str(ck), "--cache-dir", str(tmp_path / "cache")])
+    finally:
+        signal.signal(signal.SIGTERM, term)
+    err = capsys.readouterr().err
+    assert rc == 130 and "interrupted after step 3 of 156" in err and f"saved to {ck}" in err, err
+    c = torch.load(ck, weights_only=True)
+    assert c["interrupted"] is True and c["metrics"]["steps"] == 3 and c["metrics"]["val_acc"] is None
+    build_model(Genotype.from_dict(c["genotype"]), c["num_classes"], input_size=c["input_size"]).load_state_dict(
+        c["state_dict"])
 
 
 @pytest.mark.parametrize(

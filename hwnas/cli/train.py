@@ -85,17 +85,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else None
     saved: dict[str, Any] = {}
 
-    def save(_: int, model: torch.nn.Module, m: Any) -> None:
+    def save(_: int, model: torch.nn.Module, m: Any, interrupted: bool = False) -> None:
         if out is None:
             return
         out.parent.mkdir(parents=True, exist_ok=True)
         ckpt = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "genotype": g.to_dict(), "num_classes": data.num_classes, "classes": list(data.classes),
-                "input_size": data.resolution, "metrics": m.to_dict(), "dataset": data.name}
+                "input_size": data.resolution, "metrics": m.to_dict(), "dataset": data.name,
+                "interrupted": interrupted}
         tmp = out.with_name(out.name + ".tmp")
         torch.save(ckpt, tmp)
         tmp.replace(out)
         saved["path"] = str(out)
+
+    def save_interrupted(i: int, model: torch.nn.Module, m: Any) -> None:
+        if out is None:
+            return
+        save(i, model, m, interrupted=True)
+        print(f"hwnas train: {m.failure} ({m.epochs:.2f} epochs): the weights trained so far are saved to {out} "
+              "(not evaluated; exportable with hwnas export --weights)", file=sys.stderr)
 
     print(f"training {name} on {data.name} ({len(ty)} images, {data.resolution}px) for {budget.describe()} on "
           f"{device}", file=sys.stderr)
@@ -104,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         task = bar.add_task("train", total=None)
         try:
             m = ev.evaluate_many([g], args.seed, progress=lambda s, t: bar.update(task, completed=s, total=t),
-                                 on_trained=save)[0]
+                                 on_trained=save, on_interrupt=save_interrupted)[0]
         except EvaluatorError as e:  # the device broke (a sticky CUDA error): a failed training, said in one line
             m = e.partial[0] if e.partial else Metrics(g.to_string(), args.seed, device=device, failure=str(e))
     result = {"arch": name, "genotype": g.to_string(), "dataset": data.name, "held_out": held_name,
@@ -141,7 +149,8 @@ def register(sub: Any) -> None:
     t.add_argument("--val-size", type=non_negative_int, default=0,
                    help="hold out this many training images and report on them instead of the test split")
     t.add_argument("--seed", type=non_negative_int, default=0)
-    t.add_argument("-o", "--output", help="checkpoint path (.pt: state_dict + genotype, loads with weights_only)")
+    t.add_argument("-o", "--output", help="checkpoint path (.pt: state_dict + genotype, loads with weights_only); "
+                   "an interrupted training (Ctrl-C, SIGTERM) saves the weights trained so far there")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
 
