@@ -20,6 +20,7 @@ def scale(genotype: Genotype, width: float = 1.0, depth: float = 1.0, divisor: i
         raise ValueError(f"width and depth multipliers must be positive, got {width}, {depth}")
     if width == 1.0 and depth == 1.0:
         return genotype
+
     def chs(c: int) -> int:
         return c if width == 1.0 else make_divisible(c * width, divisor)
 
