@@ -130,6 +130,8 @@ def parse_phis(text: str) -> list[int]:
         a, b = int(lo), int(hi) if sep else int(lo)
         if a > b:
             raise CompoundError(f"phi range {part!r} is empty")
+        if b > 20:
+            raise CompoundError(f"phi must be at most 20, got {b}")
         phis.update(range(a, b + 1))
     if max(phis) > 20:
         raise CompoundError(f"phi must be at most 20, got {max(phis)}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +88,9 @@ def load_npz(path: Path) -> ImageData:
         with np.load(path, allow_pickle=False) as z:
             return ImageData(str(z["name"]), tuple(str(c) for c in z["classes"]), z["train_x"], z["train_y"],
                              z["test_x"], z["test_y"], str(z["source"]))
-    except (OSError, KeyError, ValueError) as e:
-        raise DataError(f"{path} is not a readable hwnas data cache ({e}); delete it and prepare the data again") \
-            from None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path} is not a readable hwnas data cache ({e or type(e).__name__}); delete it and "
+                        "prepare the data again") from None
 
 
 # ---- ImageFolder trees ---------------------------------------------------------------------------
@@ -166,7 +167,10 @@ def load_imagefolder(root: Path, name: str, resolution: int | None = None,
             raise DataError(f"{d} has no images")
     total, done = len(files["train"]) + len(files["test"]), 0
     arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    first = _decode(files["train"][0][0], resolution)
+    try:
+        first = _decode(files["train"][0][0], resolution)
+    except OSError as e:  # PIL's UnidentifiedImageError is an OSError
+        raise DataError(f"cannot decode image {files['train'][0][0]}: {e}") from None
     res = resolution or first.shape[0]
     for split, items in files.items():
         x = np.empty((len(items), res, res, 3), dtype=np.uint8)

@@ -83,14 +83,17 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+MAX_REPEATS = 1000  # far above any real network (EfficientNet-B7: 13), low enough that walking one is instant
+
+
 def _stage_problem(s: Stage) -> str | None:
     if s.op not in OPS:
         return f"unknown op {s.op!r} (expected one of {', '.join(OPS)})"
     for name in ("repeats", "kernel", "stride", "expansion", "channels"):
         if not _is_int(getattr(s, name)):
             return f"{name} must be an integer, got {getattr(s, name)!r}"
-    if s.repeats < 1:
-        return f"repeats must be >= 1, got {s.repeats}"
+    if not 1 <= s.repeats <= MAX_REPEATS:
+        return f"repeats must be 1 to {MAX_REPEATS}, got {s.repeats}"
     if s.kernel < 1 or s.kernel % 2 == 0:
         return f"kernel must be odd and positive, got {s.kernel}"
     if s.stride not in (1, 2):

@@ -128,3 +128,51 @@ def test_bad_input_is_reported_before_torch_loads(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out == {"codes": [2] * len(commands), "torch": False}
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["train", "mobilenetv2", "--epochs", "0.01", "-o", "afile/x.pt"], "-o afile/x.pt: afile is a file"),
+        (["train", "mobilenetv2", "--epochs", "0.01", "-o", "adir"], "-o adir is a directory"),
+        (["latency", "measure", "--quick", "-o", "afile/x.json"], "-o afile/x.json: afile is a file"),
+        (["latency", "measure", "--quick", "-o", "t/{foo}.json"], "not a valid name template (KeyError"),
+        (["latency", "validate", "--table", "cpu-epyc-2core-t1-fp32-bs1-r224", "-n", "1", "-o", "adir/r"],
+         "validation report adir/r.json is a directory"),
+        (["export", "mobilenetv2", "--no-latency", "-o", "adir/r.onnx"], "sidecar adir/r.json is a directory"),
+        (["scale", "family", "mobilenetv2", "--preset", "efficientnet", "--plot", "p.xyz"], "give a .png"),
+        (["scale", "family", "mobilenetv2", "--coefficients", "1.2,1.1,1.15", "--phi", "0-99999999999"],
+         "phi must be at most 20"),
+        (["search", "--run-dir", "afile/runs"], "--run-dir afile/runs: afile is a file"),
+        (["data", "prepare", "--cache-dir", "afile/c"], "--cache-dir afile/c: afile is a file"),
+    ],
+)
+def test_outputs_that_cannot_be_written_are_refused_before_the_work(tmp_path: Path, args: list[str],
+                                                                     fragment: str) -> None:
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir" / "r.json").mkdir(parents=True)
+    (tmp_path / "adir" / "r.json" / "keep").write_text("x")
+    assert_usage_error(hwnas(*args, cwd=tmp_path, timeout=120), fragment)
+
+
+def test_broken_data_and_table_files_are_one_line_errors(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            d = tmp_path / "imgs" / split / cls
+            d.mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(d / "1.png")
+    (tmp_path / "imgs" / "train" / "a" / "0.png").write_bytes(b"not an image")  # the first one decoded
+    (tmp_path / "trunc.npz").write_bytes(b"PK\x03\x04 truncated")
+    table = json.loads((Path(__file__).resolve().parents[1] / "latency_tables" /
+                        "cpu-epyc-2core-t1-fp32-bs1-r224.json").read_text())
+    table["overhead"] = [1, 2]
+    (tmp_path / "t.json").write_text(json.dumps(table))
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    assert_usage_error(hwnas("data", "prepare", "--data-dir", str(tmp_path / "imgs"), *cache),
+                       "cannot decode image")
+    assert_usage_error(hwnas("data", "prepare", "--data-dir", str(tmp_path / "trunc.npz"), *cache),
+                       "is not a readable hwnas data cache (File is not a zip file)")
+    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(tmp_path / "t.json")),
+                       "overhead must be an object")

@@ -137,6 +137,34 @@ def choice_list(*choices: str) -> Any:
     return parse
 
 
+def check_output_file(path: Path | str, what: str = "output") -> Path:
+    """Refuse, before any work, an output file path that cannot be written: a directory there, a file where
+    a parent folder should be, or a parent that cannot be created or written."""
+    import os
+
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{what} {p} is a directory; give a file name")
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{what} {p}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {p}: cannot write in {parent}")
+    return p
+
+
+def check_output_dir(path: Path | str, what: str = "output folder") -> Path:
+    """As ``check_output_file`` for a folder that will be created if missing."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{what} {p} is a file, not a folder")
+    if not p.exists():
+        check_output_file(p, what)
+    return p
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so an interrupt never leaves a truncated file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hwnas.cli.common import FLOPS_HELP, UsageError, load_arch, non_negative_int, open_study, positive_int
+from hwnas.cli.common import (
+    FLOPS_HELP,
+    UsageError,
+    check_output_file,
+    load_arch,
+    non_negative_int,
+    open_study,
+    positive_int,
+)
 from hwnas.genotype import Genotype, GenotypeError
 from hwnas.references import REFERENCE_NAMES
 from hwnas.walker import SMALL_INPUT_MAX, stem_stride_for
@@ -24,7 +32,8 @@ def onnx_target(arg: str) -> Path:
     for parent in p.parents:
         if parent.exists() and not parent.is_dir():
             raise UsageError(f"cannot write {arg}: {parent} is a file, not a directory")
-    return p
+    check_output_file(p.with_suffix(".json"), "sidecar")
+    return check_output_file(p)
 
 
 def export_dir(arg: str) -> Path:
@@ -55,7 +64,8 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise UsageError(f"cannot load checkpoint {path}: {str(e).splitlines()[0][:200]}") from None
+        raise UsageError(f"cannot load checkpoint {path}: {(str(e).splitlines() or [type(e).__name__])[0][:200]}") \
+            from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UsageError(f"{path} is not an hwnas checkpoint (no state_dict; write one with hwnas train -o)")
     return ckpt

@@ -17,6 +17,7 @@ from typing import Any
 from hwnas.cli.common import (
     Parser,
     UsageError,
+    check_output_file,
     choice_list,
     int_list,
     load_arch,
@@ -130,6 +131,15 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if args.workers > 1 and args.device != "cuda":
         raise UsageError("--workers needs --device cuda (on CPU, other processes would share the cores a layer is "
                          "timed on; see --layers-per-process)")
+    for precision, batch in combos:  # -o is a template: every name it gives is checked now, not after timing
+        try:
+            name = args.output.format(device="device", precision=precision, batch=batch, resolutions="224",
+                                      runtime="")
+        except (KeyError, IndexError, ValueError, AttributeError) as e:
+            raise UsageError(f"-o {args.output}: not a valid name template ({type(e).__name__}: {e}); fields: "
+                             "{device} {runtime} {precision} {batch} {resolutions}") from None
+        if "{device" not in args.output and "{runtime" not in args.output:
+            check_output_file(name, "-o")
     calib = calibration_genotypes(space, args.calibration, args.calibration_seed)
     if len(calib) < MIN_CALIBRATION:  # found now, not after hours of layers
         raise UsageError(f"--calibration {args.calibration} gives {len(calib)} calibration networks (with the "
@@ -154,6 +164,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         out = Path(args.output.format(device=_slug(info["device_name"]), precision=precision, batch=batch,
                                       resolutions="-".join(map(str, args.resolution)),
                                       runtime="" if setup.runtime == "torch" else f"-{setup.runtime}"))
+        check_output_file(out, "-o")
         allocator = apply_host_allocator(setup.device)
         metadata: dict[str, Any] = {
             "device": setup.device, "runtime": setup.runtime, **info, **allocator, "precision": precision,
@@ -298,6 +309,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         where.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot write the validation report to {where}/: {e.strerror}; pass -o PREFIX") from None
+    for ext in ("json", "csv", "png"):
+        check_output_file(f"{prefix}.{ext}", "validation report")
     if not os.access(where, os.W_OK):
         raise UsageError(f"cannot write the validation report to {where}/ (not writable): pass -o PREFIX")
     calib = {row["genotype"] for row in table.calibration}

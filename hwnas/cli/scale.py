@@ -12,6 +12,7 @@ from typing import Any
 from hwnas.cli.common import (
     FLOPS_HELP,
     UsageError,
+    check_output_file,
     load_arch,
     non_negative_int,
     positive_float,
@@ -152,8 +153,10 @@ def cmd_scale_family(args: argparse.Namespace) -> int:
     from hwnas.latency.table import predicted_latency
 
     out_dir = export_dir(args.export) if args.export else None
-    if args.plot and Path(args.plot).is_dir():
-        raise UsageError(f"--plot {args.plot} is a directory; give a .png file name")
+    if args.plot:
+        check_output_file(args.plot, "--plot")
+        if Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg", ".jpg", ".jpeg"):
+            raise UsageError(f"--plot {args.plot}: give a .png (or .pdf, .svg, .jpg) file name")
     members, spec = build_family(args)
     table = load_table_arg(args.table)
     rows = [{**m.to_dict(), "predicted_latency": predicted_latency(table, m.genotype, m.resolution)}

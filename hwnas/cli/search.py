@@ -14,6 +14,7 @@ from typing import Any
 from hwnas.cli.common import (
     FLOPS_HELP,
     UsageError,
+    check_output_dir,
     load_recipe,
     non_negative_int,
     positive_float,
@@ -105,6 +106,7 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    check_output_dir(args.run_dir, "--run-dir")  # found now, not after loading the data
     import warnings
 
     import optuna
@@ -165,7 +167,7 @@ def validation_size(s: dict[str, Any], train_images: int) -> int:
 
 def study_location(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Path, str, str]:
     """(run root, study name, storage URL), checked against --resume."""
-    run_root = Path(args.run_dir)
+    run_root = check_output_dir(args.run_dir, "--run-dir")
     study_name = args.study_name or f"{s['name']}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     storage = args.storage or f"sqlite:///{run_root / (study_name + '.db')}"
     if storage.startswith("sqlite:///"):

@@ -9,7 +9,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hwnas.cli.common import Parser, UsageError, load_arch, non_negative_int, positive_float, positive_int
+from hwnas.cli.common import (
+    Parser,
+    UsageError,
+    check_output_dir,
+    check_output_file,
+    load_arch,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "datasets" / "cifar10-mini.tar.xz"
 EMBEDDED_NOTE = ("the embedded CIFAR-10 subset (5,000 train / 1,000 test real images, low fidelity); "
@@ -29,9 +38,10 @@ def load_data(args: argparse.Namespace) -> Any:
     from hwnas.data import DataError, load_dataset
 
     path = Path(args.data_dir) if args.data_dir else EMBEDDED
+    check_output_dir(cache_root(args.cache_dir), "--cache-dir")
     if not args.data_dir:
         print(f"hwnas: using {EMBEDDED_NOTE}", file=sys.stderr)
-    with Progress(console=Console(stderr=True), transient=True) as bar:
+    with Progress(console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("decoding images", total=None)
         try:
             return load_dataset(path, args.dataset, cache_root(args.cache_dir), resolution=args.image_size,
@@ -61,6 +71,8 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     name, g = load_arch(args.arch)  # bad input is reported before torch loads (seconds)
+    if args.output:  # found now, not after the training
+        check_output_file(args.output, "-o")
     data = load_data(args)
 
     import torch

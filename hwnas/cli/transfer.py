@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hwnas.cli.common import FLOPS_HELP, UsageError, open_study, positive_float, positive_int
+from hwnas.cli.common import FLOPS_HELP, UsageError, check_output_dir, open_study, positive_float, positive_int
 from hwnas.cli.search import (
     add_search_options,
     build_problem,
@@ -67,6 +67,7 @@ def transfer_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
+    check_output_dir(args.run_dir, "--run-dir")  # found now, not after loading the data
     import warnings
 
     import optuna

@@ -191,6 +191,8 @@ class LatencyTable:
             if not _positive_int(md[k]):
                 raise bad(f"metadata {k} must be a positive integer, got {md[k]!r}")
         overhead = {}
+        if not isinstance(d.get("overhead") or {}, dict):
+            raise bad("overhead must be an object (resolution -> fit)")
         for r, o in (d.get("overhead") or {}).items():
             try:
                 overhead[str(r)] = Overhead(float(o["a"]), float(o["b"]), float(o["c"]), int(o["n"]),
