@@ -209,3 +209,46 @@ def test_evaluator_processes(tmp_path: Path) -> None:
     r = hwnas("search", "--budget-flops", "400M", "--trials", "1", "--eval-processes", "2", "--batch-size", "100000",
               *FAST, "--run-dir", str(tmp_path), "--study-name", "bad", "--cache-dir", str(tmp_path / "cache"))
     assert r.returncode == 2 and "fewer than one batch" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "fragment"),
+    [
+        ("trials = 10\n", "trials = \"many\"\n", "trials must be a positive integer, got 'many'"),
+        ("trials = 10\n", "trials = -3\n", "trials must be a positive integer, got -3"),
+        ("epochs = 1.5\n", "epochs = -1.0\n", "epochs must be a positive number"),
+        ("proxy_width = 0.25\nproxy_resolution = 32", "proxy_width = 0.25\nproxy_resolution = -8",
+         "proxy_resolution must be an integer >= 8"),
+        ("val_fraction = 0.2 ", "val_fraction = \"a\" ", "val_fraction must be a number between 0 and 1"),
+        ('objectives = ["acc", "flops"]', 'objectives = "acc"', "objectives must be a list of names"),
+        ('data_dir = ""', "data_dir = 5", "data_dir must be a string, got 5"),
+        ("[profile.cpu]\ntrials = 10\npopulation = 4\nepochs = 1.5\nbatch_size = 32\nlr = 0.8\nproxy_width = 0.25\n"
+         "proxy_resolution = 32", "[profile]\ncpu = \"fast\"", "[profile.cpu] must be a table"),
+    ],
+)
+def test_recipe_values_of_the_wrong_type_are_one_line_errors(tmp_path: Path, old: str, new: str,
+                                                              fragment: str) -> None:
+    from conftest import assert_usage_error
+
+    text = (ROOT / "search" / "cifar10-400m.toml").read_text()
+    assert old in text
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(text.replace(old, new, 1))
+    assert_usage_error(hwnas("search", "--recipe", str(recipe), "--device", "cpu", "--run-dir", str(tmp_path)),
+                       fragment)
+
+
+def test_search_refuses_a_foreign_sqlite_file_and_a_missing_study_to_resume(tmp_path: Path) -> None:
+    import sqlite3
+
+    from conftest import assert_usage_error
+
+    with sqlite3.connect(tmp_path / "other.db") as db:
+        db.execute("CREATE TABLE t (x)")
+    before = (tmp_path / "other.db").read_bytes()
+    assert_usage_error(hwnas("search", "--storage", f"sqlite:///{tmp_path / 'other.db'}", "--device", "cpu"),
+                       "is not an Optuna study storage")
+    assert (tmp_path / "other.db").read_bytes() == before
+    assert_usage_error(hwnas("search", "--resume", "--study-name", "nope", "--run-dir", str(tmp_path / "runs"),
+                             "--device", "cpu"), "to resume (file not found)")
+    assert not (tmp_path / "runs").exists()

@@ -201,6 +201,8 @@ def test_train_cli_saves_the_weights_when_interrupted(tmp_path: Path, monkeypatc
         (["train", "mobilenetv2", "--epochs", "1", "--seconds", "3"], "not allowed with argument"),
         (["train", "nonsense-net"], "unknown architecture"),
         (["train", "mobilenetv2", "--precision", "fp16"], "invalid choice: 'fp16'"),
+        (["train", "mobilenetv2", "--dropout", "5"], "expected a number in [0, 1), got '5'"),
+        (["train", "mobilenetv2", "--drop-path", "nan"], "expected a number in [0, 1), got 'nan'"),
     ],
 )
 def test_train_cli_bad_input(args: list[str], fragment: str) -> None:

@@ -52,6 +52,17 @@ def positive_float(text: str) -> float:
     return v
 
 
+def probability(text: str) -> float:
+    """A rate in [0, 1) (dropout, drop path)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return v
+
+
 def shipped_dir(package: str, repo_folder: str) -> Path:
     """Data shipped inside the installed package (``package``), or the repository's top-level folder of
     the same files when hwnas runs from a source checkout."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 from hwnas.cli.common import (
     FLOPS_HELP,
     UsageError,
+    _is_optuna_sqlite,
     check_output_dir,
     load_recipe,
     non_negative_int,
@@ -59,6 +61,12 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
     unknown = sorted(set(r) - known)
     if unknown:
         raise UsageError(f"recipe {recipe_path}: unknown table(s) [{'], ['.join(unknown)}]")
+    for t in ("search", "data", "profile", *extra_tables):
+        if not isinstance(r.get(t) or {}, dict):
+            raise UsageError(f"recipe {recipe_path}: [{t}] must be a table")
+    for k, v in (r.get("profile") or {}).items():
+        if not isinstance(v, dict):
+            raise UsageError(f"recipe {recipe_path}: [profile.{k}] must be a table")
     parsers = (("flops", parse_count), ("latency", parse_ms), ("params", parse_count))
     try:  # before torch loads to look for CUDA (seconds): bad budgets fail at once
         budgets = {k: parse(str(v)) for k, parse in parsers
@@ -75,7 +83,7 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
     s: dict[str, Any] = {
         "recipe": str(recipe_path), "name": _get(r, "search", "name", recipe_path.stem),
         "strategy": _get(r, "search", "strategy", "nsga2"), "seed": _get(r, "search", "seed", 0),
-        "objectives": list(_get(r, "search", "objectives", ["acc", "flops"])),
+        "objectives": _get(r, "search", "objectives", ["acc", "flops"]),
         "reward": _get(r, "search", "reward", "pareto"), "resolution": _get(r, "search", "resolution", 224),
         "table": _get(r, "search", "table") or None, "device": device,
         "dataset": _get(r, "data", "dataset", "cifar10"), "data_dir": _get(r, "data", "data_dir") or None,
@@ -99,10 +107,39 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
             s[flag] = v
     if args.objectives is not None:
         s["objectives"] = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    _check_settings(s, recipe_path)
     s["space"] = r.get("space")
     for t in extra_tables:
         s[t] = dict(r.get(t) or {})
     return s
+
+
+def _check_settings(s: dict[str, Any], recipe: Path) -> None:
+    """Recipe values of the wrong type or range, named in one line before any data loads."""
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise UsageError(f"recipe {recipe}: {key} must be {what}, got {s[key]!r}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v: Any) -> bool:
+        return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+    for k in ("trials", "population", "batch_size", "resolution"):
+        need(is_int(s[k]) and s[k] >= 1, k, "a positive integer")
+    need(is_int(s["seed"]) and s["seed"] >= 0, "seed", "a non-negative integer")
+    for k in ("epochs", "lr", "proxy_width"):
+        need(is_num(s[k]) and s[k] > 0, k, "a positive number")
+    need(is_num(s["val_fraction"]) and 0 < s["val_fraction"] < 1, "val_fraction", "a number between 0 and 1")
+    need(s["proxy_resolution"] is None or (is_int(s["proxy_resolution"]) and s["proxy_resolution"] >= 8),
+         "proxy_resolution", "an integer >= 8")
+    for k in ("name", "strategy", "reward", "dataset"):
+        need(isinstance(s[k], str) and bool(s[k]), k, "a non-empty string")
+    for k in ("table", "data_dir"):
+        need(s[k] is None or isinstance(s[k], str), k, "a string")
+    need(isinstance(s["objectives"], list) and all(isinstance(o, str) for o in s["objectives"]), "objectives",
+         'a list of names, e.g. ["acc", "flops"]')
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -118,6 +155,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     s = settings_from(args)
     if s["strategy"] not in STRATEGIES:
         raise UsageError(f"unknown strategy {s['strategy']!r} (choose from {', '.join(STRATEGIES)})")
+    check_sqlite_storage(args.storage or (f"sqlite:///{Path(args.run_dir) / (args.study_name + '.db')}"
+                                          if args.study_name else None), args.study_name, args.resume)
     problem, data, val_size = build_problem(args, s)
     run_root, study_name, storage = study_location(args, s)
     fingerprint = proxy_fingerprint(s, data)
@@ -170,10 +209,22 @@ def study_location(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Path, s
     run_root = check_output_dir(args.run_dir, "--run-dir")
     study_name = args.study_name or f"{s['name']}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     storage = args.storage or f"sqlite:///{run_root / (study_name + '.db')}"
+    check_sqlite_storage(storage, study_name, args.resume)
     if storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     _check_study(storage, study_name, args.resume)
     return run_root, study_name, storage
+
+
+def check_sqlite_storage(storage: str | None, study_name: str | None, resume: bool) -> None:
+    """What can be said of an SQLite storage without opening it (so before any data loads)."""
+    if not storage or not storage.startswith("sqlite:///"):
+        return
+    db = Path(storage.removeprefix("sqlite:///"))
+    if db.is_file() and db.stat().st_size and not _is_optuna_sqlite(db):  # would get Optuna's tables added
+        raise UsageError(f"{storage} is not an Optuna study storage (no studies table)")
+    if resume and not db.is_file():  # not created empty only to say so
+        raise UsageError(f"no study {study_name!r} in {storage} to resume (file not found)")
 
 
 def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str, study_name: str, run_root: Path,

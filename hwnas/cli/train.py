@@ -18,6 +18,7 @@ from hwnas.cli.common import (
     non_negative_int,
     positive_float,
     positive_int,
+    probability,
 )
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "datasets" / "cifar10-mini.tar.xz"
@@ -156,8 +157,9 @@ def register(sub: Any) -> None:
                    help="CUDA autocast: auto = bf16 where the GPU supports it (measured 1.35x faster than fp32 "
                         "on an H100); the CPU always trains in fp32")
     t.add_argument("--lr", type=positive_float, default=0.2, help="peak learning rate per 512 images")
-    t.add_argument("--dropout", type=float, default=0.0)
-    t.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth rate of the last block")
+    t.add_argument("--dropout", type=probability, default=0.0, help="dropout before the classifier, in [0, 1)")
+    t.add_argument("--drop-path", type=probability, default=0.0,
+                   help="stochastic depth rate of the last block, in [0, 1)")
     t.add_argument("--val-size", type=non_negative_int, default=0,
                    help="hold out this many training images and report on them instead of the test split")
     t.add_argument("--seed", type=non_negative_int, default=0)
