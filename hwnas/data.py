@@ -126,8 +126,11 @@ def _fit(im: Any, resolution: int | None) -> np.ndarray:
 def _decode(file: Path, resolution: int | None) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(file) as im:
-        return _fit(im.convert("RGB"), resolution)
+    try:
+        with Image.open(file) as im:
+            return _fit(im.convert("RGB"), resolution)
+    except OSError as e:  # PIL's UnidentifiedImageError is an OSError
+        raise DataError(f"cannot decode image {file}: {e}") from None
 
 
 def resize_images(x: np.ndarray, resolution: int) -> np.ndarray:
@@ -167,18 +170,11 @@ def load_imagefolder(root: Path, name: str, resolution: int | None = None,
             raise DataError(f"{d} has no images")
     total, done = len(files["train"]) + len(files["test"]), 0
     arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    try:
-        first = _decode(files["train"][0][0], resolution)
-    except OSError as e:  # PIL's UnidentifiedImageError is an OSError
-        raise DataError(f"cannot decode image {files['train'][0][0]}: {e}") from None
-    res = resolution or first.shape[0]
+    res = resolution or _decode(files["train"][0][0], resolution).shape[0]
     for split, items in files.items():
         x = np.empty((len(items), res, res, 3), dtype=np.uint8)
         for j, (f, _) in enumerate(items):
-            try:
-                img = _decode(f, resolution)
-            except OSError as e:
-                raise DataError(f"cannot decode image {f}: {e}") from None
+            img = _decode(f, resolution)
             if img.shape != (res, res, 3):
                 raise DataError(f"{f} is {img.shape[1]}x{img.shape[0]}, others are {res}x{res}: "
                                 f"pass a resolution to resize")

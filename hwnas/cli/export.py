@@ -27,11 +27,6 @@ def onnx_target(arg: str) -> Path:
     p = Path(arg)
     if p.suffix.lower() != ".onnx":
         raise UsageError(f"output {arg} must end in .onnx (the sidecar goes next to it as .json)")
-    if p.is_dir():
-        raise UsageError(f"output {arg} is a directory; give a file name ending in .onnx")
-    for parent in p.parents:
-        if parent.exists() and not parent.is_dir():
-            raise UsageError(f"cannot write {arg}: {parent} is a file, not a directory")
     check_output_file(p.with_suffix(".json"), "sidecar")
     return check_output_file(p)
 

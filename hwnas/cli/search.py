@@ -155,8 +155,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     s = settings_from(args)
     if s["strategy"] not in STRATEGIES:
         raise UsageError(f"unknown strategy {s['strategy']!r} (choose from {', '.join(STRATEGIES)})")
-    check_sqlite_storage(args.storage or (f"sqlite:///{Path(args.run_dir) / (args.study_name + '.db')}"
-                                          if args.study_name else None), args.study_name, args.resume)
+    if args.study_name:  # a named study's storage is known now: checked before the data load
+        check_sqlite_storage(storage_url(args, args.study_name), args.study_name, args.resume)
     problem, data, val_size = build_problem(args, s)
     run_root, study_name, storage = study_location(args, s)
     fingerprint = proxy_fingerprint(s, data)
@@ -206,9 +206,9 @@ def validation_size(s: dict[str, Any], train_images: int) -> int:
 
 def study_location(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Path, str, str]:
     """(run root, study name, storage URL), checked against --resume."""
-    run_root = check_output_dir(args.run_dir, "--run-dir")
+    run_root = Path(args.run_dir)  # checked by the command before it loaded data
     study_name = args.study_name or f"{s['name']}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    storage = args.storage or f"sqlite:///{run_root / (study_name + '.db')}"
+    storage = storage_url(args, study_name)
     check_sqlite_storage(storage, study_name, args.resume)
     if storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -216,9 +216,13 @@ def study_location(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Path, s
     return run_root, study_name, storage
 
 
-def check_sqlite_storage(storage: str | None, study_name: str | None, resume: bool) -> None:
+def storage_url(args: argparse.Namespace, study_name: str) -> str:
+    return args.storage or f"sqlite:///{Path(args.run_dir) / (study_name + '.db')}"
+
+
+def check_sqlite_storage(storage: str, study_name: str, resume: bool) -> None:
     """What can be said of an SQLite storage without opening it (so before any data loads)."""
-    if not storage or not storage.startswith("sqlite:///"):
+    if not storage.startswith("sqlite:///"):
         return
     db = Path(storage.removeprefix("sqlite:///"))
     if db.is_file() and db.stat().st_size and not _is_optuna_sqlite(db):  # would get Optuna's tables added
