@@ -155,8 +155,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     s = settings_from(args)
     if s["strategy"] not in STRATEGIES:
         raise UsageError(f"unknown strategy {s['strategy']!r} (choose from {', '.join(STRATEGIES)})")
-    if args.study_name:  # a named study's storage is known now: checked before the data load
-        check_sqlite_storage(storage_url(args, args.study_name), args.study_name, args.resume)
+    if args.storage or args.study_name:  # a given or named storage is known now: checked before the data load
+        check_sqlite_storage(storage_url(args, args.study_name or ""), args.study_name or "", args.resume)
     problem, data, val_size = build_problem(args, s)
     run_root, study_name, storage = study_location(args, s)
     fingerprint = proxy_fingerprint(s, data)
