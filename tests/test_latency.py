@@ -594,6 +594,19 @@ def test_bad_tables_and_options(tiny_table: Path, tmp_path: Path) -> None:
     ("calibration", [{"genotype": "relu,stem8,head16", "resolution": 32, "ms": -1}], "calibration row 0 is not"),
     ("calibration", [{"genotype": "relu,stem8,zz,head16", "resolution": 32, "ms": 1.0}], "calibration row 0: "),
     ("overhead", {"32": {"a": float("nan"), "b": 1, "c": 0, "n": 8, "fit_mape": 1}}, "32 is not finite"),
+    ("timing", "abc", 'metadata timing must be an object of timing settings (numbers or true/false), got "abc"'),
+    ("timing", {"warmup": "two"}, "metadata timing must be an object"),
+    ("timing", {"warmup": -1}, "metadata timing must be an object"),
+    ("threads", "two", 'metadata threads must be a positive integer, got "two"'),
+    ("threads", 0, "metadata threads must be a positive integer, got 0"),
+    ("device", 5, "metadata device must be a string, got 5"),
+    ("device_name", None, "metadata device_name must be a string, got null"),
+    ("space", [], "metadata space must be an object, got []"),
+    ("channels_last", "yes", "metadata channels_last must be true or false"),
+    ("probe", {"genotype": "relu,stem8,head16", "resolution": "big", "ms": [1.0]}, "metadata probe must be an obj"),
+    ("probe", {"genotype": "relu,stem8,head16", "resolution": 32, "ms": [0]}, "metadata probe must be an object"),
+    ("measure_seconds", "long", "metadata measure_seconds must be a number of seconds"),
+    ("calibration_networks", -4, "metadata calibration_networks must be a non-negative integer"),
 ])
 def test_hand_edited_tables_are_one_line_errors(tiny_table: Path, where: str, value: object, fragment: str) -> None:
     d = json.loads(tiny_table.read_text())
@@ -603,6 +616,18 @@ def test_hand_edited_tables_are_one_line_errors(tiny_table: Path, where: str, va
         d["metadata"][where] = value
     with pytest.raises(TableError, match=re.escape(fragment)):
         LatencyTable.from_dict(d, "edited.json")
+
+
+def test_timing_settings_of_another_version_are_one_line_errors(tiny_table: Path, tmp_path: Path) -> None:
+    d = json.loads(tiny_table.read_text())
+    d["metadata"]["timing"]["replays_per_moon"] = 3
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(d))
+    r = hwnas("latency", "validate", "--table", str(edited), "-n", "3", "-o", str(tmp_path / "v"))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"hwnas: error: latency table {edited}: metadata timing has settings "
+                                             "this hwnas's cpu timer does not know: replays_per_moon"]
+    assert not list(tmp_path.glob("v.*"))
 
 
 def test_cuda_request_without_cuda_is_a_usage_error(tmp_path: Path) -> None:

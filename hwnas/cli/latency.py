@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import inspect
 import io
 import json
 import shlex
@@ -260,7 +261,12 @@ def _timer_from(table: LatencyTable, setup: Any) -> Any:
     t = dict(table.metadata.get("timing") or {})
     t.pop("calls_per_graph", None)
     t.pop("layers_per_process", None)
-    return CudaGraphTimer(**t) if setup.device == "cuda" else CpuTimer(**t)
+    try:
+        return CudaGraphTimer(**t) if setup.device == "cuda" else CpuTimer(**t)
+    except TypeError:  # a setting of another version, or of the other device's timer
+        known = set(inspect.signature(CudaGraphTimer if setup.device == "cuda" else CpuTimer).parameters)
+        raise UsageError(f"latency table {table.source}: metadata timing has settings this hwnas's "
+                         f"{setup.device} timer does not know: {', '.join(sorted(set(t) - known))}") from None
 
 
 def _num(x: float | None, fmt: str) -> str:

@@ -173,6 +173,7 @@ class LatencyTable:
         missing = [k for k in REQUIRED_METADATA if k not in md]
         if missing:
             raise bad(f"metadata lacks {', '.join(missing)}")
+        _check_metadata(md, bad)
         if not isinstance(entries, dict):
             raise bad("entries missing")
         parsed: dict[str, dict[str, float]] = {}
@@ -346,6 +347,48 @@ def _positive_int(v: Any) -> bool:
 
 def _finite_positive(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+def _timing_settings(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and (isinstance(x, bool) or _is_number(x))
+                                       for k, x in v.items())
+
+
+def _probe(v: Any) -> bool:
+    return isinstance(v, dict) and isinstance(v.get("genotype"), (str, type(None))) \
+        and _positive_int(v.get("resolution")) \
+        and isinstance(v.get("ms"), list) and all(_finite_positive(x) for x in v["ms"])
+
+
+# what the code reads from a table's metadata, with the type it needs (None is "not recorded" for the optional)
+METADATA_TYPES: dict[str, tuple[Any, str]] = {
+    "device": (_is_str, "a string"), "device_name": (_is_str, "a string"), "precision": (_is_str, "a string"),
+    "timing_method": (_is_str, "a string"), "space_fingerprint": (_is_str, "a string"),
+    "space": (lambda v: isinstance(v, dict), "an object"),
+    "runtime": (_is_str, "a string"), "command": (_is_str, "a string"), "cuda_math": (_is_str, "a string"),
+    "host_allocator": (_is_str, "a string"), "threads": (_positive_int, "a positive integer"),
+    "channels_last": (lambda v: isinstance(v, bool), "true or false"),
+    "measure_seconds": (_is_number, "a number of seconds"),
+    "calibration_networks": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                             "a non-negative integer"),
+    "timing": (_timing_settings, "an object of timing settings (numbers or true/false)"),
+    "probe": (_probe, "an object {genotype, resolution, ms: [positive numbers]}"),  # genotype None: no network
+}
+
+
+def _check_metadata(md: dict[str, Any], bad: Any) -> None:
+    for key, (ok, what) in METADATA_TYPES.items():
+        v = md.get(key)
+        if (v is not None or key in REQUIRED_METADATA) and not ok(v):
+            raise bad(f"metadata {key} must be {what}, got {str(json.dumps(v))[:80]}")
 
 
 def error_stats(predicted: Iterable[float], measured: Iterable[float]) -> dict[str, float | None]:
