@@ -202,6 +202,35 @@ def test_cli_export_study_bad_input(study_url: str, tmp_path: Path) -> None:
                              str(tmp_path / "file")), "is not a directory")
 
 
+@pytest.mark.parametrize(("table", "key", "value", "fragment"), [
+    ("trial", "acc", '"high"', "trial 0 attribute acc must be an accuracy in [0, 1], got 'high'"),
+    ("trial", "genotype", '"relu,stem8,zz"', "trial 0 attribute genotype must be a genotype string"),
+    ("trial", "flops", "[1]", "trial 0 attribute flops must be a non-negative number, got [1]"),
+    ("trial", "feasible", '"yes"', "trial 0 attribute feasible must be true or false"),
+    ("study", "hwnas", '{"problem": {"resolution": "big"}}', "problem resolution must be a positive integer"),
+    ("study", "hwnas", '[1, 2]', "its hwnas settings hold no problem object"),
+])
+def test_a_damaged_study_is_a_one_line_error(study_url: str, tmp_path: Path, table: str, key: str, value: str,
+                                             fragment: str) -> None:
+    """A hand-edited database: named where it is opened (export here; transfer's source and a resumed search
+    use the same check), not a traceback after the first winners are exported."""
+    import shutil
+
+    db = tmp_path / "edited.db"
+    shutil.copy(study_url.removeprefix("sqlite:///"), db)
+    with sqlite3.connect(db) as con:
+        if table == "trial":
+            n = con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE key = ? AND trial_id = "
+                            "(SELECT MIN(trial_id) FROM trials)", (value, key)).rowcount
+        else:
+            n = con.execute("UPDATE study_user_attributes SET value_json = ? WHERE key = ?", (value, key)).rowcount
+        assert n == 1
+    r = hwnas("export", "--storage", f"sqlite:///{db}", "--study-name", "winners", "--pareto", "-o",
+              str(tmp_path / "d"), "--no-latency")
+    assert_usage_error(r, fragment)
+    assert not list((tmp_path / "d").glob("*.onnx"))
+
+
 @pytest.mark.parametrize(("args", "fragment"), [
     (["export", "efficientnet-b0", "-o", "{tmp}/b0.json"], "must end in .onnx"),
     (["export", "efficientnet-b0", "-o", "{tmp}"], "must end in .onnx"),

@@ -122,6 +122,19 @@ def test_contract_resume_loses_nothing(strategy: str, tmp_path: Path) -> None:
     assert not set(obj2.calls) & set(obj.calls)
 
 
+def test_a_damaged_study_is_refused_on_resume(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    run("random", 3, storage=url, name="d")
+    with sqlite3.connect(tmp_path / "d.db") as con:
+        assert con.execute("UPDATE trial_user_attributes SET value_json = '\"high\"' WHERE key = 'acc' AND "
+                           "trial_id = (SELECT MAX(trial_id) FROM trials)").rowcount == 1
+    with pytest.raises(ValueError, match=r"study 'd': trial 2 attribute acc must be an accuracy in \[0, 1\], got "
+                       "'high'"):
+        run("random", 5, storage=url, name="d", resume=True)
+
+
 def test_replayed_strategies_resume_exactly(tmp_path: Path) -> None:
     """Ask/tell strategies rebuild their state by replay: resumed == uninterrupted."""
     for strategy in ("evolution", "pymoo-nsga2", "random"):

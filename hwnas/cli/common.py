@@ -204,7 +204,14 @@ def open_study(storage: str, name: str) -> Any:
         raise UsageError(f"cannot open storage {storage}: {str(e).splitlines()[0]}") from None
     if name not in names:
         raise UsageError(f"no study {name!r} in {storage} (studies: {', '.join(sorted(names)) or 'none'})")
-    return optuna.load_study(study_name=name, storage=storage)
+    study = optuna.load_study(study_name=name, storage=storage)
+    from hwnas.search.records import StudyRecordError, check_study_records
+
+    try:
+        check_study_records(name, study.user_attrs, study.get_trials(deepcopy=False))
+    except StudyRecordError as e:
+        raise UsageError(f"{storage}: {e}") from None
+    return study
 
 
 def _is_optuna_sqlite(path: Path) -> bool:

@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hwnas.genotype import Genotype
 from hwnas.search.problem import Problem
+from hwnas.search.records import check_study_records
 from hwnas.search.strategies import VIOLATIONS_ATTR, AskTell, VectorSampler, make_sampler, record_constraints
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -302,6 +303,7 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
         if diff:
             raise ValueError(f"study {study_name!r} was run with other settings ({', '.join(diff)}); "
                              f"use the same settings to resume, or another --study-name")
+        check_study_records(study_name, study.user_attrs, study.get_trials(deepcopy=False))
     s = Search(problem, study, evaluate, strategy, seed, population, evaluate_many=evaluate_many,
                parallel=max(1, parallel))
     holder["s"] = s

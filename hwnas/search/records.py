@@ -1,0 +1,84 @@
+"""What hwnas reads back from a study it wrote, checked once where a study is opened (export, transfer's
+source, a resumed search): a hand-edited or damaged database is a one-line error naming the trial and the
+attribute, not a traceback minutes later. Pure Python (no torch, no Optuna import)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from hwnas.genotype import GenotypeError, parse_genotype
+
+
+class StudyRecordError(ValueError):
+    """A study attribute hwnas wrote and reads back has the wrong type or value. One-line message."""
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _positive(v: Any) -> bool:
+    return _count(v) and v > 0
+
+
+def _bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _genotype(v: Any) -> bool:
+    if not isinstance(v, str):
+        return False
+    try:
+        parse_genotype(v)
+    except GenotypeError:
+        return False
+    return True
+
+
+# trial attribute -> (check, what it must be); None is "not recorded" for every attribute
+TRIAL_ATTRS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "genotype": (_genotype, "a genotype string"),
+    "acc": (lambda v: _number(v) and 0 <= v <= 1, "an accuracy in [0, 1]"),
+    "flops": (lambda v: _number(v) and v >= 0, "a non-negative number"),
+    "params": (lambda v: _number(v) and v >= 0, "a non-negative number"),
+    "latency_ms": (lambda v: _number(v) and v >= 0, "a non-negative number"),
+    "population_quality": (_number, "a number"),
+    "feasible": (_bool, "true or false"), "trained": (_bool, "true or false"),
+    "interrupted": (_bool, "true or false"),
+    "cached_from": (_count, "a trial number"), "source_trial": (_count, "a trial number"),
+    "parent_trial": (_count, "a trial number"), "batch": (_count, "a trial number"),
+}
+PROBLEM_ATTRS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "resolution": (_positive, "a positive integer"), "num_classes": (_positive, "a positive integer"),
+    "objectives": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of names"),
+}
+
+
+def _shown(v: Any) -> str:
+    return repr(v)[:60]
+
+
+def check_study_records(name: str, study_attrs: dict[str, Any], trials: Iterable[Any]) -> None:
+    """Raise StudyRecordError naming the first attribute of ``study_attrs["hwnas"]["problem"]`` or of a
+    trial's ``user_attrs`` (Optuna ``FrozenTrial``s) that hwnas would misread."""
+    hw = study_attrs.get("hwnas")
+    if hw is not None:
+        problem = hw.get("problem") if isinstance(hw, dict) else None
+        if not isinstance(problem, dict):
+            raise StudyRecordError(f"study {name!r}: its hwnas settings hold no problem object "
+                                   f"(got {_shown(hw)}): not written by hwnas, or damaged")
+        for key, (ok, what) in PROBLEM_ATTRS.items():
+            if problem.get(key) is not None and not ok(problem[key]):
+                raise StudyRecordError(f"study {name!r}: problem {key} must be {what}, got {_shown(problem[key])}")
+    for t in trials:
+        a = t.user_attrs
+        for key, (ok, what) in TRIAL_ATTRS.items():
+            if a.get(key) is not None and not ok(a[key]):
+                raise StudyRecordError(f"study {name!r}: trial {t.number} attribute {key} must be {what}, got "
+                                       f"{_shown(a[key])}")
