@@ -140,6 +140,15 @@ def test_cli_export_a_trained_checkpoint(tmp_path: Path) -> None:
     assert_usage_error(hwnas("export", "--weights", str(bare), "-o", str(tmp_path / "x.onnx")), "carries no genotype")
     r = hwnas("export", arch, "--weights", str(bare), "-o", str(tmp_path / "bare.onnx"), "--no-latency")
     assert r.returncode == 0 and "matched to ARCH by parameter names and shapes only" in r.stderr, r.stderr
+    for key, value, fragment in [("num_classes", "ten", "num_classes must be a positive integer, got str 'ten'"),
+                                 ("input_size", "big", "input_size must be a positive integer"),
+                                 ("state_dict", [1], "state_dict must be a mapping name -> tensor, got list"),
+                                 ("metrics", [0.5], "metrics must be an object with a numeric val_acc"),
+                                 ("genotype", "relu,stem8", "genotype must be a genotype object")]:
+        edited = tmp_path / f"edited-{key}.pt"  # a hand-edited checkpoint: one line naming the field
+        torch.save({**saved, key: value}, edited)
+        assert_usage_error(hwnas("export", "--weights", str(edited), "-o", str(tmp_path / "x.onnx"), "--no-latency"),
+                           f"checkpoint {edited}: {fragment}")
 
 
 @pytest.fixture(scope="module")

@@ -63,6 +63,23 @@ def load_checkpoint(path: str) -> dict[str, Any]:
             from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UsageError(f"{path} is not an hwnas checkpoint (no state_dict; write one with hwnas train -o)")
+
+    def positive(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    checks: dict[str, tuple[Any, str]] = {  # what export reads, as hwnas train writes it (None: not recorded)
+        "state_dict": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor)
+                                                               for k, t in v.items()), "a mapping name -> tensor"),
+        "genotype": (lambda v: isinstance(v, dict), "a genotype object"),
+        "num_classes": (positive, "a positive integer"), "input_size": (positive, "a positive integer"),
+        "metrics": (lambda v: isinstance(v, dict) and isinstance(v.get("val_acc"), (int, float, type(None)))
+                    and not isinstance(v.get("val_acc"), bool), "an object with a numeric val_acc"),
+        "dataset": (lambda v: isinstance(v, str), "a string"),
+    }
+    for key, (ok, what) in checks.items():
+        if ckpt.get(key) is not None and not ok(ckpt[key]):
+            raise UsageError(f"checkpoint {path}: {key} must be {what}, got {type(ckpt[key]).__name__} "
+                             f"{str(ckpt[key])[:40]!r}")
     return ckpt
 
 
