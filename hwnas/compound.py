@@ -80,6 +80,10 @@ class Member:
 
 
 # ---- parsing (one-line errors) -------------------------------------------------------------------
+MAX_MULTIPLIER = 100.0  # a coefficient, or a member's width or depth multiplier (EfficientNet-L2: 4.3 and 5.3)
+MAX_RESOLUTION = 8192  # a member's input size in pixels
+
+
 def _float(text: str, what: str) -> float:
     try:
         v = float(text)
@@ -87,6 +91,9 @@ def _float(text: str, what: str) -> float:
         raise CompoundError(f"{what}: {text.strip()!r} is not a number") from None
     if not 0 < v < math.inf:
         raise CompoundError(f"{what}: {text.strip()!r} must be a positive finite number")
+    if v > MAX_MULTIPLIER:
+        raise CompoundError(f"{what}: {text.strip()!r} is more than {MAX_MULTIPLIER:g} (EfficientNet-B7 scales "
+                            "width 2.0, depth 3.1)")
     return v
 
 
@@ -144,13 +151,17 @@ def round8(x: float) -> int:
     return max(8, math.floor(x / 8 + 0.5) * 8)
 
 
+MIN_GRID_STEP = 0.005  # 201 values per axis: 8.1 million triples, under a second
+
+
 def coefficient_grid(step: float = 0.05, low: float = 1.0, high: float = 2.0, tolerance: float = 0.1,
                      target: float = TARGET) -> list[Coefficients]:
     """Every (alpha, beta, gamma) on a ``step`` grid in [low, high]^3 with
     ``|alpha * beta**2 * gamma**2 - target| <= tolerance``, sorted by (alpha, beta, gamma).
     The default tolerance 0.1 keeps the paper's own choice (1.2, 1.1, 1.15), whose product is 1.92."""
-    if not 0 < step <= high - low and step < math.inf:
-        raise CompoundError(f"grid step must be in (0, {high - low}], got {step}")
+    if not MIN_GRID_STEP <= step <= high - low:
+        raise CompoundError(f"grid step must be in [{MIN_GRID_STEP}, {high - low}] (a finer grid has more than "
+                            f"{round((high - low) / MIN_GRID_STEP + 1) ** 3:,} points), got {step}")
     if tolerance < 0:
         raise CompoundError(f"tolerance must be >= 0, got {tolerance}")
     n = round((high - low) / step)
@@ -180,6 +191,10 @@ def dropout_for_phi(phi: int) -> float:
 
 def member(base: Genotype, name: str, phi: int | None, width: float, depth: float, resolution: int,
            dropout: float, num_classes: int = 1000) -> Member:
+    if max(width, depth) > MAX_MULTIPLIER or resolution > MAX_RESOLUTION:
+        raise CompoundError(f"member {name}: width {width:.4g}, depth {depth:.4g}, resolution {resolution:.4g} is "
+                            f"beyond any network (width and depth at most {MAX_MULTIPLIER:g}, resolution at most "
+                            f"{MAX_RESOLUTION}): smaller coefficients or phi")
     g = scale(base, width=width, depth=depth)
     return Member(name, phi, width, depth, resolution, dropout, g, params(g, num_classes),
                   flops(g, resolution, num_classes))
@@ -188,8 +203,11 @@ def member(base: Genotype, name: str, phi: int | None, width: float, depth: floa
 def family_from_coefficients(base: Genotype, coefficients: Coefficients, phis: list[int],
                              base_resolution: int = 224, num_classes: int = 1000) -> list[Member]:
     c = coefficients
-    return [member(base, f"B{p}", p, c.beta ** p, c.alpha ** p, round8(base_resolution * c.gamma ** p),
-                   dropout_for_phi(p), num_classes) for p in phis]
+    out = []
+    for p in phis:  # coefficients <= MAX_MULTIPLIER and phi <= 20: no overflow
+        out.append(member(base, f"B{p}", p, c.beta ** p, c.alpha ** p, round8(base_resolution * c.gamma ** p),
+                          dropout_for_phi(p), num_classes))
+    return out
 
 
 def family_from_multipliers(base: Genotype, triples: list[tuple[float, float, int]], num_classes: int = 1000,

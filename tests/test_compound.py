@@ -45,6 +45,7 @@ def test_parse_coefficients() -> None:
     ("1.2,nan,1.15", "positive finite"),
     ("1.2,-1,1.15", "positive finite"),
     ("0.9,1.1,1.15", "must each be >= 1"),
+    ("1e300,1.1,1.15", "'1e300' is more than 100"),
 ])
 def test_bad_coefficients(text: str, fragment: str) -> None:
     with pytest.raises(CompoundError, match=fragment.replace("(", r"\(")) as e:
@@ -86,6 +87,9 @@ def test_grid_respects_the_constraint_and_keeps_the_papers_point() -> None:
         coefficient_grid(step=0.5, tolerance=0.0001, target=2.2)
     with pytest.raises(CompoundError, match="grid step"):
         coefficient_grid(step=0)
+    with pytest.raises(CompoundError, match=r"grid step must be in \[0.005, 1.0\] \(a finer grid has more than "
+                       r"8,120,601 points\), got 1e-09"):
+        coefficient_grid(step=1e-9)  # 10^27 triples: refused, not a hang
 
 
 def test_subsample_spreads_evenly() -> None:

@@ -78,7 +78,7 @@ def build_family(args: argparse.Namespace) -> tuple[list[Member], dict[str, Any]
     if args.multipliers is not None:
         triples = _compound(parse_multipliers, args.multipliers)
         spec["multipliers"] = [list(t) for t in triples]
-        return family_from_multipliers(base, triples, nc), spec
+        return _compound(family_from_multipliers, base, triples, nc), spec
     if args.preset is not None:
         if max(phis) > 7:
             raise UsageError(f"--preset {args.preset} has members 0-7, not {max(phis)}")
@@ -90,7 +90,7 @@ def build_family(args: argparse.Namespace) -> tuple[list[Member], dict[str, Any]
     spec |= {"coefficients": coeffs.to_dict(), "base_resolution": args.resolution or 224,
              "resolution_rounding": "nearest multiple of 8",
              "dropout_rule": "0.2 + 0.3 * phi / 7, capped at 0.5"}
-    return family_from_coefficients(base, coeffs, phis, args.resolution or 224, nc), spec
+    return _compound(family_from_coefficients, base, coeffs, phis, args.resolution or 224, nc), spec
 
 
 def _family_table(rows: list[dict[str, Any]], title: str, with_latency: bool) -> Any:
@@ -368,7 +368,7 @@ def register(sub: Any) -> None:
         "proxy trainer on images resized to round(data px * gamma). Writes scale-search.json and .png. "
         f"{FLOPS_HELP}.")
     s.add_argument("arch", metavar="ARCH", help=arch_help)
-    s.add_argument("--step", type=positive_float, default=0.05, help="grid step (default 0.05)")
+    s.add_argument("--step", type=positive_float, default=0.05, help="grid step, at least 0.005 (default 0.05)")
     s.add_argument("--tolerance", type=float, default=0.1,
                    help="allowed |a*b^2*g^2 - 2| (default 0.1, which keeps the paper's 1.2,1.1,1.15 = 1.92)")
     s.add_argument("--max-candidates", type=positive_int, default=None,
