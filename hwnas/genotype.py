@@ -84,6 +84,14 @@ def _is_int(x: object) -> bool:
 
 
 MAX_REPEATS = 1000  # far above any real network (EfficientNet-B7: 13), low enough that walking one is instant
+MAX_CHANNELS = 1 << 18  # far above any real network (EfficientNet-L2's head: 5504); 100x width of a 1280 head fits
+MAX_KERNEL = 63
+MAX_EXPANSION = 64
+
+
+def _shown(v: int) -> str:
+    """An integer for a message: a 300-digit one as 1e+300."""
+    return str(v) if abs(v) < 10**12 else f"{float(v):.3g}"
 
 
 def _stage_problem(s: Stage) -> str | None:
@@ -93,13 +101,15 @@ def _stage_problem(s: Stage) -> str | None:
         if not _is_int(getattr(s, name)):
             return f"{name} must be an integer, got {getattr(s, name)!r}"
     if not 1 <= s.repeats <= MAX_REPEATS:
-        return f"repeats must be 1 to {MAX_REPEATS}, got {s.repeats}"
-    if s.kernel < 1 or s.kernel % 2 == 0:
-        return f"kernel must be odd and positive, got {s.kernel}"
+        return f"repeats must be 1 to {MAX_REPEATS}, got {_shown(s.repeats)}"
+    if s.kernel < 1 or s.kernel % 2 == 0 or s.kernel > MAX_KERNEL:
+        return f"kernel must be odd, 1 to {MAX_KERNEL}, got {_shown(s.kernel)}"
     if s.stride not in (1, 2):
-        return f"stride must be 1 or 2, got {s.stride}"
-    if s.channels < 1:
-        return f"channels must be >= 1, got {s.channels}"
+        return f"stride must be 1 or 2, got {_shown(s.stride)}"
+    if not 1 <= s.channels <= MAX_CHANNELS:
+        return f"channels must be 1 to {MAX_CHANNELS}, got {_shown(s.channels)}"
+    if s.expansion > MAX_EXPANSION:
+        return f"expansion must be at most {MAX_EXPANSION}, got {_shown(s.expansion)}"
     if s.op == "ds" and s.expansion != 1:
         return f"ds blocks have no expansion (e1), got e{s.expansion}"
     if s.op == "ir" and s.expansion < 2:
@@ -134,6 +144,8 @@ class Genotype:
             v = getattr(self, name)
             if not _is_int(v) or v < 1:
                 raise GenotypeError(f"{name} channels must be a positive integer, got {v!r}")
+            if v > MAX_CHANNELS:
+                raise GenotypeError(f"{name} channels must be at most {MAX_CHANNELS}, got {_shown(v)}")
         if not isinstance(self.stages, tuple):
             object.__setattr__(self, "stages", tuple(self.stages))
         if not self.stages:
@@ -239,9 +251,16 @@ class Genotype:
 _STAGE_OPTS = {"r": "repeats", "k": "kernel", "s": "stride", "e": "expansion", "c": "channels"}
 
 
+def _short(text: str) -> str:
+    """A token for a message: its repr, cut to 60 characters."""
+    return repr(text) if len(text) <= 60 else repr(text[:57] + "...")
+
+
 def _parse_int(text: str, what: str, where: str) -> int:
     if not (text.isascii() and text.isdigit()):  # isdigit alone takes "²", which int() refuses
         raise GenotypeError(f"{where}: {what} needs a non-negative integer, got {text!r}")
+    if len(text.lstrip("0")) > 18:  # beyond any limit below (and int() refuses 4300 digits)
+        raise GenotypeError(f"{where}: {what} {text[:12]}... ({len(text)} digits) is too large")
     return int(text)
 
 
@@ -249,7 +268,7 @@ def _parse_stage(token: str, where: str) -> Stage:
     parts = token.split("_")
     op = parts[0]
     if op not in OPS:
-        raise GenotypeError(f"{where}: unknown op {op!r} in {token!r} (expected one of {', '.join(OPS)})")
+        raise GenotypeError(f"{where}: unknown op {_short(op)} in {_short(token)} (expected one of {', '.join(OPS)})")
     kw: dict[str, Any] = {"op": op}
     for p in parts[1:]:
         if p == "noskip":
@@ -259,24 +278,24 @@ def _parse_stage(token: str, where: str) -> Stage:
             try:
                 value = float(p[2:])
             except ValueError:
-                raise GenotypeError(f"{where}: bad SE ratio {p!r} in {token!r}") from None
+                raise GenotypeError(f"{where}: bad SE ratio {_short(p)} in {_short(token)}") from None
         elif p[:1] in _STAGE_OPTS:
             key = _STAGE_OPTS[p[0]]
-            value = _parse_int(p[1:], key, f"{where} ({token!r})")
+            value = _parse_int(p[1:], key, f"{where} ({_short(token)})")
         else:
-            raise GenotypeError(f"{where}: unknown option {p!r} in {token!r}")
+            raise GenotypeError(f"{where}: unknown option {_short(p)} in {_short(token)}")
         if key in kw:
-            raise GenotypeError(f"{where}: option {p!r} given twice in {token!r}")
+            raise GenotypeError(f"{where}: option {_short(p)} given twice in {_short(token)}")
         kw[key] = value
     if op == "ds":
         kw.setdefault("expansion", 1)
     missing = [f"{k}<{v}>" for k, v in _STAGE_OPTS.items() if v not in kw]
     if missing:
-        raise GenotypeError(f"{where}: {token!r} lacks {', '.join(missing)}")
+        raise GenotypeError(f"{where}: {_short(token)} lacks {', '.join(missing)}")
     try:
         return Stage(**kw)
     except GenotypeError as e:
-        raise GenotypeError(f"{where}: {token!r}: {e}") from None
+        raise GenotypeError(f"{where}: {_short(token)}: {e}") from None
 
 
 def parse_genotype(text: str) -> Genotype:
@@ -302,14 +321,14 @@ def parse_genotype(text: str) -> Genotype:
             raise GenotypeError(f"{where(i)}: empty token")
     act = tokens[0]
     if act not in ACTIVATIONS:
-        raise GenotypeError(f"{where(0)}: unknown activation {act!r} (expected one of {', '.join(ACTIVATIONS)})")
+        raise GenotypeError(f"{where(0)}: unknown activation {_short(act)} (expected one of {', '.join(ACTIVATIONS)})")
     if not tokens[1].startswith("stem"):
-        raise GenotypeError(f"{where(1)}: expected stem<C>, got {tokens[1]!r}")
+        raise GenotypeError(f"{where(1)}: expected stem<C>, got {_short(tokens[1])}")
     stem = _parse_int(tokens[1][4:], "stem", where(1))
     if stem < 1:
         raise GenotypeError(f"{where(1)}: stem channels must be >= 1, got {stem}")
     if not tokens[-1].startswith("head"):
-        raise GenotypeError(f"{where(len(tokens) - 1)}: expected head<C>, got {tokens[-1]!r}")
+        raise GenotypeError(f"{where(len(tokens) - 1)}: expected head<C>, got {_short(tokens[-1])}")
     head = _parse_int(tokens[-1][4:], "head", where(len(tokens) - 1))
     if head < 1:
         raise GenotypeError(f"{where(len(tokens) - 1)}: head channels must be >= 1, got {head}")

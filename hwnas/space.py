@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.genotype import ACTIVATIONS, OPS, Genotype, Stage
+from hwnas.genotype import ACTIVATIONS, MAX_CHANNELS, MAX_EXPANSION, MAX_KERNEL, MAX_REPEATS, OPS, Genotype, Stage
 
 STAGE_DIMS: tuple[str, ...] = ("op", "kernel", "expansion", "se", "skip", "layers", "width")
 GLOBAL_DIMS: tuple[str, ...] = ("activation", "width_factor", "depth_factor")
@@ -352,7 +352,7 @@ def _check_space(s: SearchSpace) -> None:
          f"activations must be among {', '.join(ACTIVATIONS)}")
     for k in ("width_factors", "depth_factors"):
         v = getattr(s, k)
-        need(bool(v) and all(_num(x) and x > 0 for x in v), f"{k} must be positive numbers")
+        need(bool(v) and all(_num(x) and 0 < x < math.inf for x in v), f"{k} must be positive finite numbers")
     need(isinstance(s.stages, tuple) and len(s.stages) > 0, "a space needs at least one stage")
     for i, st in enumerate(s.stages, start=1):
         need(isinstance(st, StageChoices), f"stage {i} must be StageChoices")
@@ -370,4 +370,15 @@ def _check_space(s: SearchSpace) -> None:
         need(all(_num(r) and 0 <= r <= 1 for r in st.se_ratios), f"stage {i}: se_ratios must lie in [0, 1]")
         need(all(isinstance(b, bool) for b in st.skips), f"stage {i}: skips must be true/false")
         need(all(isinstance(n, int) and n >= 1 for n in st.layers), f"stage {i}: layers must be integers >= 1")
-        need(all(_num(w) and w > 0 for w in st.widths), f"stage {i}: widths must be positive numbers")
+        need(all(_num(w) and 0 < w < math.inf for w in st.widths), f"stage {i}: widths must be positive finite numbers")
+        need(max(st.kernels) <= MAX_KERNEL, f"stage {i}: kernels must be at most {MAX_KERNEL}")
+        need(max(st.expansions) <= MAX_EXPANSION, f"stage {i}: expansions must be at most {MAX_EXPANSION}")
+        most = max(st.layers) * max(s.depth_factors)  # the deepest and widest a network of the space gets
+        need(most <= MAX_REPEATS, f"stage {i}: layers x depth_factors reach {most:.4g} repeats, more than "
+             f"{MAX_REPEATS}")
+        most = st.channels * max(st.widths) * max(s.width_factors)
+        need(most <= MAX_CHANNELS, f"stage {i}: channels x widths x width_factors reach {most:.4g}, more than "
+             f"{MAX_CHANNELS}")
+    for k in ("stem", "head"):
+        most = getattr(s, k) * max(s.width_factors)
+        need(most <= MAX_CHANNELS, f"space {k} x width_factors reaches {most:.4g} channels, more than {MAX_CHANNELS}")

@@ -98,6 +98,15 @@ def test_space_info_and_sample() -> None:
     assert c.stdout != a.stdout
     rows = json.loads(hwnas("space", "sample", "-n", "2", "--json").stdout)
     assert rows[0]["genotype"] == a.stdout.splitlines()[0] and rows[0]["flops"] > 0
+    assert [r["genotype"] for r in json.loads(hwnas("space", "sample", "-n", "1", "--json").stdout)] == \
+        a.stdout.splitlines()[:1]
+    # streamed: the first of 10^11 comes at once (it was a list built first: a hang)
+    with subprocess.Popen([sys.executable, "-m", "hwnas", "space", "sample", "-n", "100000000000"],
+                          stdout=subprocess.PIPE, text=True) as p:
+        assert p.stdout is not None
+        first = p.stdout.readline().strip()
+        p.kill()
+    assert first == a.stdout.splitlines()[0]
 
 
 def test_version() -> None:

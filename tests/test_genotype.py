@@ -65,7 +65,14 @@ def test_timm_style_tokens_parse() -> None:
         ("swish,stem32,xx_r1_k3_s1_e6_c16,head1280", "token 3 at character 14: unknown op 'xx'"),
         ("swish,stem32,ir_r1_k4_s1_e6_c16,head1280", "kernel must be odd"),
         ("swish,stem32,ir_r1_k3_s3_e6_c16,head1280", "stride must be 1 or 2"),
-        ("swish,stem32,ir_r1_k3_s1_e6_c0,head1280", "channels must be >= 1"),
+        ("swish,stem32,ir_r1_k3_s1_e6_c0,head1280", "channels must be 1 to 262144, got 0"),
+        ("swish,stem32,ir_r1_k3_s1_e6_c" + "9" * 15 + ",head1280", "channels must be 1 to 262144, got 1e+15"),
+        ("swish,stem32,ir_r1_k3_s1_e6_c16,head9999999", "head channels must be at most 262144, got 9999999"),
+        ("swish,stem32,ir_r1_k65_s1_e6_c16,head1280", "kernel must be odd, 1 to 63, got 65"),
+        ("swish,stem32,ir_r1_k3_s1_e6_c" + "9" * 5000 + ",head1280", "channels 999999999999... (5000 digits) is "
+         "too large"),  # int() would refuse it with a traceback
+        ("swish,stem32,ir_r1_k3_s1_e6_c16_" + "z" * 5000 + ",head1280", "unknown option 'zzzzz"),
+        ("swish,stem32,ir_r1_k3_s1_e65_c16,head1280", "expansion must be at most 64, got 65"),
         ("swish,stem32,ir_r0_k3_s1_e6_c16,head1280", "repeats must be 1 to 1000, got 0"),
         ("swish,stem32,ir_r1000000000_k3_s1_e6_c16,head1280", "repeats must be 1 to 1000"),
         ("swish,stem32,ir_r1_k3_s1_e6_c16_se1.5,head1280", "se ratio must be in [0, 1]"),
@@ -86,7 +93,7 @@ def test_parse_errors_name_the_problem(text: str, fragment: str) -> None:
         parse_genotype(text)
     msg = str(ei.value)
     assert fragment in msg
-    assert "\n" not in msg
+    assert "\n" not in msg and len(msg) < 300  # a 5000-character token is cut, not echoed
 
 
 @pytest.mark.parametrize(

@@ -134,6 +134,13 @@ def test_encode_errors() -> None:
         ({"se_ratios": [0.0, 2.0]}, "se_ratios must lie in [0, 1]"),
         ({"ops": ["ir"], "expansions": [1]}, "some expansion must be > 1"),
         ({"kernels": [3, 3]}, "duplicate kernel choices"),
+        ({"kernels": [3, 65]}, "stage 1: kernels must be at most 63"),
+        ({"expansions": [6, 100]}, "stage 1: expansions must be at most 64"),
+        ({"widths": [1.0, float("inf")]}, "stage 1: widths must be positive finite numbers"),
+        ({"depth_factors": [float("nan")]}, "depth_factors must be positive finite numbers"),
+        ({"depth_factors": [1e300]}, "stage 1: layers x depth_factors reach 2e+300 repeats, more than 1000"),
+        ({"width_factors": [1e300]}, "stage 1: channels x widths x width_factors reach 2e+301, more than 262144"),
+        ({"head": 10**9}, "space head x width_factors reaches 1.25e+09 channels, more than 262144"),
     ],
 )
 def test_space_definition_errors(table: dict, fragment: str) -> None:  # type: ignore[type-arg]

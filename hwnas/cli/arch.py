@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -114,13 +115,18 @@ def cmd_space_info(args: argparse.Namespace) -> int:
 def cmd_space_sample(args: argparse.Namespace) -> int:
     space = load_space(args.recipe)
     rng = np.random.default_rng(args.seed)
-    genotypes = [space.decode(space.sample(rng)) for _ in range(args.n)]
-    if args.json:
-        print(json.dumps([{"genotype": g.to_string(), "resolution": args.resolution,
-                           "flops": flops(g, args.resolution), "params": params(g)} for g in genotypes], indent=2))
-    else:
-        for g in genotypes:
+    # streamed: the first lines come at once, whatever -n is (and `| head` or Ctrl-C stops it)
+    print("[" if args.json else "", end="\n" if args.json else "")
+    for i in range(args.n):
+        g = space.decode(space.sample(rng))
+        if args.json:
+            item = json.dumps({"genotype": g.to_string(), "resolution": args.resolution,
+                               "flops": flops(g, args.resolution), "params": params(g)}, indent=2)
+            print(textwrap.indent(item, "  ") + ("," if i < args.n - 1 else ""))
+        else:
             print(g.to_string())
+    if args.json:
+        print("]")
     return 0
 
 

@@ -82,7 +82,11 @@ def load_arch(arg: str) -> tuple[str, Genotype]:
     if key in REFERENCE_NAMES:
         return key, reference(key)
     path = Path(arg)
-    if path.suffix.lower() == ".json" or (path.exists() and "," not in arg):
+    try:
+        exists = path.exists()
+    except OSError:  # a name too long for a file (a long genotype string)
+        exists = False
+    if path.suffix.lower() == ".json" or (exists and "," not in arg):
         if not path.is_file():
             raise UsageError(f"genotype file not found: {arg}")
         try:
