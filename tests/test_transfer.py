@@ -166,6 +166,11 @@ def test_transfer_bad_input(source: tuple[Path, str], tmp_path: Path, args: list
     ("tournament = 0", "[transfer] tournament must be a number >= 1 (an integer), got 0"),
     ('quality_lambda = "x"', "[transfer] quality_lambda must be a number >= 0, got 'x'"),
     ("source_trial = 1.5", "[transfer] source_trial must be a number >= 0 (an integer)"),
+    ("source_storage = 5", "[transfer] source_storage must be a string, got 5"),
+    ("source_study = [1]", "[transfer] source_study must be a string, got [1]"),
+    ("elements = [1]", "[transfer] elements must be a list of names (op, kernel, skip, width, depth), got [1]"),
+    ('elements = "op"', "[transfer] elements must be a list of names"),
+    ('select = "best"', "[transfer] select must be one of reward, knee, acc, got 'best'"),
 ])
 def test_transfer_recipe_values_are_checked_like_flags(tmp_path: Path, line: str, fragment: str) -> None:
     recipe = tmp_path / "r.toml"
@@ -173,5 +178,6 @@ def test_transfer_recipe_values_are_checked_like_flags(tmp_path: Path, line: str
     key = line.split(" =")[0]
     kept = [x for x in shipped.splitlines() if not x.startswith(f"{key} =")]  # the shipped value, replaced
     recipe.write_text("\n".join(kept).replace("[transfer]", f"[transfer]\n{line}", 1) + "\n")
-    assert_usage_error(hwnas("transfer", "--recipe", str(recipe), "--source-storage", "sqlite:///none.db",
-                             "--source-study", "s", "--device", "cpu", cwd=tmp_path), fragment)
+    flags = [x for k, v in (("source_storage", "sqlite:///none.db"), ("source_study", "s")) if k != key
+             for x in (f"--{k.replace('_', '-')}", v)]  # a flag would override the recipe's value
+    assert_usage_error(hwnas("transfer", "--recipe", str(recipe), *flags, "--device", "cpu", cwd=tmp_path), fragment)

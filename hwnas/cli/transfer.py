@@ -36,7 +36,16 @@ def transfer_settings(args: argparse.Namespace) -> dict[str, Any]:
             t[key] = v
     if args.elements is not None:
         t["elements"] = [e.strip() for e in args.elements.split(",") if e.strip()]
-    from hwnas.search.transfer import ELEMENTS
+    from hwnas.search.transfer import ELEMENTS, SELECTIONS
+
+    for key in ("source_storage", "source_study"):  # recipe values of the wrong type, before anything opens
+        if not isinstance(t.get(key, ""), str):
+            raise UsageError(f"[transfer] {key} must be a string, got {t[key]!r}")
+    if not isinstance(t.get("elements", []), list) or not all(isinstance(e, str) for e in t.get("elements", [])):
+        raise UsageError(f"[transfer] elements must be a list of names ({', '.join(ELEMENTS)}), got "
+                         f"{t['elements']!r}")
+    if t.get("select", "reward") not in SELECTIONS:
+        raise UsageError(f"[transfer] select must be one of {', '.join(SELECTIONS)}, got {t['select']!r}")
 
     bad = [e for e in t.get("elements", ELEMENTS) if e not in ELEMENTS]
     if bad or not t.get("elements", ELEMENTS):
