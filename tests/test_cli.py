@@ -145,7 +145,10 @@ def test_bad_input_is_reported_before_torch_loads(tmp_path: Path) -> None:
         (["train", "mobilenetv2", "--epochs", "0.01", "-o", "afile/x.pt"], "-o afile/x.pt: afile is a file"),
         (["train", "mobilenetv2", "--epochs", "0.01", "-o", "adir"], "-o adir is a directory"),
         (["latency", "measure", "--quick", "-o", "afile/x.json"], "-o afile/x.json: afile is a file"),
-        (["latency", "measure", "--quick", "-o", "t/{foo}.json"], "not a valid name template (KeyError"),
+        (["latency", "measure", "--quick", "-o", "t/{foo}.json"], "not a valid name template ({foo})"),
+        (["latency", "measure", "--quick", "-o", "{device.__class__}.json"], "not a valid name template "
+         "({device.__class__})"),
+        (["latency", "measure", "--quick", "-o", "{batch:zz}.json"], "not a valid name template (ValueError"),
         (["latency", "validate", "--table", "cpu-epyc-2core-t1-fp32-bs1-r224", "-n", "1", "-o", "adir/r"],
          "validation report adir/r.json is a directory"),
         (["export", "mobilenetv2", "--no-latency", "-o", "adir/r.onnx"], "sidecar adir/r.json is a directory"),

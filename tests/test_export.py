@@ -252,6 +252,7 @@ def test_a_damaged_study_is_a_one_line_error(study_url: str, tmp_path: Path, tab
     (["scale", "family", "efficientnet-b0", "--coefficients", "1.2,1.1"], "must be A,B,G"),
     (["scale", "family", "efficientnet-b0", "--coefficients", "x,1.1,1.15"], "'x' is not a number"),
     (["scale", "family", "efficientnet-b0", "--coefficients", "1.2,1.1,1.15", "--phi", "7-0"], "is empty"),
+    (["scale", "family", "efficientnet-b0", "--coefficients", "1.2,1.1,1.15", "--phi", ""], "phi must look like"),
     (["scale", "family", "efficientnet-b0", "--multipliers", "1,1,224;1,1"], "member 2"),
     (["scale", "family", "efficientnet-b0", "--multipliers", "1,1,224;1,1e300,224"], "member 2 depth: '1e300' is more"),
     (["scale", "family", "efficientnet-b0", "--coefficients", "1,1,3"], "member B4: width 1, depth 1, resolution "

@@ -9,6 +9,7 @@ import io
 import json
 import shlex
 import statistics
+import string
 import sys
 import time
 from pathlib import Path
@@ -131,6 +132,16 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if args.workers > 1 and args.device != "cuda":
         raise UsageError("--workers needs --device cuda (on CPU, other processes would share the cores a layer is "
                          "timed on; see --layers-per-process)")
+    fields = ("device", "runtime", "precision", "batch", "resolutions")
+    try:
+        used = [f for _, f, _, _ in string.Formatter().parse(args.output) if f is not None]
+    except ValueError as e:
+        used, bad = [], f"{e}"
+    else:
+        bad = ", ".join(f"{{{f}}}" for f in used if f not in fields)  # {device.__class__}, {0}, {}: not fields
+    if bad:
+        raise UsageError(f"-o {args.output}: not a valid name template ({bad}); fields: "
+                         "{device} {runtime} {precision} {batch} {resolutions}")
     for precision, batch in combos:  # -o is a template: every name it gives is checked now, not after timing
         try:
             name = args.output.format(device="device", precision=precision, batch=batch, resolutions="224",

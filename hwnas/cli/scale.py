@@ -72,7 +72,7 @@ def build_family(args: argparse.Namespace) -> tuple[list[Member], dict[str, Any]
         raise UsageError("--resolution is the base of --coefficients; --multipliers/--preset carry resolutions")
     if args.multipliers is not None and args.phi is not None:
         raise UsageError("--phi selects members of --coefficients/--from-search/--preset, not of --multipliers")
-    phis = _compound(parse_phis, args.phi or "0-7")
+    phis = _compound(parse_phis, "0-7" if args.phi is None else args.phi)  # --phi "" is an error, not all
     nc = args.num_classes
     spec: dict[str, Any] = {"arch": name, "base_genotype": base.to_string(), "num_classes": nc}
     if args.multipliers is not None:
