@@ -86,11 +86,31 @@ def save_npz(data: ImageData, path: Path) -> None:
 def load_npz(path: Path) -> ImageData:
     try:
         with np.load(path, allow_pickle=False) as z:
-            return ImageData(str(z["name"]), tuple(str(c) for c in z["classes"]), z["train_x"], z["train_y"],
+            data = ImageData(str(z["name"]), tuple(str(c) for c in z["classes"]), z["train_x"], z["train_y"],
                              z["test_x"], z["test_y"], str(z["source"]))
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"{path} is not a readable hwnas data cache ({e or type(e).__name__}); delete it and "
                         "prepare the data again") from None
+    why = _malformed(data)
+    if why:
+        raise DataError(f"{path} is not an hwnas data cache ({why}); delete it and prepare the data again")
+    return data
+
+
+def _malformed(d: ImageData) -> str | None:
+    """Why arrays are not images the trainer takes (uint8 N x H x W x 3, labels 0..classes-1), or None."""
+    if len(d.classes) < 2:
+        return f"{len(d.classes)} class(es)"
+    for split, x, y in (("train", d.train_x, d.train_y), ("test", d.test_x, d.test_y)):
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3 or x.shape[1] != x.shape[2] or len(x) == 0:
+            return f"{split} images are {x.dtype} {x.shape}, not uint8 N x S x S x 3"
+        if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x):
+            return f"{split} labels are {y.dtype} {y.shape}, not {len(x)} integers"
+        if y.min() < 0 or y.max() >= len(d.classes):
+            return f"{split} labels lie in {y.min()}..{y.max()}, not 0..{len(d.classes) - 1}"
+    if d.train_x.shape[1:] != d.test_x.shape[1:]:
+        return f"train images are {d.train_x.shape[1]} px, test images {d.test_x.shape[1]} px"
+    return None
 
 
 # ---- ImageFolder trees ---------------------------------------------------------------------------

@@ -109,6 +109,30 @@ def test_bad_sources(tmp_path: Path, make, fragment: str) -> None:  # type: igno
     assert fragment in str(ei.value) and "\n" not in str(ei.value)
 
 
+@pytest.mark.parametrize(("edit", "fragment"), [
+    (lambda d: setattr(d, "train_x", d.train_x.astype(np.float32)), "train images are float32 (20, 8, 8, 3), not "
+     "uint8 N x S x S x 3"),
+    (lambda d: setattr(d, "test_x", d.test_x[..., :1]), "test images are uint8 (10, 8, 8, 1)"),
+    (lambda d: setattr(d, "train_y", d.train_y[:5]), "train labels are int64 (5,), not 20 integers"),
+    (lambda d: setattr(d, "test_y", d.test_y + 7), "test labels lie in 7..9, not 0..2"),
+    (lambda d: setattr(d, "train_y", d.train_y.astype(np.float64)), "train labels are float64"),
+    (lambda d: setattr(d, "classes", ("one",)), "1 class(es)"),
+])
+def test_a_cache_of_the_wrong_arrays_is_refused_when_loaded(tmp_path: Path, edit, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    from hwnas.data import ImageData, save_npz
+
+    rng = np.random.default_rng(0)
+    data = ImageData("x", ("a", "b", "c"), rng.integers(0, 255, (20, 8, 8, 3), dtype=np.uint8),
+                     np.arange(20) % 3, rng.integers(0, 255, (10, 8, 8, 3), dtype=np.uint8), np.arange(10) % 3, "t")
+    save_npz(data, tmp_path / "ok.npz")
+    assert load_npz(tmp_path / "ok.npz").num_classes == 3
+    edit(data)
+    save_npz(data, tmp_path / "bad.npz")
+    with pytest.raises(DataError) as ei:
+        load_dataset(tmp_path / "bad.npz", "x", tmp_path / "cache")
+    assert f"is not an hwnas data cache ({fragment}" in str(ei.value) and "\n" not in str(ei.value)
+
+
 def test_torchvision_format_without_files_says_what_to_do(tmp_path: Path) -> None:
     (tmp_path / "cifar-10-batches-py").mkdir()
     with pytest.raises(DataError, match="--download on a connected machine"):
