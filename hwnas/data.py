@@ -246,6 +246,10 @@ def load_torchvision_cifar10(root: Path, download: bool = False, name: str = "ci
     except RuntimeError as e:
         raise DataError(f"{root}: {e} (pass --download on a connected machine, or --data-dir with the "
                         f"ImageFolder archive)") from None
+    except OSError as e:  # no network (URLError), a full disk, unreadable files
+        what = "cannot download CIFAR-10 to" if download else "cannot read CIFAR-10 in"
+        raise DataError(f"{what} {root}: {getattr(e, 'reason', None) or e.strerror or e} (pass --data-dir "
+                        "with the ImageFolder archive)") from None
     return ImageData(name, tuple(tr.classes), np.asarray(tr.data), np.asarray(tr.targets, dtype=np.int64),
                      np.asarray(te.data), np.asarray(te.targets, dtype=np.int64), f"torchvision CIFAR10 at {root}")
 

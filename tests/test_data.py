@@ -139,6 +139,20 @@ def test_torchvision_format_without_files_says_what_to_do(tmp_path: Path) -> Non
         load_dataset(tmp_path, "cifar10", tmp_path / "cache")
 
 
+def test_download_without_network_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib.error
+
+    import torchvision.datasets
+
+    def offline(*a: object, **k: object) -> None:  # what torchvision raises where the host cannot be reached
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(DataError, match=r"cannot download CIFAR-10 to .*new: \[Errno -2\] Name or service not "
+                       "known \\(pass --data-dir"):
+        load_dataset(tmp_path / "new", "cifar10", tmp_path / "cache", download=True)
+
+
 def test_a_changed_folder_is_decoded_again_and_the_name_is_this_run_s(tmp_path: Path) -> None:
     from PIL import Image
 
