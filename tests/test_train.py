@@ -203,11 +203,13 @@ def test_train_cli_saves_the_weights_when_interrupted(tmp_path: Path, monkeypatc
         (["train", "mobilenetv2", "--precision", "fp16"], "invalid choice: 'fp16'"),
         (["train", "mobilenetv2", "--dropout", "5"], "expected a number in [0, 1), got '5'"),
         (["train", "mobilenetv2", "--drop-path", "nan"], "expected a number in [0, 1), got 'nan'"),
+        (["train", "mobilenetv2", "--val-size", "999999"], "validation size 999999 must be between 1 and 4999"),
     ],
 )
 def test_train_cli_bad_input(args: list[str], fragment: str) -> None:
     r = hwnas(*args)
     assert r.returncode == 2 and fragment in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # no note about the embedded data before the error
 
 
 class _DiesWhenUnpickled:

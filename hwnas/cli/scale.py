@@ -232,7 +232,7 @@ def cmd_scale_search(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from hwnas.cli.search import _resize
-    from hwnas.cli.train import _has_cuda, load_data
+    from hwnas.cli.train import _has_cuda, embedded_note, load_data
     from hwnas.scaling import scale
     from hwnas.train import Budget, Evaluator, EvaluatorError, Recipe
     from hwnas.walker import flops, params
@@ -250,6 +250,7 @@ def cmd_scale_search(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     evaluators: dict[int, Any] = {}
     rows: list[dict[str, Any]] = []
+    embedded_note(args)
     print(f"hwnas scale search: {len(cands)} of {len(grid)} grid candidates (step {args.step:g}, "
           f"|a*b^2*g^2 - 2| <= {args.tolerance:g}) on {data.name} ({len(ty)} train / {len(vy)} val, "
           f"{data.resolution} px), {budget.describe()} each at proxy width x{args.proxy_width:g} on {device}",

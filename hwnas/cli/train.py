@@ -32,7 +32,8 @@ def cache_root(arg: str | None) -> Path:
 
 
 def load_data(args: argparse.Namespace) -> Any:
-    """The dataset named by --data-dir (or the embedded subset), decoded once and cached."""
+    """The dataset named by --data-dir (or the embedded subset), decoded once and cached. The caller says
+    that the embedded subset is used (``embedded_note``) once its other input is checked: one line per error."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -40,8 +41,6 @@ def load_data(args: argparse.Namespace) -> Any:
 
     path = Path(args.data_dir) if args.data_dir else EMBEDDED
     check_output_dir(cache_root(args.cache_dir), "--cache-dir")
-    if not args.data_dir:
-        print(f"hwnas: using {EMBEDDED_NOTE}", file=sys.stderr)
     with Progress(console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("decoding images", total=None)
         try:
@@ -50,6 +49,11 @@ def load_data(args: argparse.Namespace) -> Any:
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
         except DataError as e:
             raise UsageError(str(e)) from None
+
+
+def embedded_note(args: argparse.Namespace) -> None:
+    if not args.data_dir:
+        print(f"hwnas: using {EMBEDDED_NOTE}", file=sys.stderr)
 
 
 def data_options(p: argparse.ArgumentParser) -> None:
@@ -65,6 +69,7 @@ def data_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     data = load_data(args)
+    embedded_note(args)
     print(json.dumps({"name": data.name, "source": data.source, "classes": list(data.classes),
                       "train": len(data.train_y), "test": len(data.test_y), "resolution": data.resolution}, indent=2))
     return 0
@@ -118,6 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"hwnas train: {m.failure} ({m.epochs:.2f} epochs): the weights trained so far are saved to {out} "
               "(not evaluated; exportable with hwnas export --weights)", file=sys.stderr)
 
+    embedded_note(args)
     print(f"training {name} on {data.name} ({len(ty)} images, {data.resolution}px) for {budget.describe()} on "
           f"{device}", file=sys.stderr)
     with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
