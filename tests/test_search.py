@@ -218,6 +218,23 @@ def test_pymoo_out_of_new_offspring_stops_with_a_reason() -> None:
         assert all(t.state != TrialState.RUNNING for t in s.study.trials)
 
 
+@pytest.mark.parametrize("strategy", ["pymoo-nsga2", "pymoo-agemoea"])
+def test_pymoo_sees_numeric_choices_in_value_order_whatever_the_recipe_order(strategy: str) -> None:
+    """SBX and polynomial mutation step to neighbouring integers: the same space with its numeric choices
+    listed in another order (kernels = [7, 3, 5]) must be searched the same way, network for network."""
+    d = SPACE.to_dict()
+    d["width_factors"], d["depth_factors"] = d["width_factors"][::-1], d["depth_factors"][::-1]
+    d["stages"] = [{**st, **{k: st[k][::-1] for k in ("kernels", "expansions", "widths", "layers", "se_ratios")}}
+                   for st in d["stages"]]
+    shuffled = SearchSpace.from_dict(d)
+    assert shuffled.dims != SPACE.dims
+    runs = []
+    for space in (SPACE, shuffled):
+        s, _ = run(strategy, 12, seed=2, prob=Problem(space, budgets={"flops": BUDGET}))
+        runs.append([t.user_attrs["genotype"] for t in s.study.trials])
+    assert runs[0] == runs[1] and len(runs[0]) >= 12
+
+
 def test_failed_training_is_a_failed_trial_not_a_dead_study() -> None:
     calls = []
 

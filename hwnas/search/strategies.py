@@ -119,7 +119,11 @@ class RegularizedEvolution:
 
 
 class PymooStrategy:
-    """A pymoo algorithm driven by ask/tell over the integer choice vector (rounding repair)."""
+    """A pymoo algorithm driven by ask/tell over the integer choice vector (rounding repair).
+
+    SBX and polynomial mutation take neighbouring integers for similar values, so pymoo's variable of a
+    numeric dimension is the rank of the value (a recipe may list kernels = [7, 3, 5]), mapped to the
+    space's index on the way out; names (op, activation) and skips keep the recipe's order."""
 
     def __init__(self, space: SearchSpace, seed: int, algorithm: str, n_obj: int, n_constr: int,
                  population: int = 20) -> None:
@@ -147,6 +151,10 @@ class PymooStrategy:
                                     xu=space.upper_bounds.astype(float), vtype=int)
         self.algorithm.setup(self.problem, termination=("n_gen", 10**9), seed=seed, verbose=False)
         self.n_constr = n_constr
+        numeric = [all(isinstance(o, (int, float)) and not isinstance(o, bool) for o in opts) for _, opts in space.dims]
+        self.index_of_rank = [np.argsort(np.asarray(opts, dtype=float), kind="stable") if num else np.arange(len(opts))
+                              for (_, opts), num in zip(space.dims, numeric, strict=True)]
+        self.rank_of_index = [np.argsort(order) for order in self.index_of_rank]
         self.pending: Any = None
         self.queue: list[int] = []
         self.results: dict[int, tuple[Sequence[float], Sequence[float]]] = {}
@@ -163,13 +171,15 @@ class PymooStrategy:
         if not self.queue:  # the whole generation is out and not yet told (parallel workers): resample it
             self.queue = [i for i in range(len(self.pending)) if i not in self.results]
         i = self.queue.pop(0)
-        return np.rint(self.pending[i].X).astype(np.int64)
+        ranks = np.rint(self.pending[i].X).astype(np.int64)
+        return np.array([order[r] for order, r in zip(self.index_of_rank, ranks, strict=True)], dtype=np.int64)
 
     def tell(self, x: np.ndarray, f: Sequence[float], g: Sequence[float]) -> None:
         if self.pending is None:
             return
+        ranks = np.array([rank[v] for rank, v in zip(self.rank_of_index, np.asarray(x, dtype=np.int64), strict=True)])
         for i, ind in enumerate(self.pending):
-            if i not in self.results and np.array_equal(np.rint(ind.X).astype(np.int64), x):
+            if i not in self.results and np.array_equal(np.rint(ind.X).astype(np.int64), ranks):
                 self.results[i] = (f, g)
                 break
         else:
