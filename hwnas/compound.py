@@ -121,8 +121,10 @@ def parse_multipliers(text: str) -> list[tuple[float, float, int]]:
         w = _float(parts[0], f"multipliers member {i} width")
         d = _float(parts[1], f"multipliers member {i} depth")
         r = parts[2].strip()
+        if len(r.lstrip("0")) > 9 and r.isascii() and r.isdigit():  # int() refuses 4300 digits
+            raise CompoundError(f"multipliers member {i}: resolution {r[:12]}... must be at most {MAX_RESOLUTION}")
         if not (r.isascii() and r.isdigit()) or int(r) < 1:
-            raise CompoundError(f"multipliers member {i}: resolution must be a positive integer, got {r!r}")
+            raise CompoundError(f"multipliers member {i}: resolution must be a positive integer, got {r[:20]!r}")
         out.append((w, d, int(r)))
     return out
 
@@ -133,7 +135,9 @@ def parse_phis(text: str) -> list[int]:
     for part in (p.strip() for p in text.split(",")):
         lo, sep, hi = part.partition("-")
         if not (lo.isascii() and lo.isdigit()) or (sep and not (hi.isascii() and hi.isdigit())):
-            raise CompoundError(f"phi must look like 0-7, 3 or 0,2,4, got {text!r}")
+            raise CompoundError(f"phi must look like 0-7, 3 or 0,2,4, got {text[:40]!r}")
+        if max(len(lo.lstrip("0")), len(hi.lstrip("0"))) > 2:  # int() refuses 4300 digits
+            raise CompoundError(f"phi must be at most 20, got {part[:20]!r}")
         a, b = int(lo), int(hi) if sep else int(lo)
         if a > b:
             raise CompoundError(f"phi range {part!r} is empty")
@@ -192,7 +196,7 @@ def dropout_for_phi(phi: int) -> float:
 def member(base: Genotype, name: str, phi: int | None, width: float, depth: float, resolution: int,
            dropout: float, num_classes: int = 1000) -> Member:
     if max(width, depth) > MAX_MULTIPLIER or resolution > MAX_RESOLUTION:
-        raise CompoundError(f"member {name}: width {width:.4g}, depth {depth:.4g}, resolution {resolution:.4g} is "
+        raise CompoundError(f"member {name}: width {width:.4g}, depth {depth:.4g}, resolution {resolution} is "
                             f"beyond any network (width and depth at most {MAX_MULTIPLIER:g}, resolution at most "
                             f"{MAX_RESOLUTION}): smaller coefficients or phi")
     g = scale(base, width=width, depth=depth)

@@ -99,8 +99,8 @@ def load_npz(path: Path) -> ImageData:
 
 def _malformed(d: ImageData) -> str | None:
     """Why arrays are not images the trainer takes (uint8 N x H x W x 3, labels 0..classes-1), or None."""
-    if len(d.classes) < 2:
-        return f"{len(d.classes)} class(es)"
+    if not d.classes:
+        return "no classes"
     for split, x, y in (("train", d.train_x, d.train_y), ("test", d.test_x, d.test_y)):
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3 or x.shape[1] != x.shape[2] or len(x) == 0:
             return f"{split} images are {x.dtype} {x.shape}, not uint8 N x S x S x 3"

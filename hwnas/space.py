@@ -374,11 +374,21 @@ def _check_space(s: SearchSpace) -> None:
         need(max(st.kernels) <= MAX_KERNEL, f"stage {i}: kernels must be at most {MAX_KERNEL}")
         need(max(st.expansions) <= MAX_EXPANSION, f"stage {i}: expansions must be at most {MAX_EXPANSION}")
         most = max(st.layers) * max(s.depth_factors)  # the deepest and widest a network of the space gets
-        need(most <= MAX_REPEATS, f"stage {i}: layers x depth_factors reach {most:.4g} repeats, more than "
+        need(most <= MAX_REPEATS, f"stage {i}: layers x depth_factors reach {_big(most)} repeats, more than "
              f"{MAX_REPEATS}")
-        most = st.channels * max(st.widths) * max(s.width_factors)
-        need(most <= MAX_CHANNELS, f"stage {i}: channels x widths x width_factors reach {most:.4g}, more than "
+        most = _channels(st.channels * max(st.widths) * max(s.width_factors), s.divisor)
+        need(most <= MAX_CHANNELS, f"stage {i}: channels x widths x width_factors reach {_big(most)}, more than "
              f"{MAX_CHANNELS}")
     for k in ("stem", "head"):
-        most = getattr(s, k) * max(s.width_factors)
-        need(most <= MAX_CHANNELS, f"space {k} x width_factors reaches {most:.4g} channels, more than {MAX_CHANNELS}")
+        most = _channels(getattr(s, k) * max(s.width_factors), s.divisor)
+        need(most <= MAX_CHANNELS, f"space {k} x width_factors reaches {_big(most)} channels, more than "
+             f"{MAX_CHANNELS}")
+
+
+def _channels(value: float, divisor: int) -> float:
+    """The channels ``make_divisible`` builds, where that is finite arithmetic (a 1e300 product is shown as is)."""
+    return make_divisible(value, divisor) if value < 1e15 and divisor < 1e15 else max(value, divisor)
+
+
+def _big(x: float) -> str:
+    return f"{x:.4g}" if x >= 1e6 else f"{x:g}"

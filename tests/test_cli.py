@@ -59,6 +59,7 @@ def test_describe_genotype_string_and_json_file(tmp_path: Path) -> None:
         (["describe", "swish,stem32,ir_r1_k3_s1_e6_c16_zz,head1280"], "token 3 at character 14: unknown option 'zz'"),
         (["describe", "swish,stem32,ir_r1_k2_s1_e6_c16,head1280"], "kernel must be odd"),
         (["describe", "missing.json"], "genotype file not found: missing.json"),
+        (["describe", "x" * 5000 + ".json"], "genotype file not found: xxxx"),  # too long for a file name
         (["describe", "mobilenetv2", "--resolution", "abc"], "expected a positive integer, got 'abc'"),
         (["describe", "mobilenetv2", "--num-classes", "0"], "expected a positive integer"),
         (["describe"], "the following arguments are required: ARCH"),

@@ -56,14 +56,15 @@ def test_bad_coefficients(text: str, fragment: str) -> None:
 def test_parse_multipliers_and_phis() -> None:
     assert parse_multipliers("1.0,1.0,224;1.1,1.2,260;") == [(1.0, 1.0, 224), (1.1, 1.2, 260)]
     for bad, fragment in (("1,1", "member 1: expected W,D,R"), ("1,1,224;1,x,240", "member 2 depth"),
-                          ("1,1,22.5", "resolution must be a positive integer"), (";", "must be 'W,D,R")):
+                          ("1,1,22.5", "resolution must be a positive integer"), (";", "must be 'W,D,R"),
+                          ("1,1," + "9" * 5000, "resolution 999999999999... must be at most 8192")):
         with pytest.raises(CompoundError, match=fragment):
             parse_multipliers(bad)
     assert parse_phis("0-7") == list(range(8))
     assert parse_phis("3") == [3]
     assert parse_phis("4,0,2,2") == [0, 2, 4]
     assert parse_phis("0-1,5") == [0, 1, 5]
-    for bad in ("7-0", "x", "1-", "-1", "", "0-21"):
+    for bad in ("7-0", "x", "1-", "-1", "", "0-21", "9" * 5000, "0-" + "9" * 5000):  # int() refuses 4300 digits
         with pytest.raises(CompoundError):
             parse_phis(bad)
 

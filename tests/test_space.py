@@ -141,6 +141,10 @@ def test_encode_errors() -> None:
         ({"depth_factors": [1e300]}, "stage 1: layers x depth_factors reach 2e+300 repeats, more than 1000"),
         ({"width_factors": [1e300]}, "stage 1: channels x widths x width_factors reach 2e+301, more than 262144"),
         ({"head": 10**9}, "space head x width_factors reaches 1.25e+09 channels, more than 262144"),
+        ({"divisor": 5, "width_factors": [1.0], "stages": [{"channels": 262144, "stride": 1, "layers": [1],
+                                                           "widths": [1.0]}]},
+         "stage 1: channels x widths x width_factors reach 262145, more than 262144"),  # as make_divisible builds it
+        ({"divisor": 10**6}, "stage 1: channels x widths x width_factors reach 1e+06, more than 262144"),
     ],
 )
 def test_space_definition_errors(table: dict, fragment: str) -> None:  # type: ignore[type-arg]

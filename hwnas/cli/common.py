@@ -83,12 +83,12 @@ def load_arch(arg: str) -> tuple[str, Genotype]:
         return key, reference(key)
     path = Path(arg)
     try:
-        exists = path.exists()
+        exists, is_file = path.exists(), path.is_file()
     except OSError:  # a name too long for a file (a long genotype string)
-        exists = False
+        exists = is_file = False
     if path.suffix.lower() == ".json" or (exists and "," not in arg):
-        if not path.is_file():
-            raise UsageError(f"genotype file not found: {arg}")
+        if not is_file:
+            raise UsageError(f"genotype file not found: {arg[:200]}")
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
