@@ -90,8 +90,9 @@ MAX_EXPANSION = 64
 
 
 def _shown(v: int) -> str:
-    """An integer for a message: a 300-digit one as 1e+300."""
-    return str(v) if abs(v) < 10**12 else f"{float(v):.3g}"
+    """An integer for a message: a 200-digit one as 1e+200, a 5000-digit one by its length."""
+    s = str(v)
+    return s if len(s) <= 12 else f"{float(v):.3g}" if len(s) < 300 else f"{s[:6]}... ({len(s)} digits)"
 
 
 def _stage_problem(s: Stage) -> str | None:

@@ -224,6 +224,13 @@ def test_evaluator_processes(tmp_path: Path) -> None:
         ('data_dir = ""', "data_dir = 5", "data_dir must be a string, got 5"),
         ("[profile.cpu]\ntrials = 10\npopulation = 4\nepochs = 1.5\nbatch_size = 32\nlr = 0.8\nproxy_width = 0.25\n"
          "proxy_resolution = 32", "[profile]\ncpu = \"fast\"", "[profile.cpu] must be a table"),
+        ("epochs = 1.5\n", "epoch = 1.5\n", "unknown key(s) in [profile.cpu]: epoch (known: batch_size, epochs"),
+        ('data_dir = ""', 'datadir = ""', "unknown key(s) in [data]: datadir"),
+        ('name = "cifar10-400m"', 'name = "cifar10-400m"\nbudget_flop = "1M"', "unknown key(s) in [search]: "
+         "budget_flop"),
+        ("[profile.cpu]", "[profile.cpuu]", "unknown table [profile.cpuu]"),
+        ('name = "cifar10-400m"', 'name = "../elsewhere"', "name must be a plain name (the study and its folder "
+         "under --run-dir), without / or \\, got '../elsewhere'"),
     ],
 )
 def test_recipe_values_of_the_wrong_type_are_one_line_errors(tmp_path: Path, old: str, new: str,

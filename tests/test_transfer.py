@@ -171,6 +171,7 @@ def test_transfer_bad_input(source: tuple[Path, str], tmp_path: Path, args: list
     ("elements = [1]", "[transfer] elements must be a list of names (op, kernel, skip, width, depth), got [1]"),
     ('elements = "op"', "[transfer] elements must be a list of names"),
     ('select = "best"', "[transfer] select must be one of reward, knee, acc, got 'best'"),
+    ("tournaments = 3", "unknown key(s) in [transfer]: tournaments (known: elements, quality_lambda"),
 ])
 def test_transfer_recipe_values_are_checked_like_flags(tmp_path: Path, line: str, fragment: str) -> None:
     recipe = tmp_path / "r.toml"

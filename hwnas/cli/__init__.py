@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import signal
 import sys
 from collections.abc import Sequence
@@ -40,6 +41,9 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # a 5000-digit number in a JSON or TOML file is read (and refused by the range checks), not a ValueError of
+    # Python's guard against slow conversions: the conversion of an argument-sized number is instant
+    sys.set_int_max_str_digits(0)
     args = build_parser().parse_args(argv)
     with contextlib.suppress(ValueError):  # not in the main thread (embedded use): keep the default
         signal.signal(signal.SIGTERM, _terminate)
@@ -54,6 +58,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        print(f"hwnas: error: file name too long: {str(e.filename)[:80]}...", file=sys.stderr)
+        return 2
+    except RecursionError:  # json/tomllib on [[[[...]]]] 100,000 deep
+        print("hwnas: error: an input is nested too deeply to read (a damaged or hostile JSON/TOML file?)",
+              file=sys.stderr)
+        return 2
+    except MemoryError:  # numpy's too-large arrays included
+        print(f"hwnas: error: {OUT_OF_MEMORY}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # torch's allocators
+        if "can't allocate memory" not in str(e) and "out of memory" not in str(e).lower():
+            raise
+        print(f"hwnas: error: {OUT_OF_MEMORY} ({str(e).splitlines()[0][:120]})", file=sys.stderr)
+        return 1
+
+
+OUT_OF_MEMORY = ("out of memory: the run needs more memory than this machine has (resolution, batch size, classes, "
+                 "network width or number of networks too large?)")
 
 
 if __name__ == "__main__":

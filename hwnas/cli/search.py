@@ -31,6 +31,14 @@ DEFAULT_RECIPE = "cifar10-400m"
 PARALLEL_CUDA = 4  # proposals trained together on CUDA (the evaluator's lock-step group, at most 4)
 
 
+RECIPE_KEYS = {  # every key a recipe's tables may hold ([space] is checked by SearchSpace, [transfer] by transfer)
+    "search": {"name", "strategy", "seed", "objectives", "reward", "resolution", "table", "budget_flops",
+               "budget_latency", "budget_params"},
+    "data": {"dataset", "data_dir", "val_fraction"},
+    "profile": {"trials", "population", "epochs", "batch_size", "lr", "proxy_width", "proxy_resolution"},
+}
+
+
 def recipes_dir() -> Path:
     return shipped_dir("hwnas.recipes", "search")
 
@@ -67,6 +75,17 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
     for k, v in (r.get("profile") or {}).items():
         if not isinstance(v, dict):
             raise UsageError(f"recipe {recipe_path}: [profile.{k}] must be a table")
+    tables = {"search": r.get("search") or {}, "data": r.get("data") or {},
+              **{f"profile.{k}": v for k, v in (r.get("profile") or {}).items()}}
+    for table, d in tables.items():  # a misspelt key (budget_flop, epoch) would be silently left out
+        allowed = RECIPE_KEYS.get(table.split(".")[0] if table.startswith("profile.") else table, set())
+        if table.startswith("profile.") and table not in ("profile.gpu", "profile.cpu"):
+            raise UsageError(f"recipe {recipe_path}: unknown table [{table}] (profiles: [profile.gpu], "
+                             "[profile.cpu])")
+        bad = sorted(set(d) - allowed)
+        if bad:
+            raise UsageError(f"recipe {recipe_path}: unknown key(s) in [{table}]: {', '.join(bad)} (known: "
+                             f"{', '.join(sorted(allowed))})")
     parsers = (("flops", parse_count), ("latency", parse_ms), ("params", parse_count))
     try:  # before torch loads to look for CUDA (seconds): bad budgets fail at once
         budgets = {k: parse(str(v)) for k, parse in parsers
@@ -136,6 +155,8 @@ def _check_settings(s: dict[str, Any], recipe: Path) -> None:
          "proxy_resolution", "an integer >= 8")
     for k in ("name", "strategy", "reward", "dataset"):
         need(isinstance(s[k], str) and bool(s[k]), k, "a non-empty string")
+    need(not any(c in s["name"] for c in "/\\") and s["name"] not in (".", ".."), "name",
+         "a plain name (the study and its folder under --run-dir), without / or \\")
     for k in ("table", "data_dir"):
         need(s[k] is None or isinstance(s[k], str), k, "a string")
     need(isinstance(s["objectives"], list) and all(isinstance(o, str) for o in s["objectives"]), "objectives",

@@ -30,6 +30,10 @@ STRATEGY = "eat-nas"
 def transfer_settings(args: argparse.Namespace) -> dict[str, Any]:
     s = settings_from(args, DEFAULT_RECIPE, extra_tables=("transfer",))
     t = s.pop("transfer")
+    known = {"source_storage", "source_study", "source_trial", "select", "quality_lambda", "tournament", "elements"}
+    if set(t) - known:
+        raise UsageError(f"recipe {s['recipe']}: unknown key(s) in [transfer]: {', '.join(sorted(set(t) - known))} "
+                         f"(known: {', '.join(sorted(known))})")
     for key in ("source_storage", "source_study", "source_trial", "select", "quality_lambda", "tournament"):
         v = getattr(args, key)
         if v is not None:
