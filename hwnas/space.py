@@ -335,6 +335,10 @@ def _lists(x: Any) -> Any:
     return x
 
 
+def _int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def _num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -347,32 +351,39 @@ def _check_space(s: SearchSpace) -> None:
     need(isinstance(s.name, str) and bool(s.name), "space name must be a non-empty string")
     for k in ("stem", "head", "divisor"):
         v = getattr(s, k)
-        need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"space {k} must be a positive integer")
+        need(_int(v) and 1 <= v <= MAX_CHANNELS, f"space {k} must be an integer from 1 to {MAX_CHANNELS}")
     need(bool(s.activations) and all(a in ACTIVATIONS for a in s.activations),
          f"activations must be among {', '.join(ACTIVATIONS)}")
     for k in ("width_factors", "depth_factors"):
         v = getattr(s, k)
         need(bool(v) and all(_num(x) and 0 < x < math.inf for x in v), f"{k} must be positive finite numbers")
+    for k in ("activations", "width_factors", "depth_factors"):
+        v = getattr(s, k)
+        need(len(set(v)) == len(v), f"duplicate {k} {list(v)}")
     need(isinstance(s.stages, tuple) and len(s.stages) > 0, "a space needs at least one stage")
     for i, st in enumerate(s.stages, start=1):
         need(isinstance(st, StageChoices), f"stage {i} must be StageChoices")
-        need(isinstance(st.channels, int) and st.channels >= 1, f"stage {i}: channels must be a positive integer")
-        need(st.stride in (1, 2), f"stage {i}: stride must be 1 or 2")
+        need(_int(st.channels) and 1 <= st.channels <= MAX_CHANNELS,
+             f"stage {i}: channels must be an integer from 1 to {MAX_CHANNELS}")
+        need(_int(st.stride) and st.stride in (1, 2), f"stage {i}: stride must be 1 or 2")
         for name, opts in st.options().items():
             need(isinstance(opts, tuple) and len(opts) > 0, f"stage {i}: {name} choices must be a non-empty list")
             need(len(set(opts)) == len(opts), f"stage {i}: duplicate {name} choices {list(opts)}")
         need(all(o in OPS for o in st.ops), f"stage {i}: ops must be among {', '.join(OPS)}")
-        need(all(isinstance(k, int) and k >= 1 and k % 2 == 1 for k in st.kernels),
+        need(all(_int(k) and k >= 1 and k % 2 == 1 for k in st.kernels),
              f"stage {i}: kernels must be odd positive integers")
-        need(all(isinstance(e, int) and e >= 1 for e in st.expansions), f"stage {i}: expansions must be integers >= 1")
+        need(all(_int(e) and e >= 1 for e in st.expansions), f"stage {i}: expansions must be integers >= 1")
         need("ds" in st.ops or any(e > 1 for e in st.expansions),
              f"stage {i}: with only op ir, some expansion must be > 1")
         need(all(_num(r) and 0 <= r <= 1 for r in st.se_ratios), f"stage {i}: se_ratios must lie in [0, 1]")
         need(all(isinstance(b, bool) for b in st.skips), f"stage {i}: skips must be true/false")
-        need(all(isinstance(n, int) and n >= 1 for n in st.layers), f"stage {i}: layers must be integers >= 1")
+        need(all(_int(n) and 1 <= n <= MAX_REPEATS for n in st.layers),
+             f"stage {i}: layers must be integers from 1 to {MAX_REPEATS}")
         need(all(_num(w) and 0 < w < math.inf for w in st.widths), f"stage {i}: widths must be positive finite numbers")
         need(max(st.kernels) <= MAX_KERNEL, f"stage {i}: kernels must be at most {MAX_KERNEL}")
         need(max(st.expansions) <= MAX_EXPANSION, f"stage {i}: expansions must be at most {MAX_EXPANSION}")
+        least = min(st.layers) * min(s.depth_factors)  # repeats = ceil(layers x depth factor): at least 1
+        need(least > 1e-6, f"stage {i}: layers x depth_factors can be {least:.3g}, which rounds to no block")
         most = max(st.layers) * max(s.depth_factors)  # the deepest and widest a network of the space gets
         need(most <= MAX_REPEATS, f"stage {i}: layers x depth_factors reach {_big(most)} repeats, more than "
              f"{MAX_REPEATS}")
