@@ -119,7 +119,9 @@ def test_missing_key_and_uncalibrated_errors() -> None:
         (lambda d: d["entries"].update(x=[0, 1, 1, 1]), "entry 'x' is not [ms, p10, p90, n]"),
         (lambda d: d["entries"].update(x="fast"), "entry 'x'"),
         (lambda d: d["metadata"]["space"]["stages"][0].update(kernels=[2]), "stored space is invalid"),
-        (lambda d: d.update(overhead={"32": {"a": 1}}), "overhead for resolution 32 is malformed"),
+        (lambda d: d.update(overhead={"32": {"a": 1}}), "resolution 32 is malformed"),
+        (lambda d: d.update(format_version=True), "format version True is not 1"),
+        (lambda d: d["entries"].update(x=[1, 1, 1, 0.5]), "(n an integer)"),
     ],
 )
 def test_malformed_tables(mutate, fragment: str) -> None:  # type: ignore[no-untyped-def]
@@ -594,11 +596,12 @@ def test_bad_tables_and_options(tiny_table: Path, tmp_path: Path) -> None:
     ("calibration", [{"genotype": "relu,stem8,head16", "resolution": 32, "ms": -1}], "calibration row 0 is not"),
     ("calibration", [{"genotype": "relu,stem8,zz,head16", "resolution": 32, "ms": 1.0}], "calibration row 0: "),
     ("overhead", {"32": {"a": float("nan"), "b": 1, "c": 0, "n": 8, "fit_mape": 1}}, "32 is not finite"),
-    ("timing", "abc", 'metadata timing must be an object of timing settings (numbers or true/false), got "abc"'),
+    ("timing", "abc", 'metadata timing must be an object of timing settings (numbers up to 1e5 or true/false), '
+     'got "abc"'),
     ("timing", {"warmup": "two"}, "metadata timing must be an object"),
     ("timing", {"warmup": -1}, "metadata timing must be an object"),
-    ("threads", "two", 'metadata threads must be a positive integer, got "two"'),
-    ("threads", 0, "metadata threads must be a positive integer, got 0"),
+    ("threads", "two", 'metadata threads must be a positive integer (at most 4096), got "two"'),
+    ("threads", 0, "metadata threads must be a positive integer (at most 4096), got 0"),
     ("device", 5, "metadata device must be a string, got 5"),
     ("device_name", None, "metadata device_name must be a string, got null"),
     ("space", [], "metadata space must be an object, got []"),
@@ -607,6 +610,14 @@ def test_bad_tables_and_options(tiny_table: Path, tmp_path: Path) -> None:
     ("probe", {"genotype": "relu,stem8,head16", "resolution": 32, "ms": [0]}, "metadata probe must be an object"),
     ("measure_seconds", "long", "metadata measure_seconds must be a number of seconds"),
     ("calibration_networks", -4, "metadata calibration_networks must be a non-negative integer"),
+    ("overhead", {"32": {"a": "1.5", "b": 1, "c": 0, "n": 8, "fit_mape": 1}}, "resolution 32 is malformed"),
+    ("overhead", {"32": {"a": True, "b": 1, "c": 0, "n": 8, "fit_mape": 1}}, "resolution 32 is malformed"),
+    ("overhead", {"32": {"a": 1, "b": 1, "c": 0, "n": 1e999, "fit_mape": 1}}, "resolution 32 is malformed"),
+    ("overhead", {"32": {"a": 1, "b": 1, "c": 0, "n": 8, "fit_mape": float("nan")}}, "32 is not finite"),
+    ("probe", {"genotype": "garbage", "resolution": 32, "ms": [1.0]}, "metadata probe must be an object"),
+    ("threads", 10**30, "metadata threads must be a positive integer (at most 4096)"),
+    ("batch_size", 10**7, "metadata batch_size must be a positive integer (at most 2^20)"),
+    ("timing", {"warmup": 10**12}, "metadata timing must be an object of timing settings (numbers up to 1e5"),
 ])
 def test_hand_edited_tables_are_one_line_errors(tiny_table: Path, where: str, value: object, fragment: str) -> None:
     d = json.loads(tiny_table.read_text())
@@ -628,6 +639,11 @@ def test_timing_settings_of_another_version_are_one_line_errors(tiny_table: Path
     assert r.stderr.strip().splitlines() == [f"hwnas: error: latency table {edited}: metadata timing has settings "
                                              "this hwnas's cpu timer does not know: replays_per_moon"]
     assert not list(tmp_path.glob("v.*"))
+    del d["metadata"]["timing"]["replays_per_moon"]
+    d["metadata"]["timing"]["warmup"] = 2.5  # range() of a float would be the traceback
+    edited.write_text(json.dumps(d))
+    r = hwnas("latency", "validate", "--table", str(edited), "-n", "3", "-o", str(tmp_path / "v"))
+    assert r.returncode == 2 and r.stderr.strip().endswith("metadata timing warmup must be an integer, got 2.5")
 
 
 def test_cuda_request_without_cuda_is_a_usage_error(tmp_path: Path) -> None:

@@ -272,12 +272,19 @@ def _timer_from(table: LatencyTable, setup: Any) -> Any:
     t = dict(table.metadata.get("timing") or {})
     t.pop("calls_per_graph", None)
     t.pop("layers_per_process", None)
-    try:
-        return CudaGraphTimer(**t) if setup.device == "cuda" else CpuTimer(**t)
-    except TypeError:  # a setting of another version, or of the other device's timer
-        known = set(inspect.signature(CudaGraphTimer if setup.device == "cuda" else CpuTimer).parameters)
+    cls = CudaGraphTimer if setup.device == "cuda" else CpuTimer
+    params = inspect.signature(cls).parameters
+    unknown = sorted(set(t) - set(params))  # a setting of another version, or of the other device's timer
+    if unknown:
         raise UsageError(f"latency table {table.source}: metadata timing has settings this hwnas's "
-                         f"{setup.device} timer does not know: {', '.join(sorted(set(t) - known))}") from None
+                         f"{setup.device} timer does not know: {', '.join(unknown)}")
+    for k, v in t.items():  # counts are integers, switches true/false (the table check bounds the numbers)
+        want = type(params[k].default)
+        if (want is int and (isinstance(v, bool) or not isinstance(v, int))) or (want is bool) != isinstance(v, bool):
+            raise UsageError(f"latency table {table.source}: metadata timing {k} must be "
+                             f"{'true or false' if want is bool else 'an integer' if want is int else 'a number'}, "
+                             f"got {v!r}")
+    return cls(**t)
 
 
 def _num(x: float | None, fmt: str) -> str:

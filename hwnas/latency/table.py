@@ -165,7 +165,7 @@ class LatencyTable:
 
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise bad(f"not an hwnas latency table (no \"format\": \"{FORMAT}\")")
-        if d.get("format_version") != FORMAT_VERSION:
+        if not _positive_int(d.get("format_version")) or d.get("format_version") != FORMAT_VERSION:
             raise bad(f"format version {d.get('format_version')!r} is not {FORMAT_VERSION}")
         md, entries = d.get("metadata"), d.get("entries")
         if not isinstance(md, dict):
@@ -178,8 +178,10 @@ class LatencyTable:
             raise bad("entries missing")
         parsed: dict[str, dict[str, float]] = {}
         for k, v in entries.items():
-            if not isinstance(v, list) or len(v) != len(ENTRY_FIELDS) or not all(_finite_positive(x) for x in v):
-                raise bad(f"entry {k!r} is not [{', '.join(ENTRY_FIELDS)}] of positive numbers")
+            if not isinstance(v, list) or len(v) != len(ENTRY_FIELDS) or not all(_finite_positive(x) for x in v) \
+                    or not _positive_int(v[-1]):
+                raise bad(f"entry {str(k)[:80]!r} is not [{', '.join(ENTRY_FIELDS)}] of positive numbers (n an "
+                          "integer)")
             parsed[k] = dict(zip(ENTRY_FIELDS, v, strict=True))
         try:
             SearchSpace.from_dict(md["space"])
@@ -195,13 +197,14 @@ class LatencyTable:
         if not isinstance(d.get("overhead") or {}, dict):
             raise bad("overhead must be an object (resolution -> fit)")
         for r, o in (d.get("overhead") or {}).items():
-            try:
-                overhead[str(r)] = Overhead(float(o["a"]), float(o["b"]), float(o["c"]), int(o["n"]),
-                                            float(o["fit_mape"]))
-            except (KeyError, TypeError, ValueError):
-                raise bad(f"overhead for resolution {r} is malformed") from None
-            if not all(math.isfinite(x) for x in (overhead[str(r)].a, overhead[str(r)].b, overhead[str(r)].c)):
+            fields = [o.get(k) for k in ("a", "b", "c", "fit_mape")] if isinstance(o, dict) else []
+            if len(fields) != 4 or not all(_is_real(x) for x in fields) or not _positive_int(o.get("n")):
+                raise bad(f"overhead for resolution {str(r)[:20]} is malformed (a, b, c, fit_mape numbers; n a "
+                          "positive integer)")
+            if not all(math.isfinite(x) for x in fields):
                 raise bad(f"overhead for resolution {r} is not finite")
+            overhead[str(r)] = Overhead(float(o["a"]), float(o["b"]), float(o["c"]), int(o["n"]),
+                                        float(o["fit_mape"]))
         cal = d.get("calibration") or []
         if not isinstance(cal, list):
             raise bad("calibration must be a list")
@@ -349,6 +352,10 @@ def _finite_positive(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _is_str(v: Any) -> bool:
     return isinstance(v, str)
 
@@ -357,15 +364,22 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
 
 
-def _timing_settings(v: Any) -> bool:
-    return isinstance(v, dict) and all(isinstance(k, str) and (isinstance(x, bool) or _is_number(x))
+def _timing_settings(v: Any) -> bool:  # counts and times; a million replays is not a setting, it is a hang
+    return isinstance(v, dict) and all(isinstance(k, str) and (isinstance(x, bool) or (_is_number(x) and x <= 1e5))
                                        for k, x in v.items())
 
 
 def _probe(v: Any) -> bool:
-    return isinstance(v, dict) and isinstance(v.get("genotype"), (str, type(None))) \
-        and _positive_int(v.get("resolution")) \
-        and isinstance(v.get("ms"), list) and all(_finite_positive(x) for x in v["ms"])
+    if not (isinstance(v, dict) and _positive_int(v.get("resolution")) and isinstance(v.get("ms"), list)
+            and all(_finite_positive(x) for x in v["ms"])):
+        return False
+    if v.get("genotype") is None:
+        return True
+    try:
+        parse_genotype(v["genotype"])
+    except (GenotypeError, TypeError, AttributeError):
+        return False
+    return True
 
 
 # what the code reads from a table's metadata, with the type it needs (None is "not recorded" for the optional)
@@ -375,13 +389,16 @@ METADATA_TYPES: dict[str, tuple[Any, str]] = {
     "space": (lambda v: isinstance(v, dict), "an object"),
     "runtime": (_is_str, "a string"), "command": (_is_str, "a string"),
     "cuda_math": (lambda v: isinstance(v, dict), "an object (measure.cuda_math)"),
-    "host_allocator": (_is_str, "a string"), "threads": (_positive_int, "a positive integer"),
+    "host_allocator": (_is_str, "a string"),
+    "threads": (lambda v: _positive_int(v) and v <= 4096, "a positive integer (at most 4096)"),
     "channels_last": (lambda v: isinstance(v, bool), "true or false"),
     "measure_seconds": (_is_number, "a number of seconds"),
     "calibration_networks": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
                              "a non-negative integer"),
-    "timing": (_timing_settings, "an object of timing settings (numbers or true/false)"),
+    "timing": (_timing_settings, "an object of timing settings (numbers up to 1e5 or true/false)"),
     "probe": (_probe, "an object {genotype, resolution, ms: [positive numbers]}"),  # genotype None: no network
+    "batch_size": (lambda v: _positive_int(v) and v <= 1 << 20, "a positive integer (at most 2^20)"),
+    "num_classes": (lambda v: _positive_int(v) and v <= 1 << 20, "a positive integer (at most 2^20)"),
 }
 
 
