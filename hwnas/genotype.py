@@ -86,6 +86,7 @@ def _is_int(x: object) -> bool:
 MAX_REPEATS = 1000  # far above any real network (EfficientNet-B7: 13), low enough that walking one is instant
 MAX_CHANNELS = 1 << 18  # far above any real network (EfficientNet-L2's head: 5504); 100x width of a 1280 head fits
 MAX_KERNEL = 63
+MAX_STAGES = 100  # EfficientNet has 7; 100 stages of 1000 blocks still walk in about a second
 MAX_EXPANSION = 64
 
 
@@ -151,6 +152,8 @@ class Genotype:
             object.__setattr__(self, "stages", tuple(self.stages))
         if not self.stages:
             raise GenotypeError("a genotype needs at least one stage")
+        if len(self.stages) > MAX_STAGES:
+            raise GenotypeError(f"a genotype has at most {MAX_STAGES} stages, got {len(self.stages)}")
         for i, s in enumerate(self.stages):
             if not isinstance(s, Stage):
                 raise GenotypeError(f"stage {i} is not a Stage: {s!r}")

@@ -69,6 +69,7 @@ def test_timm_style_tokens_parse() -> None:
         ("swish,stem32,ir_r1_k3_s1_e6_c" + "9" * 15 + ",head1280", "channels must be 1 to 262144, got 1e+15"),
         ("swish,stem32,ir_r1_k3_s1_e6_c16,head9999999", "head channels must be at most 262144, got 9999999"),
         ("swish,stem32,ir_r1_k65_s1_e6_c16,head1280", "kernel must be odd, 1 to 63, got 65"),
+        ("swish,stem32," + "ir_r1_k3_s1_e6_c16," * 101 + "head1280", "a genotype has at most 100 stages, got 101"),
         ("swish,stem32,ir_r1_k3_s1_e6_c" + "9" * 5000 + ",head1280", "channels 999999999999... (5000 digits) is "
          "too large"),  # int() would refuse it with a traceback
         ("swish,stem32,ir_r1_k3_s1_e6_c16_" + "z" * 5000 + ",head1280", "unknown option 'zzzzz"),

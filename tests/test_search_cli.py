@@ -218,7 +218,7 @@ def test_evaluator_processes(tmp_path: Path) -> None:
         ("trials = 10\n", "trials = -3\n", "trials must be a positive integer, got -3"),
         ("epochs = 1.5\n", "epochs = -1.0\n", "epochs must be a positive number"),
         ("proxy_width = 0.25\nproxy_resolution = 32", "proxy_width = 0.25\nproxy_resolution = -8",
-         "proxy_resolution must be an integer >= 8"),
+         "proxy_resolution must be an integer from 8 to 8192"),
         ("val_fraction = 0.2 ", "val_fraction = \"a\" ", "val_fraction must be a number between 0 and 1"),
         ('objectives = ["acc", "flops"]', 'objectives = "acc"', "objectives must be a list of names"),
         ('data_dir = ""', "data_dir = 5", "data_dir must be a string, got 5"),

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.cli.common import FLOPS_HELP, Parser, load_arch, load_space, non_negative_int, positive_int
+from hwnas.cli.common import CLASSES, FLOPS_HELP, RESOLUTION, SEED, Parser, load_arch, load_space, positive_int
 from hwnas.genotype import Genotype
 from hwnas.references import REFERENCE_NAMES, describe_reference
 from hwnas.space import SearchSpace
@@ -135,8 +135,8 @@ def register(sub: Any) -> None:
                        description=f"Params and FLOPs of ARCH. {FLOPS_HELP}.")
     d.add_argument("arch", metavar="ARCH", help=f"a reference ({', '.join(REFERENCE_NAMES)}), "
                    "a genotype string, or a JSON file")
-    d.add_argument("--resolution", type=positive_int, default=224, help="input size in pixels (default 224)")
-    d.add_argument("--num-classes", type=positive_int, default=1000, help="classifier outputs (default 1000)")
+    d.add_argument("--resolution", type=RESOLUTION, default=224, help="input size in pixels (default 224)")
+    d.add_argument("--num-classes", type=CLASSES, default=1000, help="classifier outputs (default 1000)")
     d.add_argument("--json", action="store_true", help="machine-readable output")
     d.set_defaults(func=cmd_describe)
 
@@ -148,8 +148,8 @@ def register(sub: Any) -> None:
     info.set_defaults(func=cmd_space_info)
     smp = ssub.add_parser("sample", help="print random genotypes of the space")
     smp.add_argument("-n", type=positive_int, default=5, help="how many (default 5)")
-    smp.add_argument("--seed", type=non_negative_int, default=0)
+    smp.add_argument("--seed", type=SEED, default=0)
     smp.add_argument("--recipe", help="TOML recipe whose [space] table defines the space (default: built-in)")
-    smp.add_argument("--resolution", type=positive_int, default=224, help="resolution for --json FLOPs")
+    smp.add_argument("--resolution", type=RESOLUTION, default=224, help="resolution for --json FLOPs")
     smp.add_argument("--json", action="store_true", help=f"with params and FLOPs. {FLOPS_HELP}")
     smp.set_defaults(func=cmd_space_sample)

@@ -30,7 +30,41 @@ def _int_at_least(text: str, minimum: int, what: str) -> int:
     except ValueError:
         v = minimum - 1
     if v < minimum:
-        raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text[:40]!r}")
+    return v
+
+
+def int_in(low: int, high: int) -> Any:
+    """An argparse type: an integer in [low, high] (bounds far beyond use keep absurd input from hanging or
+    overflowing a backend)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = low - 1
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}, got {text[:40]!r}")
+        return v
+
+    parse.__name__ = f"integer {low}..{high}"
+    return parse
+
+
+SEED = int_in(0, 2**32 - 1)  # numpy's and torch's seeds
+RESOLUTION = int_in(1, 8192)  # pixels
+TRAIN_RESOLUTION = int_in(8, 8192)  # pixels a network trains at (random crops pad 4)
+CLASSES = int_in(1, 1 << 20)
+THREADS = int_in(1, 4096)
+NETWORKS = int_in(1, 100_000)  # networks drawn, calibrated or validated; a population
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text[:40]!r}")
     return v
 
 
@@ -48,7 +82,7 @@ def positive_float(text: str) -> float:
     except ValueError:
         v = -1.0
     if not 0 < v < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text[:40]!r}")
     return v
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.cli.common import (
+    CLASSES,
     FLOPS_HELP,
+    RESOLUTION,
     UsageError,
     check_output_file,
     load_arch,
@@ -243,9 +245,9 @@ def register(sub: Any) -> None:
                    "--weights (taken from the checkpoint)")
     p.add_argument("-o", "--output", required=True,
                    help="NAME.onnx (sidecar NAME.json); with --storage, a directory for trial-N.onnx files")
-    p.add_argument("--resolution", type=positive_int, default=None,
+    p.add_argument("--resolution", type=RESOLUTION, default=None,
                    help="input size in pixels (default 224; the checkpoint's or study's when exporting those)")
-    p.add_argument("--num-classes", type=positive_int, default=None,
+    p.add_argument("--num-classes", type=CLASSES, default=None,
                    help="classifier outputs (default 1000; the checkpoint's or study's when exporting those)")
     p.add_argument("--weights", metavar="CKPT", help="a checkpoint written by hwnas train -o (its genotype must "
                    "match ARCH)")

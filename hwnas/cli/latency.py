@@ -16,10 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.cli.common import (
+    CLASSES,
+    NETWORKS,
+    RESOLUTION,
+    SEED,
+    THREADS,
     Parser,
     UsageError,
     check_output_file,
     choice_list,
+    int_in,
     int_list,
     load_arch,
     load_space,
@@ -466,12 +472,12 @@ def register(sub: Any) -> None:
 
     def device_opts(p: argparse.ArgumentParser) -> None:
         p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-        p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)")
+        p.add_argument("--threads", type=THREADS, default=None, help="CPU threads (default: torch's)")
         cl = p.add_mutually_exclusive_group()
         cl.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
                         help="NHWC memory format (default on CUDA)")
         cl.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-        p.add_argument("--num-classes", type=positive_int, default=1000)
+        p.add_argument("--num-classes", type=CLASSES, default=1000)
 
     m = lsub.add_parser("measure", help="time every layer the space can produce; writes a table",
                         description="Time every layer key reachable in the space (CUDA graphs + events on GPU, "
@@ -487,9 +493,9 @@ def register(sub: Any) -> None:
     m.add_argument("--batch-size", type=int_list, default=[1], help="e.g. 1,64 (one table each)")
     m.add_argument("--resolution", type=int_list, default=[224], help="deployment resolution(s), e.g. 224,32")
     m.add_argument("--recipe", help="TOML recipe whose [space] table defines the space (default: built-in)")
-    m.add_argument("--calibration", type=positive_int, default=40,
+    m.add_argument("--calibration", type=NETWORKS, default=40,
                    help="random calibration networks per resolution (default 40), plus the references")
-    m.add_argument("--calibration-seed", type=non_negative_int, default=20261122)
+    m.add_argument("--calibration-seed", type=SEED, default=20261122)
     m.add_argument("--calls-per-graph", type=positive_int, default=10, help="layer calls per CUDA graph")
     m.add_argument("--layers-per-process", type=non_negative_int, default=2000,
                    help="CPU: time layers in fresh processes of this many layers each, the calibration networks "
@@ -510,15 +516,15 @@ def register(sub: Any) -> None:
     p = lsub.add_parser("predict", help="predicted latency of an architecture from a table")
     p.add_argument("arch", metavar="ARCH")
     p.add_argument("--table", required=True, help="table file or shipped table name")
-    p.add_argument("--resolution", type=positive_int, default=None, help="default: the table's first")
+    p.add_argument("--resolution", type=RESOLUTION, default=None, help="default: the table's first")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
     v = lsub.add_parser("validate", help="predicted vs measured on random networks of the table's space")
     v.add_argument("--table", required=True)
-    v.add_argument("-n", type=positive_int, default=100)
-    v.add_argument("--seed", type=non_negative_int, default=0)
-    v.add_argument("--resolution", type=positive_int, default=None)
+    v.add_argument("-n", type=NETWORKS, default=100)
+    v.add_argument("--seed", type=SEED, default=0)
+    v.add_argument("--resolution", type=RESOLUTION, default=None)
     v.add_argument("--recipe", help="check the table was measured for this recipe's space")
     v.add_argument("-o", "--output", default=None,
                    help="report prefix (default: TABLE.validation, TABLE.validation-rRES at another resolution)")
@@ -532,8 +538,8 @@ def register(sub: Any) -> None:
     mm.add_argument("arch", metavar="ARCH")
     device_opts(mm)
     mm.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
-    mm.add_argument("--batch-size", type=positive_int, default=1)
-    mm.add_argument("--resolution", type=positive_int, default=224)
+    mm.add_argument("--batch-size", type=int_in(1, 1 << 16), default=1)
+    mm.add_argument("--resolution", type=RESOLUTION, default=224)
     mm.add_argument("--json", action="store_true")
     mm.set_defaults(func=cmd_measure_model)
 

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.cli.common import (
+    CLASSES,
     FLOPS_HELP,
+    RESOLUTION,
+    SEED,
     UsageError,
     check_output_file,
     load_arch,
-    non_negative_int,
+    non_negative_float,
     positive_float,
     positive_int,
     write_text_atomic,
@@ -370,7 +373,7 @@ def register(sub: Any) -> None:
         f"{FLOPS_HELP}.")
     s.add_argument("arch", metavar="ARCH", help=arch_help)
     s.add_argument("--step", type=positive_float, default=0.05, help="grid step, at least 0.005 (default 0.05)")
-    s.add_argument("--tolerance", type=float, default=0.1,
+    s.add_argument("--tolerance", type=non_negative_float, default=0.1,
                    help="allowed |a*b^2*g^2 - 2| (default 0.1, which keeps the paper's 1.2,1.1,1.15 = 1.92)")
     s.add_argument("--max-candidates", type=positive_int, default=None,
                    help="evaluate at most this many, spread evenly over the sorted grid (default: all)")
@@ -382,11 +385,11 @@ def register(sub: Any) -> None:
     s.add_argument("--proxy-width", type=positive_float, default=0.5,
                    help="train a width-scaled proxy of each candidate (default 0.5; 1 = the candidate itself)")
     s.add_argument("--val-size", type=positive_int, default=1000, help="validation images carved from train")
-    s.add_argument("--seed", type=non_negative_int, default=0)
+    s.add_argument("--seed", type=SEED, default=0)
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    s.add_argument("--resolution", type=positive_int, default=224,
+    s.add_argument("--resolution", type=RESOLUTION, default=224,
                    help="deployment base resolution for the FLOPs column (default 224; candidate: round8(R*gamma))")
-    s.add_argument("--num-classes", type=positive_int, default=1000, help="classes for the FLOPs/params columns")
+    s.add_argument("--num-classes", type=CLASSES, default=1000, help="classes for the FLOPs/params columns")
     s.add_argument("--out-dir", help="where scale-search.json/.png go (default search/runs/scale-search-ARCH)")
     s.add_argument("--json", action="store_true", help="print the result JSON on stdout")
     data_options(s)
@@ -405,9 +408,9 @@ def register(sub: Any) -> None:
     how.add_argument("--from-search", metavar="JSON", help="the best coefficients of a scale-search.json")
     how.add_argument("--preset", choices=sorted(PRESETS), help="published multipliers (efficientnet: B0..B7)")
     f.add_argument("--phi", help="members: 0-7, 3 or 0,2,4 (default 0-7)")
-    f.add_argument("--resolution", type=positive_int, default=None, help="base resolution for --coefficients "
+    f.add_argument("--resolution", type=RESOLUTION, default=None, help="base resolution for --coefficients "
                    "(default 224)")
-    f.add_argument("--num-classes", type=positive_int, default=1000, help="classifier outputs (default 1000)")
+    f.add_argument("--num-classes", type=CLASSES, default=1000, help="classifier outputs (default 1000)")
     f.add_argument("--table", help="latency table (file or shipped name): predicted latency per member")
     f.add_argument("--plot", help="PNG of the family (default DIR/family.png with --export)")
     f.add_argument("--export", metavar="DIR", help="write a checked ONNX file + sidecar per member (and "

@@ -14,11 +14,13 @@ from typing import Any
 
 from hwnas.cli.common import (
     FLOPS_HELP,
+    NETWORKS,
+    RESOLUTION,
+    SEED,
     UsageError,
     _is_optuna_sqlite,
     check_output_dir,
     load_recipe,
-    non_negative_int,
     positive_float,
     positive_int,
     shipped_dir,
@@ -147,12 +149,13 @@ def _check_settings(s: dict[str, Any], recipe: Path) -> None:
 
     for k in ("trials", "population", "batch_size", "resolution"):
         need(is_int(s[k]) and s[k] >= 1, k, "a positive integer")
-    need(is_int(s["seed"]) and s["seed"] >= 0, "seed", "a non-negative integer")
+    need(is_int(s["seed"]) and 0 <= s["seed"] < 2**32, "seed", "an integer from 0 to 2^32 - 1")
+    need(s["population"] <= 100_000, "population", "at most 100000")
     for k in ("epochs", "lr", "proxy_width"):
         need(is_num(s[k]) and s[k] > 0, k, "a positive number")
     need(is_num(s["val_fraction"]) and 0 < s["val_fraction"] < 1, "val_fraction", "a number between 0 and 1")
-    need(s["proxy_resolution"] is None or (is_int(s["proxy_resolution"]) and s["proxy_resolution"] >= 8),
-         "proxy_resolution", "an integer >= 8")
+    need(s["proxy_resolution"] is None or (is_int(s["proxy_resolution"]) and 8 <= s["proxy_resolution"] <= 8192),
+         "proxy_resolution", "an integer from 8 to 8192")
     for k in ("name", "strategy", "reward", "dataset"):
         need(isinstance(s[k], str) and bool(s[k]), k, "a non-empty string")
     need(not any(c in s["name"] for c in "/\\") and s["name"] not in (".", ".."), "name",
@@ -462,12 +465,12 @@ def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...],
     p.add_argument("--reward", choices=["pareto", "mnas-soft", "mnas-hard"], default=None)
     p.add_argument("--strategy", choices=strategies, default=None)
     p.add_argument("--trials", type=positive_int, default=None, help="evaluated architectures (default: recipe)")
-    p.add_argument("--population", type=positive_int, default=None)
-    p.add_argument("--seed", type=non_negative_int, default=None)
+    p.add_argument("--population", type=NETWORKS, default=None)
+    p.add_argument("--seed", type=SEED, default=None)
     p.add_argument("--epochs", type=positive_float, default=None, help="proxy training epochs per candidate")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate per 512 images")
-    p.add_argument("--resolution", type=positive_int, default=None, help="deployment resolution for costs")
+    p.add_argument("--resolution", type=RESOLUTION, default=None, help="deployment resolution for costs")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--parallel", type=positive_int, default=None,
                    help=f"proposals trained together (default {PARALLEL_CUDA} on CUDA: the evaluator trains them in "

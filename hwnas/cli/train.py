@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.cli.common import (
+    SEED,
+    TRAIN_RESOLUTION,
     Parser,
     UsageError,
     check_output_dir,
@@ -61,7 +63,7 @@ def data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="ImageFolder folder or archive (train/ + test/ or val/), torchvision CIFAR-10 "
                    "folder, or an hwnas .npz cache (default: the embedded CIFAR-10 subset)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision into --data-dir")
-    p.add_argument("--image-size", type=positive_int, default=None,
+    p.add_argument("--image-size", type=TRAIN_RESOLUTION, default=None,
                    help="resize (shorter side) and centre-crop images to this size (default: keep)")
     p.add_argument("--cache-dir", help="where archives are unpacked and decoded (default $HWNAS_CACHE or "
                    "~/.cache/hwnas)")
@@ -168,7 +170,7 @@ def register(sub: Any) -> None:
                    help="stochastic depth rate of the last block, in [0, 1)")
     t.add_argument("--val-size", type=non_negative_int, default=0,
                    help="hold out this many training images and report on them instead of the test split")
-    t.add_argument("--seed", type=non_negative_int, default=0)
+    t.add_argument("--seed", type=SEED, default=0)
     t.add_argument("-o", "--output", help="checkpoint path (.pt: state_dict + genotype, loads with weights_only); "
                    "an interrupted training (Ctrl-C, SIGTERM) saves the weights trained so far there")
     t.add_argument("--json", action="store_true")

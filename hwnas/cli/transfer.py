@@ -8,7 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hwnas.cli.common import FLOPS_HELP, UsageError, check_output_dir, open_study, positive_float, positive_int
+from hwnas.cli.common import (
+    FLOPS_HELP,
+    TRAIN_RESOLUTION,
+    UsageError,
+    check_output_dir,
+    open_study,
+    positive_float,
+    positive_int,
+)
 from hwnas.cli.search import (
     add_search_options,
     build_problem,
@@ -188,7 +196,7 @@ def register(sub: Any) -> None:
                    help="how to pick the basic architecture (default reward: ACC x (cost/target)^-0.07)")
     p.add_argument("--target-data", dest="data_dir", default=None,
                    help="target ImageFolder folder or archive (train/ + val/ or test/); default: embedded subset")
-    p.add_argument("--target-resolution", type=positive_int, default=None,
+    p.add_argument("--target-resolution", type=TRAIN_RESOLUTION, default=None,
                    help="resolution the target proxy trains at (default: the target images' own)")
     p.add_argument("--quality-lambda", type=positive_float, default=None,
                    help="population quality Q = mean - lambda x std of fitness; only members >= Q reproduce")
