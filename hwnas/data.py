@@ -86,9 +86,11 @@ def save_npz(data: ImageData, path: Path) -> None:
 def load_npz(path: Path) -> ImageData:
     try:
         with np.load(path, allow_pickle=False) as z:
+            if z["name"].ndim != 0 or z["classes"].ndim != 1:
+                raise ValueError(f"name {z['name'].shape} and classes {z['classes'].shape} must be 0-d and 1-d")
             data = ImageData(str(z["name"]), tuple(str(c) for c in z["classes"]), z["train_x"], z["train_y"],
                              z["test_x"], z["test_y"], str(z["source"]))
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as e:  # TypeError: 0-d classes
         raise DataError(f"{path} is not a readable hwnas data cache ({e or type(e).__name__}); delete it and "
                         "prepare the data again") from None
     why = _malformed(data)
@@ -101,6 +103,8 @@ def _malformed(d: ImageData) -> str | None:
     """Why arrays are not images the trainer takes (uint8 N x H x W x 3, labels 0..classes-1), or None."""
     if not d.classes:
         return "no classes"
+    if len(set(d.classes)) != len(d.classes) or not all(d.classes):
+        return f"class names empty or repeated: {list(d.classes)[:10]}"
     for split, x, y in (("train", d.train_x, d.train_y), ("test", d.test_x, d.test_y)):
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[3] != 3 or x.shape[1] != x.shape[2] or len(x) == 0:
             return f"{split} images are {x.dtype} {x.shape}, not uint8 N x S x S x 3"
@@ -149,8 +153,8 @@ def _decode(file: Path, resolution: int | None) -> np.ndarray:
     try:
         with Image.open(file) as im:
             return _fit(im.convert("RGB"), resolution)
-    except OSError as e:  # PIL's UnidentifiedImageError is an OSError
-        raise DataError(f"cannot decode image {file}: {e}") from None
+    except (OSError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+        raise DataError(f"cannot decode image {file}: {str(e)[:200]}") from None
 
 
 def resize_images(x: np.ndarray, resolution: int) -> np.ndarray:
@@ -255,9 +259,21 @@ def load_torchvision_cifar10(root: Path, download: bool = False, name: str = "ci
 
 
 # ---- one entry point ------------------------------------------------------------------------------
+MIN_IMAGE_PX = 8  # what the trainer takes (random crops pad 4 pixels)
+
+
 def load_dataset(path: Path, name: str, cache_root: Path, resolution: int | None = None, download: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> ImageData:
     """Load from any accepted source (see module doc), decoding at most once per source."""
+    data = _load_any(path, name, cache_root, resolution, download, progress)
+    if data.resolution < MIN_IMAGE_PX:
+        raise DataError(f"{path}: the images are {data.resolution} px; hwnas trains at {MIN_IMAGE_PX} px or more "
+                        "(--image-size resizes them)")
+    return data
+
+
+def _load_any(path: Path, name: str, cache_root: Path, resolution: int | None, download: bool,
+              progress: Callable[[int, int], None] | None) -> ImageData:
     if path.suffix == ".npz":
         if not path.is_file():
             raise DataError(f"data cache not found: {path}")
