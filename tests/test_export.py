@@ -218,6 +218,8 @@ def test_cli_export_study_bad_input(study_url: str, tmp_path: Path) -> None:
     ("trial", "feasible", '"yes"', "trial 0 attribute feasible must be true or false"),
     ("study", "hwnas", '{"problem": {"resolution": "big"}}', "problem resolution must be a positive integer"),
     ("study", "hwnas", '[1, 2]', "its hwnas settings hold no problem object"),
+    ("directions", "", "", "with reward pareto are 2 values, but the study has 3 optimisation directions"),
+    ("values", "", "", "trial 1 has 3 objective values, the study 2 directions: damaged"),
 ])
 def test_a_damaged_study_is_a_one_line_error(study_url: str, tmp_path: Path, table: str, key: str, value: str,
                                              fragment: str) -> None:
@@ -228,7 +230,13 @@ def test_a_damaged_study_is_a_one_line_error(study_url: str, tmp_path: Path, tab
     db = tmp_path / "edited.db"
     shutil.copy(study_url.removeprefix("sqlite:///"), db)
     with sqlite3.connect(db) as con:
-        if table == "trial":
+        if table == "directions":  # a third objective's direction, and a value too many, as the fuzzer made them
+            n = con.execute("INSERT INTO study_directions (direction, study_id, objective) VALUES ('MINIMIZE', 1, 2)"
+                            ).rowcount
+        elif table == "values":
+            n = con.execute("INSERT INTO trial_values (trial_id, objective, value, value_type) VALUES "
+                            "((SELECT MIN(trial_id) + 1 FROM trials), 2, 1.0, 'FINITE')").rowcount
+        elif table == "trial":
             n = con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE key = ? AND trial_id = "
                             "(SELECT MIN(trial_id) FROM trials)", (value, key)).rowcount
         else:

@@ -246,7 +246,7 @@ def open_study(storage: str, name: str) -> Any:
     from hwnas.search.records import StudyRecordError, check_study_records
 
     try:
-        check_study_records(name, study.user_attrs, study.get_trials(deepcopy=False))
+        check_study_records(name, study.user_attrs, study.get_trials(deepcopy=False), len(study.directions))
     except StudyRecordError as e:
         raise UsageError(f"{storage}: {e}") from None
     return study

@@ -64,9 +64,11 @@ def _shown(v: Any) -> str:
     return repr(v)[:60]
 
 
-def check_study_records(name: str, study_attrs: dict[str, Any], trials: Iterable[Any]) -> None:
+def check_study_records(name: str, study_attrs: dict[str, Any], trials: Iterable[Any],
+                        directions: int | None = None) -> None:
     """Raise StudyRecordError naming the first attribute of ``study_attrs["hwnas"]["problem"]`` or of a
-    trial's ``user_attrs`` (Optuna ``FrozenTrial``s) that hwnas would misread."""
+    trial's ``user_attrs`` (Optuna ``FrozenTrial``s) that hwnas would misread, or (``directions``: the
+    study's number of objectives) objectives and values that disagree with it."""
     hw = study_attrs.get("hwnas")
     if hw is not None:
         problem = hw.get("problem") if isinstance(hw, dict) else None
@@ -76,7 +78,16 @@ def check_study_records(name: str, study_attrs: dict[str, Any], trials: Iterable
         for key, (ok, what) in PROBLEM_ATTRS.items():
             if problem.get(key) is not None and not ok(problem[key]):
                 raise StudyRecordError(f"study {name!r}: problem {key} must be {what}, got {_shown(problem[key])}")
+        objectives = problem.get("objectives")
+        values = 1 if problem.get("reward", "pareto") != "pareto" else len(objectives or [])  # Problem.directions
+        if directions is not None and objectives is not None and values != directions:
+            raise StudyRecordError(f"study {name!r}: objectives {', '.join(objectives)} with reward "
+                                   f"{problem.get('reward', 'pareto')} are {values} values, but the study has "
+                                   f"{directions} optimisation directions: damaged")
     for t in trials:
+        if directions is not None and t.values is not None and len(t.values) != directions:
+            raise StudyRecordError(f"study {name!r}: trial {t.number} has {len(t.values)} objective values, the "
+                                   f"study {directions} directions: damaged")
         a = t.user_attrs
         for key, (ok, what) in TRIAL_ATTRS.items():
             if a.get(key) is not None and not ok(a[key]):

@@ -303,7 +303,7 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
         if diff:
             raise ValueError(f"study {study_name!r} was run with other settings ({', '.join(diff)}); "
                              f"use the same settings to resume, or another --study-name")
-        check_study_records(study_name, study.user_attrs, study.get_trials(deepcopy=False))
+        check_study_records(study_name, study.user_attrs, study.get_trials(deepcopy=False), len(study.directions))
     s = Search(problem, study, evaluate, strategy, seed, population, evaluate_many=evaluate_many,
                parallel=max(1, parallel))
     holder["s"] = s
