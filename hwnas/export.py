@@ -215,7 +215,9 @@ def export_genotype(genotype: Genotype, path: Path, resolution: int = 224, num_c
         try:
             model.load_state_dict(state_dict)
         except RuntimeError as e:
-            raise ExportError(f"weights do not fit the network: {str(e).splitlines()[0][:300]}") from None
+            detail = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()]  # torch: a header, then the keys
+            raise ExportError(f"weights do not fit the network: {(detail or str(e).splitlines() or ['?'])[0][:300]}"
+                              ) from None
         weights = "checkpoint"
     else:
         calibrate_batchnorm(model, resolution, seed)

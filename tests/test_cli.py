@@ -167,6 +167,10 @@ def test_bad_input_is_reported_before_torch_loads(tmp_path: Path) -> None:
          "phi must be at most 20"),
         (["search", "--run-dir", "afile/runs"], "--run-dir afile/runs: afile is a file"),
         (["data", "prepare", "--cache-dir", "afile/c"], "--cache-dir afile/c: afile is a file"),
+        (["search", "--recipe", "adir"], "recipe adir is a directory, not a TOML file"),
+        (["scale", "family", "mobilenetv2", "--from-search", "adir"], "is a directory (give its scale-search.json)"),
+        (["export", "mobilenetv2", "-o", "a" * 300 + ".onnx"], "file name too long: aaaa"),  # ENAMETOOLONG, once
+        (["train", "mobilenetv2", "-o", "a" * 300 + ".pt"], "file name too long: aaaa"),
     ],
 )
 def test_outputs_that_cannot_be_written_are_refused_before_the_work(tmp_path: Path, args: list[str],
@@ -175,6 +179,12 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_work(tmp_path: Pa
     (tmp_path / "adir" / "r.json").mkdir(parents=True)
     (tmp_path / "adir" / "r.json" / "keep").write_text("x")
     assert_usage_error(hwnas(*args, cwd=tmp_path, timeout=120), fragment)
+
+
+def test_a_bad_cache_variable_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("HWNAS_CACHE", str(tmp_path / "afile"))
+    assert_usage_error(hwnas("data", "prepare"), f"$HWNAS_CACHE {tmp_path / 'afile'} is a file, not a folder")
 
 
 def test_broken_data_and_table_files_are_one_line_errors(tmp_path: Path) -> None:

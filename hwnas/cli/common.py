@@ -144,7 +144,8 @@ def load_recipe(path: str | None) -> dict[str, Any]:
         return {}
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"recipe not found: {path}")
+        raise UsageError(f"recipe {path} is a directory, not a TOML file" if p.is_dir()
+                         else f"recipe not found: {path}")
     try:
         with p.open("rb") as f:
             return tomllib.load(f)

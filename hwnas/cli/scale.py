@@ -60,7 +60,8 @@ def _console(to_stderr: bool) -> Any:
 def _coefficients_from_search(path: str) -> Coefficients:
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"scale search result not found: {path}")
+        raise UsageError(f"scale search result {path} is a directory (give its scale-search.json)" if p.is_dir()
+                         else f"scale search result not found: {path}")
     try:
         best = json.loads(p.read_text(encoding="utf-8"))["best"]
         return _compound(parse_coefficients, f"{best['alpha']},{best['beta']},{best['gamma']}")

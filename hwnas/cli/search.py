@@ -50,6 +50,8 @@ def find_recipe(arg: str | None) -> Path:
     p = Path(name)
     if p.is_file():
         return p
+    if p.is_dir():
+        raise UsageError(f"recipe {name} is a directory, not a TOML file")
     for cand in (recipes_dir() / name, recipes_dir() / f"{name}.toml"):
         if cand.is_file():
             return cand

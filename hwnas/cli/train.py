@@ -42,7 +42,8 @@ def load_data(args: argparse.Namespace) -> Any:
     from hwnas.data import DataError, load_dataset
 
     path = Path(args.data_dir) if args.data_dir else EMBEDDED
-    check_output_dir(cache_root(args.cache_dir), "--cache-dir")
+    check_output_dir(cache_root(args.cache_dir), "--cache-dir" if args.cache_dir or not os.environ.get("HWNAS_CACHE")
+                     else "$HWNAS_CACHE")
     with Progress(console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("decoding images", total=None)
         try:
