@@ -144,6 +144,7 @@ def test_cli_export_a_trained_checkpoint(tmp_path: Path) -> None:
                                  ("input_size", "big", "input_size must be a positive integer"),
                                  ("state_dict", [1], "state_dict must be a mapping name -> tensor, got list"),
                                  ("metrics", [0.5], "metrics must be an object with a numeric val_acc"),
+                                 ("metrics", {"val_acc": float("nan")}, "metrics must be an object with a numeric"),
                                  ("genotype", "relu,stem8", "genotype must be a genotype object")]:
         edited = tmp_path / f"edited-{key}.pt"  # a hand-edited checkpoint: one line naming the field
         torch.save({**saved, key: value}, edited)

@@ -55,7 +55,8 @@ RESOLUTION = int_in(1, 8192)  # pixels
 TRAIN_RESOLUTION = int_in(8, 8192)  # pixels a network trains at (random crops pad 4)
 CLASSES = int_in(1, 1 << 20)
 THREADS = int_in(1, 4096)
-NETWORKS = int_in(1, 100_000)  # networks drawn, calibrated or validated; a population
+NETWORKS = int_in(1, 100_000)  # networks drawn, calibrated or validated
+POPULATION = int_in(1, 10_000)  # pymoo compares every pair of a generation for duplicates
 
 
 def non_negative_float(text: str) -> float:

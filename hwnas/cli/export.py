@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,9 @@ def load_checkpoint(path: str) -> dict[str, Any]:
                                                                for k, t in v.items()), "a mapping name -> tensor"),
         "genotype": (lambda v: isinstance(v, dict), "a genotype object"),
         "num_classes": (positive, "a positive integer"), "input_size": (positive, "a positive integer"),
-        "metrics": (lambda v: isinstance(v, dict) and isinstance(v.get("val_acc"), (int, float, type(None)))
-                    and not isinstance(v.get("val_acc"), bool), "an object with a numeric val_acc"),
+        "metrics": (lambda v: isinstance(v, dict) and (v.get("val_acc") is None or (
+            isinstance(v["val_acc"], (int, float)) and not isinstance(v["val_acc"], bool)
+            and math.isfinite(v["val_acc"]))), "an object with a numeric val_acc"),
         "dataset": (lambda v: isinstance(v, str), "a string"),
     }
     for key, (ok, what) in checks.items():

@@ -140,11 +140,12 @@ def cmd_measure(args: argparse.Namespace) -> int:
                          "timed on; see --layers-per-process)")
     fields = ("device", "runtime", "precision", "batch", "resolutions")
     try:
-        used = [f for _, f, _, _ in string.Formatter().parse(args.output) if f is not None]
+        used = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(args.output) if f is not None]
     except ValueError as e:
         used, bad = [], f"{e}"
-    else:
-        bad = ", ".join(f"{{{f}}}" for f in used if f not in fields)  # {device.__class__}, {0}, {}: not fields
+    else:  # {device.__class__}, {0}, {}: not fields; {device:>99999999}, {batch!r}: not plain
+        bad = ", ".join(f"{{{f}{'!' + c if c else ''}{':' + s if s else ''}}}" for f, s, c in used
+                        if f not in fields or s or c)
     if bad:
         raise UsageError(f"-o {args.output}: not a valid name template ({bad}); fields: "
                          "{device} {runtime} {precision} {batch} {resolutions}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from hwnas.cli.common import (
     FLOPS_HELP,
-    NETWORKS,
+    POPULATION,
     RESOLUTION,
     SEED,
     UsageError,
@@ -152,7 +152,7 @@ def _check_settings(s: dict[str, Any], recipe: Path) -> None:
     for k in ("trials", "population", "batch_size", "resolution"):
         need(is_int(s[k]) and s[k] >= 1, k, "a positive integer")
     need(is_int(s["seed"]) and 0 <= s["seed"] < 2**32, "seed", "an integer from 0 to 2^32 - 1")
-    need(s["population"] <= 100_000, "population", "at most 100000")
+    need(s["population"] <= 10_000, "population", "at most 10000")
     for k in ("epochs", "lr", "proxy_width"):
         need(is_num(s[k]) and s[k] > 0, k, "a positive number")
     need(is_num(s["val_fraction"]) and 0 < s["val_fraction"] < 1, "val_fraction", "a number between 0 and 1")
@@ -467,7 +467,7 @@ def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...],
     p.add_argument("--reward", choices=["pareto", "mnas-soft", "mnas-hard"], default=None)
     p.add_argument("--strategy", choices=strategies, default=None)
     p.add_argument("--trials", type=positive_int, default=None, help="evaluated architectures (default: recipe)")
-    p.add_argument("--population", type=NETWORKS, default=None)
+    p.add_argument("--population", type=POPULATION, default=None)
     p.add_argument("--seed", type=SEED, default=None)
     p.add_argument("--epochs", type=positive_float, default=None, help="proxy training epochs per candidate")
     p.add_argument("--batch-size", type=positive_int, default=None)
