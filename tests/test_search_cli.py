@@ -187,6 +187,14 @@ def test_optuna_dashboard_serves_the_study(study) -> None:  # type: ignore[no-un
         server.wait(timeout=10)
 
 
+def test_a_search_whose_every_candidate_failed_is_not_a_success(tmp_path: Path) -> None:
+    r = hwnas("search", "--budget-flops", "400M", "--trials", "1", "--epochs", "0.05", "--lr", "1e30", "--device",
+              "cpu", "--run-dir", str(tmp_path), "--study-name", "f", "--cache-dir", str(tmp_path / "cache"))
+    assert r.returncode == 1, r.stderr  # the report is written (the failure is in the study), but it is no result
+    assert "hwnas: error: every trained candidate failed (first failure: non-finite loss" in r.stderr
+    assert (tmp_path / "f" / "pareto.json").is_file()
+
+
 def _search_trials(tmp_path: Path, name: str, trials: int, *extra: str) -> list[optuna.trial.FrozenTrial]:
     """Run a short CPU search and return its trials: every one complete, ``trials`` of them trained."""
     r = hwnas("search", "--budget-flops", "400M", "--trials", str(trials), *extra, *FAST, "--run-dir",

@@ -326,6 +326,10 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
           f"{summary['failed']} failed; hypervolume {summary['hypervolume']:.4f}; {time.monotonic() - t0:.0f} s\n"
           f"outputs: {run_dir}/pareto.csv, pareto.json, pareto.png, hypervolume.png\n"
           f"dashboard: {dashboard}\nresume or extend: {_resume_cmd(study_name, storage, args)}", file=err)
+    if status == 0 and not rows and summary["failed"]:  # nothing to show for the run: not a success
+        first = next((t.user_attrs.get("failure") for t in trials if t.user_attrs.get("failure")), "unknown")
+        print(f"hwnas: error: every trained candidate failed (first failure: {str(first)[:200]})", file=err)
+        status = 1
     return status
 
 

@@ -144,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     elif m.failure:
-        print(f"{name}: training failed: {m.failure}")
+        print(f"{name}: {m.failure}")  # "training failed: ...", "build failed: ...", "interrupted after ..."
     else:
         print(f"{name}: {held_name} accuracy {m.val_acc:.4f} after {m.epochs:g} epochs ({m.train_seconds:.1f} s, "
               f"{m.images_per_s:.0f} img/s)" + (f"; checkpoint {out}" if out else ""))
