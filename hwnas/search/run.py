@@ -142,14 +142,17 @@ class Search:
     def seed_population(self, n_trials: int | None = None) -> int:
         """For Optuna's evolutionary/model samplers on a fresh study: enqueue feasible random first
         trials, so a tight budget does not waste the first generation on infeasible proposals. For the
-        other strategies, one feasible network is looked for the same way: a budget nothing in the space
-        meets is the same error (SpaceError) for every strategy, before any trial."""
+        other strategies that start from uniform samples (random, evolution, pymoo), one feasible network is
+        looked for the same way: a budget nothing in the space meets is the same error (SpaceError), before
+        any trial. (EAT-NAS transfer starts from its basic architecture's neighbourhood: not probed.)"""
         if self.study.get_trials(deepcopy=False):
             return 0
         rng = np.random.default_rng(self.seed)
         sp = self.problem.space
-        if self.strategy not in ("nsga2", "nsga3", "tpe", "gp"):
+        if self.strategy in ("random", "evolution", "pymoo-nsga2", "pymoo-agemoea"):
             sp.sample_where(rng, lambda g: self.problem.feasible(self.problem.costs(g)))
+            return 0
+        if self.strategy not in ("nsga2", "nsga3", "tpe", "gp"):
             return 0
         n = self.population if self.strategy.startswith("nsga") else min(10, self.population)
         n = min(n, n_trials or n)
