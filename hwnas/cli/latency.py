@@ -150,12 +150,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {args.output}: not a valid name template ({bad}); fields: "
                          "{device} {runtime} {precision} {batch} {resolutions}")
     for precision, batch in combos:  # -o is a template: every name it gives is checked now, not after timing
-        try:
-            name = args.output.format(device="device", precision=precision, batch=batch, resolutions="224",
-                                      runtime="")
-        except (KeyError, IndexError, ValueError, AttributeError) as e:
-            raise UsageError(f"-o {args.output}: not a valid name template ({type(e).__name__}: {e}); fields: "
-                             "{device} {runtime} {precision} {batch} {resolutions}") from None
+        name = args.output.format(device="device", precision=precision, batch=batch, resolutions="224", runtime="")
         if "{device" not in args.output and "{runtime" not in args.output:
             check_output_file(name, "-o")
     calib = calibration_genotypes(space, args.calibration, args.calibration_seed)

@@ -190,9 +190,6 @@ class LatencyTable:
         res = md["resolutions"]
         if not isinstance(res, list) or not res or not all(_positive_int(r) for r in res):
             raise bad(f"metadata resolutions must be a list of positive integers, got {res!r}")
-        for k in ("num_classes", "batch_size"):
-            if not _positive_int(md[k]):
-                raise bad(f"metadata {k} must be a positive integer, got {md[k]!r}")
         overhead = {}
         if not isinstance(d.get("overhead") or {}, dict):
             raise bad("overhead must be an object (resolution -> fit)")
