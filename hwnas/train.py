@@ -591,7 +591,11 @@ class EvaluatorPool:
         self._next_rank = self._call = 0
         for _ in range(processes):
             self._spawn()
-        while len(self._idle) < processes:
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Until every process has loaded its data (a replacement loads while the others train); between calls."""
+        while self._loading:
             kind, rank, payload = self._get(None)
             if kind == "error":
                 self.close()

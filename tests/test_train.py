@@ -248,6 +248,8 @@ def test_evaluator_pool_deals_candidates_out_and_survives_a_dead_process(small) 
         t0 = time.monotonic()
         assert pool.evaluate(TINY2, seed=0).ok and pool.processes == 2  # replaced, and the pool goes on
         assert time.monotonic() - t0 < 120
+        pool.wait_ready()  # the replacement may still be loading (the other process served TINY2): killed so, it
+        # would die "while loading" with -9 before the replacements below could die with their 3
         for p, *_ in list(pool._procs.values()):  # both die, and their replacements die while loading (before
             os.kill(p.pid, signal.SIGKILL)          # they are ready): not replaced again, the pool gives up
             p.join(timeout=30)
