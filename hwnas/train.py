@@ -18,7 +18,9 @@
 from __future__ import annotations
 
 import math
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -113,6 +115,112 @@ class Metrics:
         return asdict(self)
 
 
+@dataclass
+class TrainState:
+    """Where an interrupted training stopped, at a step boundary: enough to continue it exactly as the
+    uninterrupted run would have gone on (same recipe, budget, seed, data and device type; on CPU the result is
+    bit-identical, on CUDA the batches and schedule are, and dropout masks may differ). ``to_dict`` holds only
+    tensors, numbers, strings and lists, so it loads with ``torch.load(weights_only=True)``."""
+
+    step: int  # optimizer steps done
+    total: int  # steps of the whole schedule (the learning rate follows it)
+    epoch_start: int  # the step at which the current epoch began
+    perm: torch.Tensor | None  # the current epoch's image order (None: the next epoch has not begun)
+    generator: torch.Tensor  # the batch generator's state (crops, flips, orders)
+    torch_rng: torch.Tensor  # torch's global CPU generator (dropout, drop-path on CPU)
+    momentum: dict[str, torch.Tensor]  # SGD momentum per parameter name
+    loss_sum: float  # training loss summed over the current epoch's steps so far
+    final_loss: float | None  # the last finished epoch's mean loss
+    train_seconds: float  # training time spent so far
+    settings: dict[str, Any]  # what must match to resume (``Evaluator.resume_settings``)
+    weights: dict[str, torch.Tensor] | None = None  # the model's state_dict (saved beside, not in ``to_dict``)
+
+    FIELDS = ("step", "total", "epoch_start", "perm", "generator", "torch_rng", "momentum", "loss_sum",
+              "final_loss", "train_seconds", "settings")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+    @classmethod
+    def from_dict(cls, d: Any, weights: dict[str, torch.Tensor]) -> TrainState:
+        """Read back ``to_dict``'s output, with the model's ``weights``; a damaged one is a ValueError naming the
+        field."""
+        if not isinstance(d, dict):
+            raise ValueError(f"the resume state must be an object, got {type(d).__name__}")
+        missing = [k for k in cls.FIELDS if k not in d]
+        if missing:
+            raise ValueError(f"the resume state lacks {', '.join(missing)}")
+
+        def count(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        checks: dict[str, tuple[Callable[[Any], bool], str]] = {
+            "step": (count, "a count"), "total": (lambda v: count(v) and v > 0, "a positive count"),
+            "epoch_start": (count, "a count"),
+            "perm": (lambda v: v is None or (isinstance(v, torch.Tensor) and v.dtype == torch.int64 and v.dim() == 1),
+                     "an int64 vector or null"),
+            "generator": (lambda v: isinstance(v, torch.Tensor) and v.dtype == torch.uint8, "a uint8 tensor"),
+            "torch_rng": (lambda v: isinstance(v, torch.Tensor) and v.dtype == torch.uint8, "a uint8 tensor"),
+            "momentum": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor)
+                                                               for k, t in v.items()), "a mapping name -> tensor"),
+            "loss_sum": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+            "final_loss": (lambda v: v is None or number(v), "a finite number or null"),
+            "train_seconds": (lambda v: number(v) and v >= 0, "a non-negative number"),
+            "settings": (lambda v: isinstance(v, dict), "an object"),
+        }
+        for k, (ok, what) in checks.items():
+            if not ok(d[k]):
+                raise ValueError(f"resume state: {k} must be {what}, got {type(d[k]).__name__}")
+        if not d["epoch_start"] <= d["step"] <= d["total"]:
+            raise ValueError(f"resume state: step {d['step']} is not between epoch_start {d['epoch_start']} "
+                             f"and total {d['total']}")
+        return cls(**{k: d[k] for k in cls.FIELDS}, weights=weights)
+
+
+class _StepBoundary:
+    """Holds the KeyboardInterrupt of a SIGINT or SIGTERM (as ``hwnas`` maps it) until the training step under
+    way is whole, so an interrupted training stops where it can be resumed exactly. A second signal does not
+    wait. Only in the main thread (where Python runs signal handlers) and only over handlers written in
+    Python: an ignored or default signal stays as it is (pool workers ignore SIGINT)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[int, Any] = {}
+        self.pending: tuple[int, Any] | None = None
+
+    def __enter__(self) -> _StepBoundary:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handler = signal.getsignal(sig)
+                if callable(handler):
+                    self.saved[sig] = handler
+                    signal.signal(sig, self._hold)
+        return self
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        if self.pending is not None:  # asked twice: now
+            self.saved[signum](signum, frame)
+        self.pending = (signum, frame)
+
+    def check(self) -> None:
+        """At a step boundary: deliver a held signal (its handler raises KeyboardInterrupt)."""
+        if self.pending is not None:
+            signum, frame = self.pending
+            self.pending = None
+            self.saved[signum](signum, frame)
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        saved, self.saved = self.saved, {}
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        if exc_type is None and self.pending is not None:  # came during the last step: not lost
+            signum, frame = self.pending
+            self.pending = None
+            saved[signum](signum, frame)
+
+
 # ---- data on the device ---------------------------------------------------------------------------
 class DeviceData:
     """A split held on ``device``: uint8 images (N, 3, H, W) and int64 labels."""
@@ -164,9 +272,12 @@ class _SGD:
     """Nesterov SGD over foreach ops; ``lr`` is a 0-d device tensor (graph-safe, updated in place)."""
 
     def __init__(self, model: nn.Module, recipe: Recipe, lr: torch.Tensor) -> None:
-        self.decay = [p for n, p in model.named_parameters() if p.dim() > 1]
-        self.no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
+        named = [(n, p) for n, p in model.named_parameters() if p.dim() > 1]
+        self.decay = [p for _, p in named]
+        no_decay = [(n, p) for n, p in model.named_parameters() if p.dim() <= 1]
+        self.no_decay = [p for _, p in no_decay]
         self.params = self.decay + self.no_decay
+        self.names = [n for n, _ in named + no_decay]
         self.bufs = [torch.zeros_like(p) for p in self.params]
         self.recipe, self.lr = recipe, lr
 
@@ -192,6 +303,20 @@ class _SGD:
     def reset(self) -> None:
         for b in self.bufs:
             b.zero_()
+
+    def momentum(self) -> dict[str, torch.Tensor]:
+        return {n: b.detach().cpu().clone() for n, b in zip(self.names, self.bufs, strict=True)}
+
+    def load_momentum(self, saved: dict[str, torch.Tensor]) -> None:
+        """In place (a captured CUDA graph reads these very buffers)."""
+        if set(saved) != set(self.names):
+            other = sorted(set(saved) ^ set(self.names))[0]
+            raise ValueError(f"the resume state's momentum does not fit this network (parameter {other})")
+        for n, b in zip(self.names, self.bufs, strict=True):
+            if saved[n].shape != b.shape:
+                raise ValueError(f"the resume state's momentum does not fit this network ({n}: "
+                                 f"{tuple(saved[n].shape)} vs {tuple(b.shape)})")
+            b.copy_(saved[n])
 
 
 class _Candidate:
@@ -338,26 +463,53 @@ class Evaluator:
     def evaluate(self, genotype: Genotype, seed: int = 0) -> Metrics:
         return self.evaluate_many([genotype], seed)[0]
 
+    def resume_settings(self, seed: int) -> dict[str, Any]:
+        """What a resumed training must share with the interrupted one for the two to make one run."""
+        return {"recipe": asdict(self.recipe), "budget": asdict(self.budget), "seed": seed,
+                "train_images": len(self.train), "held_out_images": len(self.val), "num_classes": self.num_classes,
+                "resolution": self.resolution, "device": self.device.type}
+
+    def check_resume(self, state: TrainState, seed: int) -> None:
+        """A ValueError naming the first setting in which this run differs from the interrupted one."""
+        now = self.resume_settings(seed)
+        for key, value in now.items():
+            was = state.settings.get(key)
+            if isinstance(value, dict) and isinstance(was, dict):
+                diff = [k for k in value if value[k] != was.get(k)] or sorted(set(was) - set(value))
+                if diff:
+                    raise ValueError(f"the interrupted training had {key} {diff[0]} = {was.get(diff[0])!r}, this "
+                                     f"run has {value.get(diff[0])!r}: resume with the options it was started with")
+            elif was != value:
+                raise ValueError(f"the interrupted training had {key} = {was!r}, this run has {value!r}: resume "
+                                 "with the options (and data) it was started with")
+
     def close(self) -> None:
         """Nothing to release (as ``EvaluatorPool.close``, so callers close whichever they hold)."""
 
     def evaluate_many(self, genotypes: Sequence[Genotype], seed: int = 0,
                       progress: Callable[[int, int], None] | None = None,
                       on_trained: Callable[[int, nn.Module, Metrics], None] | None = None,
-                      on_interrupt: Callable[[int, nn.Module, Metrics], None] | None = None) -> list[Metrics]:
+                      on_interrupt: Callable[[int, nn.Module, Metrics, TrainState | None], None] | None = None,
+                      resume: TrainState | None = None) -> list[Metrics]:
         """Train each genotype (same seed, same batches) and measure held-out accuracy. ``on_trained``
         receives (index, trained model, metrics) of each successful candidate, e.g. to save it. A
         ``KeyboardInterrupt`` while training first hands each candidate still training to ``on_interrupt``
-        (index, model as trained so far, metrics with the steps done and the failure "interrupted ..."; not
-        evaluated), then goes on up."""
+        (index, model as trained so far, metrics with the steps done and the failure "interrupted ...", not
+        evaluated; and the ``TrainState`` to resume it from, or None if the interrupt broke into a step), then
+        goes on up. SIGINT and SIGTERM wait for the step under way. ``resume`` (one genotype; its ``weights``
+        are the interrupted model's state_dict) continues such a training where it stopped."""
+        if resume is not None:
+            if len(genotypes) != 1:
+                raise ValueError("a training is resumed one network at a time")
+            self.check_resume(resume, seed)
         k = self._group_size(len(genotypes))
         out: list[Metrics] = []
         for i in range(0, len(genotypes), k):
             group = list(genotypes[i:i + k])
             try:
                 shifted = None if on_interrupt is None else (
-                    lambda j, model, m, i=i: on_interrupt(i + j, model, m))  # index in ``genotypes``
-                results = self._run_group(group, seed, progress, shifted)
+                    lambda j, model, m, st, i=i: on_interrupt(i + j, model, m, st))  # index in ``genotypes``
+                results = self._run_group(group, seed, progress, shifted, resume)
             except Exception as e:  # not one candidate's fault (e.g. the shared batch): the group fails
                 why = _failure(e, "training")
                 results = [(Metrics(g.to_string(), seed, device=str(self.device), failure=why), None) for g in group]
@@ -394,8 +546,8 @@ class Evaluator:
         return max(1, min(4, n, int(0.7 * free / per) if per else 4))
 
     def _run_group(self, genotypes: list[Genotype], seed: int, progress: Callable[[int, int], None] | None,
-                   on_interrupt: Callable[[int, nn.Module, Metrics], None] | None = None,
-                   ) -> list[tuple[Metrics, nn.Module | None]]:
+                   on_interrupt: Callable[[int, nn.Module, Metrics, TrainState | None], None] | None = None,
+                   resume: TrainState | None = None) -> list[tuple[Metrics, nn.Module | None]]:
         dev, r = self.device, self.recipe
         t_group = time.perf_counter()
         metrics = [Metrics(g.to_string(), seed, device=str(dev)) for g in genotypes]
@@ -414,10 +566,16 @@ class Evaluator:
             try:
                 before = torch.cuda.memory_reserved(dev) if self.use_graphs else 0
                 c = _Candidate(g, self.num_classes, self.resolution, dev, r, seed, self.use_graphs)
+                if resume is not None and resume.weights is not None:
+                    c.model.load_state_dict(resume.weights)
                 if self.use_graphs:
                     c.capture(static_x, static_y)
                     self._mem_per_candidate = max(self._mem_per_candidate,
                                                   torch.cuda.memory_reserved(dev) - before)
+                if resume is not None:  # after the capture, which resets the momentum
+                    c.opt.load_momentum(resume.momentum)
+                    c.loss_sum.fill_(resume.loss_sum)
+                    m.final_loss = resume.final_loss
             except Exception as e:  # this candidate fails (with the reason); the others go on
                 m.failure = _failure(e, "build")
             cands.append(c if m.failure is None else None)
@@ -425,47 +583,68 @@ class Evaluator:
                 c = None  # its weights and graph pool go back to the driver (outside the except: no traceback)
                 torch.cuda.empty_cache()
         gen.manual_seed(seed)  # every group sees the same batches, whatever happened above
-        total = self._total_steps(cands, static_x, static_y, gen)
+        step = epoch_start = 0
+        perm: torch.Tensor | None = None
+        spent = 0.0  # training seconds before this run (resumed)
+        if resume is None:
+            total = self._total_steps(cands, static_x, static_y, gen)
+        else:  # where the interrupted run stopped: its schedule, batches, momentum and partial epoch
+            total, step, epoch_start, spent = resume.total, resume.step, resume.epoch_start, resume.train_seconds
+            perm = None if resume.perm is None else resume.perm.to(dev)
+            gen.set_state(resume.generator)
+            torch.set_rng_state(resume.torch_rng)
+        first_step = step
         self._sync()
         t0 = time.perf_counter()
-        step = epoch_start = 0
+        whole = True  # False while a step is under way: an interrupt then breaks into it
         try:
-            while step < total and any(c is not None and c.failure is None for c in cands):
-                perm = torch.randperm(len(self.train), device=dev, generator=gen)
-                for b in range(self.steps_per_epoch):
-                    if step >= total:
-                        break
-                    idx = perm[b * r.batch_size:(b + 1) * r.batch_size]
-                    x, y = self.train.augmented(idx, gen, r.flip), self.train.y[idx]
-                    if self.use_graphs:
-                        static_x.copy_(x)
-                        static_y.copy_(y)
-                    lr = self.lr_at(step, total)
-                    for c, m in zip(cands, metrics, strict=True):
-                        if c is None or c.failure:
-                            continue
-                        try:
-                            c.step(x, y, lr)
-                        except Exception as e:
-                            c.failure = m.failure = _failure(e, "training")
-                    if self.use_graphs:
-                        for c in cands:
-                            if c is not None and c.stream is not None:
-                                torch.cuda.current_stream().wait_stream(c.stream)
-                    step += 1
-                    if progress:
-                        progress(step, total)
-                self._end_epoch(cands, metrics, step, epoch_steps=step - epoch_start)
-                epoch_start = step
+            with _StepBoundary() as boundary:
+                while step < total and any(c is not None and c.failure is None for c in cands):
+                    if perm is None:
+                        perm = torch.randperm(len(self.train), device=dev, generator=gen)
+                    for b in range(step - epoch_start, self.steps_per_epoch):
+                        if step >= total:
+                            break
+                        whole = False
+                        idx = perm[b * r.batch_size:(b + 1) * r.batch_size]
+                        x, y = self.train.augmented(idx, gen, r.flip), self.train.y[idx]
+                        if self.use_graphs:
+                            static_x.copy_(x)
+                            static_y.copy_(y)
+                        lr = self.lr_at(step, total)
+                        for c, m in zip(cands, metrics, strict=True):
+                            if c is None or c.failure:
+                                continue
+                            try:
+                                c.step(x, y, lr)
+                            except Exception as e:
+                                c.failure = m.failure = _failure(e, "training")
+                        if self.use_graphs:
+                            for c in cands:
+                                if c is not None and c.stream is not None:
+                                    torch.cuda.current_stream().wait_stream(c.stream)
+                        step += 1
+                        whole = True
+                        if progress:
+                            progress(step, total)
+                        boundary.check()
+                    self._end_epoch(cands, metrics, step, epoch_steps=step - epoch_start)
+                    epoch_start, perm = step, None
         except KeyboardInterrupt:
             if on_interrupt is not None:  # the weights as trained so far
                 self._sync()
                 for j, (c, m) in enumerate(zip(cands, metrics, strict=True)):
                     if c is not None and c.failure is None:
                         m.steps, m.epochs = step, step / self.steps_per_epoch
-                        m.train_seconds = time.perf_counter() - t0
+                        m.train_seconds = spent + time.perf_counter() - t0
                         m.failure = f"interrupted after step {step} of {total}"
-                        on_interrupt(j, c.model.eval(), m)
+                        state = None if not whole else TrainState(
+                            step=step, total=total, epoch_start=epoch_start,
+                            perm=None if perm is None else perm.cpu(), generator=gen.get_state(),
+                            torch_rng=torch.get_rng_state(), momentum=c.opt.momentum(),
+                            loss_sum=float(c.loss_sum.item()), final_loss=m.final_loss,
+                            train_seconds=m.train_seconds, settings=self.resume_settings(seed))
+                        on_interrupt(j, c.model.eval(), m, state)
             raise
         self._sync()
         elapsed = time.perf_counter() - t0
@@ -474,8 +653,10 @@ class Evaluator:
             if c is None:
                 continue
             m.steps, m.epochs = step, step / self.steps_per_epoch
-            m.train_seconds = elapsed
-            m.images_per_s = step * r.batch_size / elapsed if elapsed > 0 else 0.0
+            m.train_seconds = spent + elapsed
+            m.images_per_s = (step - first_step) * r.batch_size / elapsed if elapsed > 0 else 0.0
+            if resume is not None:
+                m.extra["resumed_at_step"] = first_step
             m.extra["group_size"] = len(genotypes)
             if c.failure is None:
                 try:

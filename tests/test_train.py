@@ -15,7 +15,7 @@ from conftest import hwnas
 from hwnas.data import load_dataset
 from hwnas.genotype import Genotype, parse_genotype
 from hwnas.model import build_model
-from hwnas.train import Budget, DeviceData, Evaluator, EvaluatorError, EvaluatorPool, Recipe
+from hwnas.train import Budget, DeviceData, Evaluator, EvaluatorError, EvaluatorPool, Metrics, Recipe, TrainState
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "hwnas" / "datasets" / "cifar10-mini.tar.xz"
 TINY = parse_genotype("relu,stem16,ds_r1_k3_s1_c16,ir_r1_k3_s2_e3_c24,ir_r1_k3_s2_e3_c40,head128")
@@ -103,12 +103,114 @@ def test_interrupted_training_hands_over_the_weights_trained_so_far(small) -> No
 
     with pytest.raises(KeyboardInterrupt):
         ev.evaluate_many([TINY, TINY2], 0, progress=stop_in_the_second,
-                         on_interrupt=lambda i, model, m: got.append((i, model, m)))
+                         on_interrupt=lambda i, model, m, st: got.append((i, model, m)))
     assert [i for i, *_ in got] == [1]  # the index in the list given, not in the group
     m = got[0][2]
     assert m.failure == "interrupted after step 4 of 10" and m.steps == 4 and m.val_acc is None  # type: ignore[attr-defined]
     trained = got[0][1].state_dict()
     assert any(not torch.equal(trained[k], init[k]) for k in init if k.endswith("weight"))
+
+
+def _train_to_the_end(ev: Evaluator, resume: TrainState | None = None):  # type: ignore[no-untyped-def]
+    got: list[dict[str, torch.Tensor]] = []
+    m = ev.evaluate_many([TINY2], 5, on_trained=lambda i, model, m: got.append(copy.deepcopy(model.state_dict())),
+                         resume=resume)[0]
+    return m, got[0]
+
+
+def _round_trip(state: TrainState, model: torch.nn.Module, tmp_path: Path) -> TrainState:
+    """As ``hwnas train`` saves and ``--resume`` reads it (weights_only)."""
+    torch.save({"resume": state.to_dict(), "state_dict": model.state_dict()}, tmp_path / "ck.pt")
+    ck = torch.load(tmp_path / "ck.pt", weights_only=True)
+    return TrainState.from_dict(ck["resume"], ck["state_dict"])
+
+
+@pytest.mark.parametrize("stop_at", [7, 10])  # inside the first epoch's batches, and at the end of its last
+def test_a_resumed_training_is_the_uninterrupted_one(small, tmp_path: Path, stop_at: int) -> None:  # type: ignore[no-untyped-def]
+    ev = make(small, Budget(epochs=2), dropout=0.3, drop_path=0.2)  # dropout: the global generator is resumed too
+    whole, want = _train_to_the_end(ev)
+    assert whole.ok and whole.steps == 20
+
+    def stop(step: int, total: int) -> None:
+        if step == stop_at:
+            raise KeyboardInterrupt
+
+    got: list[tuple[torch.nn.Module, Metrics, TrainState | None]] = []
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate_many([TINY2], 5, progress=stop, on_interrupt=lambda i, model, m, st: got.append((model, m, st)))
+    model, m, state = got[0]
+    assert state is not None and state.step == stop_at == m.steps and state.total == 20
+    torch.manual_seed(123)  # whatever ran in between
+    done, weights = _train_to_the_end(ev, _round_trip(state, model, tmp_path))
+    assert done.ok and done.steps == 20 and done.extra["resumed_at_step"] == stop_at
+    assert all(torch.equal(weights[k], want[k]) for k in want)
+    assert (done.val_acc, done.final_loss) == (whole.val_acc, whole.final_loss)
+
+
+def test_a_signal_waits_for_the_step_under_way(small, monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import signal
+
+    import hwnas.train as train_module
+
+    forwards = []
+
+    def build_and_signal_in_the_5th_forward(*a, **kw):  # type: ignore[no-untyped-def]
+        model = build_model(*a, **kw)
+
+        def hook(*_):  # type: ignore[no-untyped-def]
+            forwards.append(1)
+            if len(forwards) == 5:  # the 5th training step, between its forward and backward
+                os.kill(os.getpid(), signal.SIGINT)
+
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", build_and_signal_in_the_5th_forward)
+    ev = make(small, Budget(epochs=1))
+    got: list[tuple[torch.nn.Module, TrainState | None]] = []
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate_many([TINY2], 5, on_interrupt=lambda i, model, m, st: got.append((model, st)))
+    model, state = got[0]
+    assert state is not None and state.step == 5  # the step was finished, then the interrupt came
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    monkeypatch.undo()
+    done, weights = _train_to_the_end(ev, _round_trip(state, model, tmp_path))
+    whole, want = _train_to_the_end(ev)
+    assert done.steps == whole.steps == 10 and all(torch.equal(weights[k], want[k]) for k in want)
+
+
+def test_resume_refuses_another_setting_and_a_damaged_state(small) -> None:  # type: ignore[no-untyped-def]
+    ev = make(small, Budget(epochs=2))
+    got: list[tuple[torch.nn.Module, TrainState | None]] = []
+
+    def stop(step: int, total: int) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate_many([TINY], 1, progress=stop, on_interrupt=lambda i, model, m, st: got.append((model, st)))
+    model, state = got[0]
+    assert state is not None
+    with pytest.raises(ValueError, match=r"had recipe lr = 0\.2, this run has 0\.4"):
+        make(small, Budget(epochs=2), lr=0.4).check_resume(state, 1)
+    with pytest.raises(ValueError, match="had budget epochs = 2"):
+        make(small, Budget(epochs=3)).check_resume(state, 1)
+    with pytest.raises(ValueError, match="had seed = 1, this run has 2"):
+        ev.check_resume(state, 2)
+    with pytest.raises(ValueError, match="one network at a time"):
+        ev.evaluate_many([TINY, TINY2], 1, resume=state)
+    d = state.to_dict()
+    for key, value, fragment in [("step", "3", "step must be a count"), ("step", 99, "step 99 is not between"),
+                                 ("perm", torch.zeros(3), "perm must be an int64 vector"),
+                                 ("momentum", [1], "momentum must be a mapping")]:
+        with pytest.raises(ValueError, match=fragment):
+            TrainState.from_dict({**d, key: value}, {})
+    with pytest.raises(ValueError, match="lacks settings"):
+        TrainState.from_dict({k: v for k, v in d.items() if k != "settings"}, {})
+    other = TrainState.from_dict({**d, "momentum": {"x": torch.zeros(1)}}, model.state_dict())
+    m = ev.evaluate_many([TINY], 1, resume=other)[0]  # the weights fit, the momentum does not: a failed build
+    assert m.failure is not None and "momentum does not fit this network" in m.failure
 
 
 def test_augmentation_shapes_and_identity(data) -> None:  # type: ignore[no-untyped-def]
@@ -191,6 +293,59 @@ def test_train_cli_saves_the_weights_when_interrupted(tmp_path: Path, monkeypatc
     assert c["interrupted"] is True and c["metrics"]["steps"] == 3 and c["metrics"]["val_acc"] is None
     build_model(Genotype.from_dict(c["genotype"]), c["num_classes"], input_size=c["input_size"]).load_state_dict(
         c["state_dict"])
+
+
+def test_train_cli_resumes_an_interrupted_training(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import signal
+
+    from rich.progress import Progress
+
+    from hwnas.cli import main
+
+    update = Progress.update
+
+    def interrupt_at_step_5(self, task, **kw):  # type: ignore[no-untyped-def]
+        update(self, task, **kw)
+        if kw.get("completed") == 5 and kw.get("total"):
+            raise KeyboardInterrupt
+
+    ck, whole = tmp_path / "ck.pt", tmp_path / "whole.pt"
+    common = ["--epochs", "0.3", "--batch-size", "64", "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
+    term = signal.getsignal(signal.SIGTERM)
+    try:
+        with monkeypatch.context() as mp:
+            mp.setattr(Progress, "update", interrupt_at_step_5)
+            assert main(["train", TINY.to_string(), *common, "-o", str(ck)]) == 130
+        err = capsys.readouterr().err
+        assert f"continue it with the same command and --resume {ck}" in err, err
+        interrupted = torch.load(ck, weights_only=True)
+        assert interrupted["interrupted"] is True and interrupted["resume"]["step"] == 5
+
+        def refused(args: list[str], fragment: str) -> None:
+            assert main(["train", *args]) == 2
+            err = capsys.readouterr().err
+            assert f"hwnas: error: --resume {ck}: {fragment}" in err and len(err.splitlines()) == 1, err
+
+        refused([TINY.to_string(), *common, "--lr", "0.4", "--resume", str(ck)],
+                "the interrupted training had recipe lr = 0.2, this run has 0.4")
+        refused([TINY2.to_string(), *common, "--resume", str(ck)], f"the checkpoint trained {TINY.to_string()}")
+        damaged = tmp_path / "damaged.pt"
+        torch.save({**interrupted, "resume": {**interrupted["resume"], "step": "5"}}, damaged)
+        assert main(["train", TINY.to_string(), *common, "--resume", str(damaged)]) == 2
+        assert "resume state: step must be a count, got str" in capsys.readouterr().err
+
+        assert main(["train", TINY.to_string(), *common, "--resume", str(ck), "--json"]) == 0  # -o: ck itself
+        resumed = json.loads(capsys.readouterr().out)
+        assert main(["train", TINY.to_string(), *common, "-o", str(whole), "--json"]) == 0
+        uninterrupted = json.loads(capsys.readouterr().out)
+    finally:
+        signal.signal(signal.SIGTERM, term)
+    assert resumed["steps"] == uninterrupted["steps"] == 23 and resumed["extra"]["resumed_at_step"] == 5
+    assert resumed["test_acc"] == uninterrupted["test_acc"] and resumed["final_loss"] == uninterrupted["final_loss"]
+    a, b = torch.load(ck, weights_only=True), torch.load(whole, weights_only=True)
+    assert a["interrupted"] is False and "resume" not in a
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in b["state_dict"])
+    refused([TINY.to_string(), *common, "--resume", str(ck)], "not an interrupted training")
 
 
 @pytest.mark.parametrize(

@@ -80,15 +80,18 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     name, g = load_arch(args.arch)  # bad input is reported before torch loads (seconds)
+    if args.resume and not args.output:
+        args.output = args.resume  # the finished training replaces the interrupted one
     if args.output:  # found now, not after the training
         check_output_file(args.output, "-o")
+    resume = _resume_state(args.resume, g) if args.resume else None
     data = load_data(args)
 
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from hwnas.train import Budget, Evaluator, EvaluatorError, Metrics, Recipe
+    from hwnas.train import Budget, Evaluator, EvaluatorError, Metrics, Recipe, TrainState
 
     try:
         recipe = Recipe(batch_size=args.batch_size, lr=args.lr, drop_path=args.drop_path, dropout=args.dropout,
@@ -103,10 +106,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         ev = Evaluator((tx, ty), held, data.num_classes, budget, recipe, device, concurrency=1)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if resume is not None:
+        try:
+            ev.check_resume(resume, args.seed)
+        except ValueError as e:
+            raise UsageError(f"--resume {args.resume}: {e}") from None
     out = Path(args.output) if args.output else None
     saved: dict[str, Any] = {}
 
-    def save(_: int, model: torch.nn.Module, m: Any, interrupted: bool = False) -> None:
+    def save(_: int, model: torch.nn.Module, m: Any, interrupted: bool = False,
+             state: TrainState | None = None) -> None:
         if out is None:
             return
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -114,27 +123,32 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "genotype": g.to_dict(), "num_classes": data.num_classes, "classes": list(data.classes),
                 "input_size": data.resolution, "metrics": m.to_dict(), "dataset": data.name,
                 "interrupted": interrupted}
+        if state is not None:
+            ckpt["resume"] = state.to_dict()
         tmp = out.with_name(out.name + ".tmp")
         torch.save(ckpt, tmp)
         tmp.replace(out)
         saved["path"] = str(out)
 
-    def save_interrupted(i: int, model: torch.nn.Module, m: Any) -> None:
+    def save_interrupted(i: int, model: torch.nn.Module, m: Any, state: TrainState | None) -> None:
         if out is None:
             return
-        save(i, model, m, interrupted=True)
+        save(i, model, m, interrupted=True, state=state)
+        how = (f"continue it with the same command and --resume {out}" if state is not None else
+               "stopped inside a step, so it cannot be resumed")
         print(f"hwnas train: {m.failure} ({m.epochs:.2f} epochs): the weights trained so far are saved to {out} "
-              "(not evaluated; exportable with hwnas export --weights)", file=sys.stderr)
+              f"(not evaluated; {how}; exportable with hwnas export --weights)", file=sys.stderr)
 
     embedded_note(args)
     print(f"training {name} on {data.name} ({len(ty)} images, {data.resolution}px) for {budget.describe()} on "
-          f"{device}", file=sys.stderr)
+          f"{device}" + (f", resumed at step {resume.step} of {resume.total}" if resume is not None else ""),
+          file=sys.stderr)
     with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
                   TimeRemainingColumn(), console=Console(stderr=True)) as bar:
         task = bar.add_task("train", total=None)
         try:
             m = ev.evaluate_many([g], args.seed, progress=lambda s, t: bar.update(task, completed=s, total=t),
-                                 on_trained=save, on_interrupt=save_interrupted)[0]
+                                 on_trained=save, on_interrupt=save_interrupted, resume=resume)[0]
         except EvaluatorError as e:  # the device broke (a sticky CUDA error): a failed training, said in one line
             m = e.partial[0] if e.partial else Metrics(g.to_string(), args.seed, device=device, failure=str(e))
     result = {"arch": name, "genotype": g.to_string(), "dataset": data.name, "held_out": held_name,
@@ -173,7 +187,11 @@ def register(sub: Any) -> None:
                    help="hold out this many training images and report on them instead of the test split")
     t.add_argument("--seed", type=SEED, default=0)
     t.add_argument("-o", "--output", help="checkpoint path (.pt: state_dict + genotype, loads with weights_only); "
-                   "an interrupted training (Ctrl-C, SIGTERM) saves the weights trained so far there")
+                   "an interrupted training (Ctrl-C, SIGTERM) saves the weights trained so far there, with what "
+                   "--resume needs")
+    t.add_argument("--resume", metavar="CKPT", help="continue the interrupted training saved in CKPT where it "
+                   "stopped (same ARCH, data and options as when it started; on CPU the result is identical to an "
+                   "uninterrupted run); -o defaults to CKPT")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -182,6 +200,30 @@ def register(sub: Any) -> None:
     p = dsub.add_parser("prepare", help="unpack and decode a dataset once into the cache")
     data_options(p)
     p.set_defaults(func=cmd_data_prepare)
+
+
+def _resume_state(path: str, g: Any) -> Any:
+    """The ``TrainState`` saved in the interrupted checkpoint ``path`` for genotype ``g`` (one-line errors)."""
+    from hwnas.cli.export import load_checkpoint
+    from hwnas.genotype import Genotype, GenotypeError
+    from hwnas.train import TrainState
+
+    ckpt = load_checkpoint(path)
+    if ckpt.get("interrupted") is not True:
+        raise UsageError(f"--resume {path}: not an interrupted training (nothing to resume)")
+    if "resume" not in ckpt:
+        raise UsageError(f"--resume {path}: the training was stopped inside a step; its weights are saved but "
+                         "it cannot be resumed")
+    try:
+        was = Genotype.from_dict(ckpt.get("genotype"))
+    except (GenotypeError, TypeError, ValueError, KeyError, AttributeError):
+        raise UsageError(f"--resume {path}: the checkpoint's genotype cannot be read") from None
+    if was != g:
+        raise UsageError(f"--resume {path}: the checkpoint trained {was.to_string()}, not ARCH {g.to_string()}")
+    try:
+        return TrainState.from_dict(ckpt["resume"], ckpt["state_dict"])
+    except ValueError as e:
+        raise UsageError(f"--resume {path}: {e}") from None
 
 
 def _has_cuda() -> bool:
