@@ -459,6 +459,29 @@ def test_cuda_graphs_and_concurrent_candidates(small) -> None:  # type: ignore[n
     assert solo.evaluate(TINY, 0).val_acc == pytest.approx(ms[0].val_acc, abs=0.05)
 
 
+@pytest.mark.gpu
+def test_cuda_resume_continues_the_captured_training(small, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """On CUDA the momentum is loaded into the buffers the captured graph reads (in place), after the capture."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    ev = Evaluator(small[0], small[1], 10, Budget(epochs=2), Recipe(batch_size=64, precision="fp32"), "cuda",
+                   concurrency=1)
+    whole = ev.evaluate(TINY2, 5)
+    got: list[tuple[torch.nn.Module, TrainState | None]] = []
+
+    def stop(step: int, total: int) -> None:
+        if step == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate_many([TINY2], 5, progress=stop, on_interrupt=lambda i, model, m, st: got.append((model, st)))
+    model, state = got[0]
+    assert state is not None and state.generator.device.type == "cpu"
+    done = ev.evaluate_many([TINY2], 5, resume=_round_trip(state, model, tmp_path))[0]
+    assert done.ok and done.steps == whole.steps == 20 and done.extra["resumed_at_step"] == 7
+    assert done.final_loss == pytest.approx(whole.final_loss, rel=0.02)  # the same batches and schedule
+
+
 @pytest.mark.parametrize("nesterov", [True, False])
 def test_sgd_steps_like_torch_optim_sgd(nesterov: bool) -> None:
     """The graph-safe foreach SGD takes the same steps as torch.optim.SGD (decay on weights only)."""
