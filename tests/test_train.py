@@ -118,6 +118,19 @@ def _train_to_the_end(ev: Evaluator, resume: TrainState | None = None):  # type:
     return m, got[0]
 
 
+def _interrupted_at(ev: Evaluator, g: Genotype, seed: int, at: int):  # type: ignore[no-untyped-def]
+    """Train ``g`` and stop it as Ctrl-C would after step ``at``: (model so far, metrics, resume state)."""
+
+    def stop(step: int, total: int) -> None:
+        if step == at:
+            raise KeyboardInterrupt
+
+    got: list[tuple[torch.nn.Module, Metrics, TrainState | None]] = []
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate_many([g], seed, progress=stop, on_interrupt=lambda i, model, m, st: got.append((model, m, st)))
+    return got[0]
+
+
 def _round_trip(state: TrainState, model: torch.nn.Module, tmp_path: Path) -> TrainState:
     """As ``hwnas train`` saves and ``--resume`` reads it (weights_only)."""
     torch.save({"resume": state.to_dict(), "state_dict": model.state_dict()}, tmp_path / "ck.pt")
@@ -131,14 +144,7 @@ def test_a_resumed_training_is_the_uninterrupted_one(small, tmp_path: Path, stop
     whole, want = _train_to_the_end(ev)
     assert whole.ok and whole.steps == 20
 
-    def stop(step: int, total: int) -> None:
-        if step == stop_at:
-            raise KeyboardInterrupt
-
-    got: list[tuple[torch.nn.Module, Metrics, TrainState | None]] = []
-    with pytest.raises(KeyboardInterrupt):
-        ev.evaluate_many([TINY2], 5, progress=stop, on_interrupt=lambda i, model, m, st: got.append((model, m, st)))
-    model, m, state = got[0]
+    model, m, state = _interrupted_at(ev, TINY2, 5, stop_at)
     assert state is not None and state.step == stop_at == m.steps and state.total == 20
     torch.manual_seed(123)  # whatever ran in between
     done, weights = _train_to_the_end(ev, _round_trip(state, model, tmp_path))
@@ -182,15 +188,7 @@ def test_a_signal_waits_for_the_step_under_way(small, monkeypatch, tmp_path: Pat
 
 def test_resume_refuses_another_setting_and_a_damaged_state(small) -> None:  # type: ignore[no-untyped-def]
     ev = make(small, Budget(epochs=2))
-    got: list[tuple[torch.nn.Module, TrainState | None]] = []
-
-    def stop(step: int, total: int) -> None:
-        if step == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        ev.evaluate_many([TINY], 1, progress=stop, on_interrupt=lambda i, model, m, st: got.append((model, st)))
-    model, state = got[0]
+    model, _, state = _interrupted_at(ev, TINY, 1, 3)
     assert state is not None
     with pytest.raises(ValueError, match=r"had recipe lr = 0\.2, this run has 0\.4"):
         make(small, Budget(epochs=2), lr=0.4).check_resume(state, 1)
@@ -467,15 +465,7 @@ def test_cuda_resume_continues_the_captured_training(small, tmp_path: Path) -> N
     ev = Evaluator(small[0], small[1], 10, Budget(epochs=2), Recipe(batch_size=64, precision="fp32"), "cuda",
                    concurrency=1)
     whole = ev.evaluate(TINY2, 5)
-    got: list[tuple[torch.nn.Module, TrainState | None]] = []
-
-    def stop(step: int, total: int) -> None:
-        if step == 7:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        ev.evaluate_many([TINY2], 5, progress=stop, on_interrupt=lambda i, model, m, st: got.append((model, st)))
-    model, state = got[0]
+    model, _, state = _interrupted_at(ev, TINY2, 5, 7)
     assert state is not None and state.generator.device.type == "cpu"
     done = ev.evaluate_many([TINY2], 5, resume=_round_trip(state, model, tmp_path))[0]
     assert done.ok and done.steps == whole.steps == 20 and done.extra["resumed_at_step"] == 7
