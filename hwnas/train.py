@@ -482,6 +482,11 @@ class Evaluator:
             elif was != value:
                 raise ValueError(f"the interrupted training had {key} = {was!r}, this run has {value!r}: resume "
                                  "with the options (and data) it was started with")
+        if state.perm is not None and len(state.perm) != len(self.train):
+            raise ValueError(f"resume state: perm orders {len(state.perm)} images, not {len(self.train)}")
+        if state.step - state.epoch_start > self.steps_per_epoch:
+            raise ValueError(f"resume state: step {state.step} lies beyond the epoch begun at step "
+                             f"{state.epoch_start} ({self.steps_per_epoch} steps an epoch)")
 
     def close(self) -> None:
         """Nothing to release (as ``EvaluatorPool.close``, so callers close whichever they hold)."""

@@ -196,6 +196,10 @@ def test_resume_refuses_another_setting_and_a_damaged_state(small) -> None:  # t
         make(small, Budget(epochs=3)).check_resume(state, 1)
     with pytest.raises(ValueError, match="had seed = 1, this run has 2"):
         ev.check_resume(state, 2)
+    with pytest.raises(ValueError, match="perm orders 5 images, not 640"):
+        ev.check_resume(TrainState.from_dict({**state.to_dict(), "perm": torch.arange(5)}, {}), 1)
+    with pytest.raises(ValueError, match="step 13 lies beyond the epoch begun at step 0"):
+        ev.check_resume(TrainState.from_dict({**state.to_dict(), "step": 13, "perm": None}, {}), 1)
     with pytest.raises(ValueError, match="one network at a time"):
         ev.evaluate_many([TINY, TINY2], 1, resume=state)
     d = state.to_dict()
