@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -135,11 +135,12 @@ class TrainState:
     settings: dict[str, Any]  # what must match to resume (``Evaluator.resume_settings``)
     weights: dict[str, torch.Tensor] | None = None  # the model's state_dict (saved beside, not in ``to_dict``)
 
-    FIELDS = ("step", "total", "epoch_start", "perm", "generator", "torch_rng", "momentum", "loss_sum",
-              "final_loss", "train_seconds", "settings")
+    @classmethod
+    def saved_fields(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name != "weights"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.FIELDS}
+        return {k: getattr(self, k) for k in self.saved_fields()}
 
     @classmethod
     def from_dict(cls, d: Any, weights: dict[str, torch.Tensor]) -> TrainState:
@@ -147,7 +148,7 @@ class TrainState:
         field."""
         if not isinstance(d, dict):
             raise ValueError(f"the resume state must be an object, got {type(d).__name__}")
-        missing = [k for k in cls.FIELDS if k not in d]
+        missing = [k for k in cls.saved_fields() if k not in d]
         if missing:
             raise ValueError(f"the resume state lacks {', '.join(missing)}")
 
@@ -177,7 +178,7 @@ class TrainState:
         if not d["epoch_start"] <= d["step"] <= d["total"]:
             raise ValueError(f"resume state: step {d['step']} is not between epoch_start {d['epoch_start']} "
                              f"and total {d['total']}")
-        return cls(**{k: d[k] for k in cls.FIELDS}, weights=weights)
+        return cls(**{k: d[k] for k in cls.saved_fields()}, weights=weights)
 
 
 class _StepBoundary:
@@ -212,13 +213,10 @@ class _StepBoundary:
             self.saved[signum](signum, frame)
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        saved, self.saved = self.saved, {}
-        for sig, handler in saved.items():
+        for sig, handler in self.saved.items():
             signal.signal(sig, handler)
-        if exc_type is None and self.pending is not None:  # came during the last step: not lost
-            signum, frame = self.pending
-            self.pending = None
-            saved[signum](signum, frame)
+        if exc_type is None:  # a signal held during the last step is not lost
+            self.check()
 
 
 # ---- data on the device ---------------------------------------------------------------------------
@@ -272,12 +270,11 @@ class _SGD:
     """Nesterov SGD over foreach ops; ``lr`` is a 0-d device tensor (graph-safe, updated in place)."""
 
     def __init__(self, model: nn.Module, recipe: Recipe, lr: torch.Tensor) -> None:
-        named = [(n, p) for n, p in model.named_parameters() if p.dim() > 1]
-        self.decay = [p for _, p in named]
-        no_decay = [(n, p) for n, p in model.named_parameters() if p.dim() <= 1]
-        self.no_decay = [p for _, p in no_decay]
-        self.params = self.decay + self.no_decay
-        self.names = [n for n, _ in named + no_decay]
+        named = [(n, p) for n, p in model.named_parameters() if p.dim() > 1]  # decayed first, then the rest
+        named += [(n, p) for n, p in model.named_parameters() if p.dim() <= 1]
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        self.decay = self.params[:sum(p.dim() > 1 for p in self.params)]
         self.bufs = [torch.zeros_like(p) for p in self.params]
         self.recipe, self.lr = recipe, lr
 

@@ -214,11 +214,11 @@ def _resume_state(path: str, g: Any) -> Any:
     if "resume" not in ckpt:
         raise UsageError(f"--resume {path}: the training was stopped inside a step; its weights are saved but "
                          "it cannot be resumed")
-    try:
+    try:  # read and compared as hwnas export --weights does
         was = Genotype.from_dict(ckpt.get("genotype"))
-    except (GenotypeError, TypeError, ValueError, KeyError, AttributeError):
-        raise UsageError(f"--resume {path}: the checkpoint's genotype cannot be read") from None
-    if was != g:
+    except GenotypeError as e:
+        raise UsageError(f"--resume {path}: {e}") from None
+    if was.normalized() != g.normalized():
         raise UsageError(f"--resume {path}: the checkpoint trained {was.to_string()}, not ARCH {g.to_string()}")
     try:
         return TrainState.from_dict(ckpt["resume"], ckpt["state_dict"])
