@@ -6,7 +6,8 @@ Importing ``hwnas`` (and ``hwnas.genotype``, ``hwnas.space``, ``hwnas.walker``) 
 
 from hwnas.genotype import Genotype, GenotypeError, Stage, parse_genotype
 from hwnas.references import REFERENCE_NAMES, reference
-from hwnas.space import SearchSpace, SpaceError, StageChoices, make_divisible
+from hwnas.spaces.base import SpaceError
+from hwnas.spaces.mbconv import SearchSpace, StageChoices, make_divisible
 from hwnas.walker import Layer, flops, params, walk
 
 __version__ = "0.1.0"

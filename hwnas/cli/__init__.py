@@ -13,12 +13,13 @@ import sys
 from collections.abc import Sequence
 
 from hwnas import __version__
-from hwnas.cli import arch, export, latency, scale, search, train, transfer
+from hwnas.cli import arch, bench, export, latency, scale, search, train, transfer
 from hwnas.cli.common import FLOPS_HELP, Parser, UsageError
 from hwnas.data import DataError
 from hwnas.genotype import GenotypeError
 from hwnas.latency.table import TableError
 from hwnas.space import SpaceError
+from hwnas.tabular import TabularError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.register(sub)
     scale.register(sub)
     transfer.register(sub)
+    bench.register(sub)
     return p
 
 
@@ -49,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args))
-    except (UsageError, GenotypeError, SpaceError, TableError, DataError) as e:
+    except (UsageError, GenotypeError, SpaceError, TableError, DataError, TabularError) as e:
         lines = str(e).splitlines() or [type(e).__name__]
         print(f"hwnas: error: {lines[0]}", file=sys.stderr)
         return 2

@@ -70,7 +70,12 @@ def find_table(arg: str) -> Path:
     raise UsageError(f"latency table not found: {arg} (shipped: {', '.join(names) or 'none'})")
 
 
-def load_table(arg: str) -> LatencyTable:
+def load_table(arg: str) -> Any:
+    """A measured table (file or shipped name), or a benchmark's device latencies (``nb201:DEVICE``)."""
+    from hwnas.latency import tabular
+
+    if tabular.is_benchmark_source(arg):
+        return tabular.load(arg)
     path = find_table(arg)
     try:
         text = path.read_text(encoding="utf-8")
@@ -461,6 +466,43 @@ def cmd_measure_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    """Every latency source a search can use: the shipped measured tables, then the benchmark devices."""
+    from hwnas import tabular
+    from hwnas.latency.tabular import PREFIX, BenchmarkLatency
+
+    rows: list[dict[str, Any]] = []
+    for path in sorted(shipped_tables_dir().glob("*.json")):
+        if ".validation" in path.name:
+            continue
+        try:
+            t = LatencyTable.from_json(path.read_text(encoding="utf-8"), str(path))
+        except (OSError, ValueError) as e:
+            rows.append({"name": path.stem, "kind": "table", "describe": f"unreadable: {str(e)[:80]}"})
+            continue
+        rows.append({"name": path.stem, "kind": "table", "space": "mbconv", "describe": t.describe(),
+                     "resolutions": list(t.resolutions)})
+    nb = tabular.nb201()
+    for dev in sorted(nb.latency):
+        src = BenchmarkLatency(dev, nb)
+        rows.append({"name": PREFIX + dev, "kind": "benchmark", "space": "nb201", "describe": src.describe(),
+                     "resolutions": [32], **src.summary()})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print("measured tables (MBConv space; --table NAME):")
+    for r in rows:
+        if r["kind"] == "table":
+            res = ",".join(map(str, r.get("resolutions", [])))
+            print(f"  {r['name']:48s} {r['describe']}" + (f" at {res} px" if res else ""))
+    print("NAS-Bench-201 published latencies (--space nb201; --table nb201:DEVICE; 32 px input):")
+    for r in rows:
+        if r["kind"] == "benchmark":
+            print(f"  {r['name']:24s} {r['describe']:40s} median {r['median_ms']:.4g} ms "
+                  f"({r['min_ms']:.4g}-{r['max_ms']:.4g})")
+    return 0
+
+
 # ---- parser -------------------------------------------------------------------------------------
 def register(sub: Any) -> None:
     lat = sub.add_parser("latency", help="latency lookup tables: measure, predict, validate")
@@ -508,6 +550,10 @@ def register(sub: Any) -> None:
                    help="table path; may use {device} {runtime} {precision} {batch} {resolutions} (default: "
                    "%(default)s; {runtime} is empty for torch)")
     m.set_defaults(func=cmd_measure, command_line=None)
+
+    ls = lsub.add_parser("list", help="latency sources: shipped tables and benchmark device settings")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
 
     p = lsub.add_parser("predict", help="predicted latency of an architecture from a table")
     p.add_argument("arch", metavar="ARCH")

@@ -26,7 +26,7 @@ from hwnas.cli.common import (
     shipped_dir,
 )
 from hwnas.cli.train import EMBEDDED_NOTE
-from hwnas.space import SearchSpace, SpaceError
+from hwnas.spaces import SPACE_KINDS, SpaceError, get_space
 from hwnas.units import parse_count, parse_ms
 
 DEFAULT_RECIPE = "cifar10-400m"
@@ -35,7 +35,7 @@ PARALLEL_CUDA = 4  # proposals trained together on CUDA (the evaluator's lock-st
 
 RECIPE_KEYS = {  # every key a recipe's tables may hold ([space] is checked by SearchSpace, [transfer] by transfer)
     "search": {"name", "strategy", "seed", "objectives", "reward", "resolution", "table", "budget_flops",
-               "budget_latency", "budget_params"},
+               "budget_latency", "budget_params", "benchmark", "seed_mode", "description"},
     "data": {"dataset", "data_dir", "val_fraction"},
     "profile": {"trials", "population", "epochs", "batch_size", "lr", "proxy_width", "proxy_resolution"},
 }
@@ -67,8 +67,12 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
                   extra_tables: tuple[str, ...] = ()) -> dict[str, Any]:
     """Recipe values overridden by flags: one flat dict of every setting of the run (``extra_tables``:
     further recipe tables the command reads, returned as they are under their names)."""
-    recipe_path = find_recipe(args.recipe or default_recipe)
-    r = load_recipe(str(recipe_path))
+    benchmark_run = getattr(args, "benchmark", None) or getattr(args, "space", None) not in (None, "mbconv")
+    if args.recipe is None and benchmark_run:  # the default recipe is the MBConv proxy-training one: not used
+        recipe_path, r = Path("(none)"), {}
+    else:
+        recipe_path = find_recipe(args.recipe or default_recipe)
+        r = load_recipe(str(recipe_path))
     known = {"search", "data", "profile", "space", *extra_tables}
     unknown = sorted(set(r) - known)
     if unknown:
@@ -97,17 +101,21 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
         cli_budgets = {k: parse(v) for k, parse in parsers if (v := getattr(args, f"budget_{k}")) is not None}
     except ValueError as e:
         raise UsageError(str(e)) from None
+    benchmark = getattr(args, "benchmark", None) or _get(r, "search", "benchmark") or None
     device = args.device
+    if benchmark and device == "auto":  # nothing is trained: no need to look for CUDA
+        device = "cpu"
     if device == "auto":
         from hwnas.cli.train import _has_cuda
 
         device = "cuda" if _has_cuda() else "cpu"
-    profile = dict(_get(r, "profile", "gpu" if device == "cuda" else "cpu", {}) or {})
+    profile = dict(_get(r, "profile", "gpu" if device == "cuda" and not benchmark else "cpu", {}) or {})
     s: dict[str, Any] = {
         "recipe": str(recipe_path), "name": _get(r, "search", "name", recipe_path.stem),
         "strategy": _get(r, "search", "strategy", "nsga2"), "seed": _get(r, "search", "seed", 0),
         "objectives": _get(r, "search", "objectives", ["acc", "flops"]),
-        "reward": _get(r, "search", "reward", "pareto"), "resolution": _get(r, "search", "resolution", 224),
+        "reward": _get(r, "search", "reward", "pareto"), "resolution": _get(r, "search", "resolution"),
+        "benchmark": benchmark, "seed_mode": _get(r, "search", "seed_mode", "mean"),
         "table": _get(r, "search", "table") or None, "device": device,
         "dataset": _get(r, "data", "dataset", "cifar10"), "data_dir": _get(r, "data", "data_dir") or None,
         "val_fraction": _get(r, "data", "val_fraction", 0.2),
@@ -124,14 +132,42 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
             s["objectives"] = ["acc", *[k for k in ("latency", "flops", "params") if k in cli_budgets]]
     s["budgets"] = budgets
     for flag in ("strategy", "seed", "reward", "trials", "population", "epochs", "batch_size", "lr", "table",
-                 "data_dir", "dataset", "resolution"):
+                 "data_dir", "dataset", "resolution", "seed_mode"):
         v = getattr(args, flag, None)
         if v is not None:
             s[flag] = v
+    s["explicit"] = []
     if args.objectives is not None:
         s["objectives"] = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    if args.objectives is not None or _get(r, "search", "objectives") is not None or cli_budgets:
+        s["explicit"].append("objectives")
     _check_settings(s, recipe_path)
-    s["space"] = r.get("space")
+    space_table = r.get("space")
+    if space_table is not None and not isinstance(space_table, dict):
+        raise UsageError(f"recipe {recipe_path}: [space] must be a table")
+    s["space"] = {k: v for k, v in (space_table or {}).items() if k != "kind"} or None
+    s["space_kind"] = getattr(args, "space", None) or (space_table or {}).get("kind")
+    if s["space_kind"] is not None and s["space_kind"] not in SPACE_KINDS:
+        raise UsageError(f"unknown space {s['space_kind']!r} (choose from {', '.join(SPACE_KINDS)})")
+    if s["benchmark"]:
+        from hwnas.evaluators.tabular import BenchmarkError, spec
+
+        try:
+            bspec = spec(str(s["benchmark"]))
+        except BenchmarkError as e:
+            raise UsageError(str(e)) from None
+        if s["space_kind"] not in (None, bspec.space):
+            raise UsageError(f"benchmark {s['benchmark']} is over the {bspec.space} space, not {s['space_kind']}")
+        s["space_kind"] = bspec.space
+        if s["data_dir"]:
+            raise UsageError("--data-dir trains candidates; a --benchmark looks their accuracy up (give one)")
+    s["space_kind"] = s["space_kind"] or "mbconv"
+    if s["space_kind"] != "mbconv" and s["space"]:
+        raise UsageError(f"recipe {recipe_path}: the {s['space_kind']} space takes no [space] settings "
+                         f"(got {', '.join(sorted(s['space']))})")
+    if s["space_kind"] != "mbconv" and not s["benchmark"]:
+        raise UsageError(f"the {s['space_kind']} space is searched with a tabular benchmark's accuracies: give "
+                         f"--benchmark (proxy training of its networks is not wired into search yet)")
     for t in extra_tables:
         s[t] = dict(r.get(t) or {})
     return s
@@ -149,8 +185,12 @@ def _check_settings(s: dict[str, Any], recipe: Path) -> None:
     def is_num(v: Any) -> bool:
         return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
-    for k in ("trials", "population", "batch_size", "resolution"):
+    for k in ("trials", "population", "batch_size"):
         need(is_int(s[k]) and s[k] >= 1, k, "a positive integer")
+    need(s["resolution"] is None or (is_int(s["resolution"]) and s["resolution"] >= 1), "resolution",
+         "a positive integer")
+    need(s["benchmark"] is None or isinstance(s["benchmark"], str), "benchmark", 'a name, e.g. "nb201:cifar10"')
+    need(s["seed_mode"] in ("mean", "random"), "seed_mode", '"mean" or "random"')
     need(is_int(s["seed"]) and 0 <= s["seed"] < 2**32, "seed", "an integer from 0 to 2^32 - 1")
     need(s["population"] <= 10_000, "population", "at most 10000")
     for k in ("epochs", "lr", "proxy_width"):
@@ -201,7 +241,7 @@ def build_problem(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Any, Any
     from hwnas.search.problem import Problem, ProblemError
 
     try:
-        space = SearchSpace.from_dict(s["space"]) if s["space"] else SearchSpace.default()
+        space = get_space(s["space_kind"], s["space"])
     except (SpaceError, TypeError) as e:
         raise UsageError(f"recipe {s['recipe']}: {e}") from None
     table = None
@@ -209,17 +249,36 @@ def build_problem(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Any, Any
         from hwnas.cli.latency import load_table
 
         table = load_table(s["table"])
-    data, val_size = _load_search_data(args, s)
+    resolution = s["resolution"]
+    if s["benchmark"]:  # nothing to load: the benchmark says the classes and the input resolution
+        from hwnas.evaluators.tabular import spec
+
+        bspec = spec(s["benchmark"])
+        data, val_size, num_classes = None, 0, bspec.num_classes or space.default_num_classes
+        if resolution is None:
+            resolution = bspec.resolution or space.default_resolution
+            if table is not None and "resolution" in table.metadata:  # a benchmark's device table: its input
+                resolution = int(table.metadata["resolution"])
+    else:
+        data, val_size = _load_search_data(args, s)
+        num_classes = data.num_classes
+    if resolution is None:
+        resolution = 224
+    s["resolution"] = resolution
+    if "objectives" not in s["explicit"] and not space.has_costs:  # accuracy (and latency) alone
+        s["objectives"] = [o for o in s["objectives"] if o not in ("flops", "params")]
     try:
-        problem = Problem(space, tuple(s["objectives"]), s["reward"], s["budgets"], int(s["resolution"]),
-                          data.num_classes, table)
-    except ProblemError as e:
+        problem = Problem(space, tuple(s["objectives"]), s["reward"], s["budgets"], int(resolution), num_classes,
+                          table)
+    except (ProblemError, ValueError) as e:  # a table of another space, another resolution
         raise UsageError(str(e)) from None
     return problem, data, val_size
 
 
 def proxy_fingerprint(s: dict[str, Any], data: Any) -> dict[str, Any]:
     """The evaluator settings a study is tied to (a resume with other settings is refused)."""
+    if s["benchmark"]:
+        return {"benchmark": s["benchmark"], "seed_mode": s["seed_mode"]}
     keys = ("epochs", "batch_size", "lr", "proxy_width", "proxy_resolution", "dataset", "device")
     return {**{k: s[k] for k in keys}, "data_source": data.source,
             "val_images": validation_size(s, len(data.train_y))}  # the split every accuracy is measured on
@@ -274,11 +333,17 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
     if problem.table is not None:  # every candidate's latency is priced from it (Problem.costs)
         t = problem.table
         n = int(t.metadata["batch_size"])
-        print(f"  latency table: {t.describe()} (one batch of {n} image{'s' * (n > 1)}), {t.source}", file=err)
+        print(f"  latency {'source' if s['benchmark'] else 'table'}: {t.describe()} (one batch of {n} "
+              f"image{'s' * (n > 1)}), {t.source}", file=err)
     print(f"  watch it live: {dashboard}", file=err)
     if recovered:
         print(f"  recovered {len(recovered)} interrupted trial(s): {recovered} (re-queued)", file=err)
-    if not s["data_dir"]:
+    if s["benchmark"]:
+        from hwnas.evaluators.tabular import spec
+
+        print(f"  accuracy: {spec(s['benchmark']).description}, looked up (tabular benchmark {s['benchmark']})",
+              file=err)
+    elif not s["data_dir"]:
         print(f"  fidelity: LOW. {EMBEDDED_NOTE}; proxy: {s['epochs']:g} epochs at width x{s['proxy_width']:g}, "
               f"{s['proxy_resolution'] or data.resolution} px. Full run: this command with --data-dir "
               f"PATH/cifar10 on a CUDA machine", file=err)
@@ -342,8 +407,9 @@ def _print_front(summary: dict[str, Any], problem: Any) -> None:
         t.add_column(col, justify="left" if col == "genotype" else "right", overflow="fold")
     for r in summary["pareto"]:
         lat = f"{r['latency_ms']:.4f}" if r["latency_ms"] is not None else "-"
-        t.add_row(str(r["trial"]), f"{r['acc']:.4f}", f"{r['flops'] / 1e6:.1f}", f"{r['params'] / 1e6:.2f}", lat,
-                  r["genotype"])
+        fl = f"{r['flops'] / 1e6:.1f}" if r["flops"] is not None else "-"
+        pa = f"{r['params'] / 1e6:.2f}" if r["params"] is not None else "-"
+        t.add_row(str(r["trial"]), f"{r['acc']:.4f}", fl, pa, lat, r["genotype"])
     Console().print(t)
 
 
@@ -391,6 +457,12 @@ def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[An
     """The search's evaluators (one genotype; several trained together): proxy-train the width-scaled
     candidates on the resized images, in this process or (``eval_processes`` > 1) in a pool of processes
     sharing the device, closed on the way out."""
+    if s["benchmark"]:  # a table lookup: nothing to start or close
+        from hwnas.evaluators.tabular import TabularEvaluator
+
+        tab = TabularEvaluator(s["benchmark"], s["seed_mode"], int(s["seed"]))
+        yield tab.evaluate, tab.evaluate_many
+        return
     from hwnas.scaling import scale
     from hwnas.search.run import EvalResult, EvaluationStopped
     from hwnas.train import Budget, Evaluator, EvaluatorError, EvaluatorPool, Metrics, Recipe
@@ -466,7 +538,8 @@ def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...],
     p.add_argument("--budget-latency", help="latency budget, predicted from --table for one batch of the "
                    "table's batch size at --resolution: 1.5ms, 800us")
     p.add_argument("--budget-params", help="parameter budget: 6M")
-    p.add_argument("--table", help="latency table (file or shipped name) for latency objectives/budgets")
+    p.add_argument("--table", help="latency source for latency objectives/budgets: a table (file or shipped name) "
+                   "or a benchmark's device, nb201:DEVICE (`hwnas latency list`)")
     p.add_argument("--objectives", help="comma list of acc,latency,flops,params (default: acc + budgeted costs)")
     p.add_argument("--reward", choices=["pareto", "mnas-soft", "mnas-hard"], default=None)
     p.add_argument("--strategy", choices=strategies, default=None)
@@ -486,6 +559,14 @@ def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...],
                    help="evaluator processes sharing the device, each with its own copy of the data: one "
                    "process's set-up of fresh candidates (building, cuDNN kernel choice, graph capture) runs "
                    "while another trains; --parallel then defaults to that many groups (default 1)")
+    p.add_argument("--space", choices=SPACE_KINDS, default=None,
+                   help="search space (default: the recipe's [space] kind, else mbconv); `hwnas space info --space "
+                        "NAME` shows it")
+    p.add_argument("--benchmark", default=None,
+                   help="look accuracy up in a tabular benchmark instead of training: nb201:cifar10, nb201:cifar100, "
+                        "nb201:imagenet16-120, macro, transnas:TASK (sets --space; see docs/benchmarks.md)")
+    p.add_argument("--seed-mode", choices=["mean", "random"], default=None,
+                   help="macro benchmark: mean of its 3 training seeds (default) or one drawn per query")
     p.add_argument("--dataset", default=None)
     p.add_argument("--data-dir", default=None, help=data_help)
     p.add_argument("--download", action="store_true")

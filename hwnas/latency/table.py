@@ -10,6 +10,11 @@ with (a, b, c) fitted per resolution by least squares on the calibration network
 cost of running a network (launch/replay, pooling, glue), ``c`` the per-layer time that an isolated
 measurement over- or under-counts (launch gaps, cache warmth), ``b`` the scale of the kernels themselves.
 A key missing from the table is an error naming the key and the command that measures it.
+
+Identity layers (``id``, NAS-Bench-Macro's skip choice): a projection (1x1 conv + BN, where the layer strides
+or changes the width) is a layer like any other, keyed ``id|<size>x<size>x<in>|o<out>|s<stride>``, measured and
+summed; a plain identity (``Layer.noop``) runs no kernel, so it has no entry, adds 0 ms and does not count
+among the network's layers (``c * n``).
 """
 
 from __future__ import annotations
@@ -21,13 +26,16 @@ import math
 import shlex
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hwnas.genotype import Genotype, GenotypeError, parse_genotype
 from hwnas.space import SearchSpace, SpaceError, make_divisible
 from hwnas.walker import Layer, conv_out, se_channels, stem_stride_for, walk
+
+if TYPE_CHECKING:
+    from hwnas.spaces.macro import MacroSpace
 
 FORMAT = "hwnas-latency-table"
 FORMAT_VERSION = 1
@@ -51,11 +59,16 @@ def space_fingerprint(space: SearchSpace) -> str:
 
 
 # ---- keys reachable in a space ------------------------------------------------------------------
-def space_layers(space: SearchSpace, resolution: int, num_classes: int = 1000) -> Iterator[Layer]:
+def space_layers(space: SearchSpace | MacroSpace, resolution: int, num_classes: int = 1000) -> Iterator[Layer]:
     """Every distinct layer (by key) any network of ``space`` has at ``resolution``, in network order.
 
     Mirrors ``walk``: a stage's first block sees every width the previous stage can output and may
-    stride; its later blocks map the stage's width to itself at stride 1 (residual iff skip)."""
+    stride; its later blocks map the stage's width to itself at stride 1 (residual iff skip). Another kind
+    of space lists its own (``space.layers``, e.g. ``hwnas.spaces.macro.MacroSpace``: its ``id`` projections,
+    never a plain identity)."""
+    if not isinstance(space, SearchSpace):
+        yield from space.layers(resolution, num_classes)
+        return
     seen: set[str] = set()
 
     def new(layer: Layer) -> bool:
@@ -271,6 +284,9 @@ class LatencyTable:
         return shlex.join(kept)
 
     def check_space(self, space: SearchSpace) -> None:
+        if getattr(space, "kind", "mbconv") != "mbconv":
+            raise TableError(f"latency table {self.source} prices MBConv genotypes, not the {space.kind} space "
+                             f"(a benchmark space takes its device latencies, e.g. --table nb201:pixel3)")
         fp = space_fingerprint(space)
         if fp != self.metadata["space_fingerprint"]:
             raise TableError(f"latency table {self.source} was measured for space "
@@ -284,10 +300,13 @@ class LatencyTable:
 
     # ---- prediction ---------------------------------------------------------------------------
     def layer_times(self, genotype: Genotype, resolution: int) -> list[tuple[Layer, float]]:
-        """Every layer with its entry (ms), in execution order; MissingKeyError names a missing key."""
+        """Every layer that runs a kernel with its entry (ms), in execution order (plain identities, which run
+        nothing, are left out: 0 ms, not a layer); MissingKeyError names a missing key."""
         self.check_resolution(resolution)
         out = []
         for layer in walk(genotype, resolution, self.num_classes):
+            if layer.noop:
+                continue
             k = layer.key()
             e = self.entries.get(k)
             if e is None:

@@ -1,7 +1,9 @@
 """The search problem: space + objectives + budgets + reward. Pure Python (no torch).
 
-Objectives: ``acc`` (maximise, from the evaluator), ``latency`` (ms, predicted from a latency table),
-``flops`` (multiply-adds), ``params`` (all minimised; costs are priced at the deployment resolution).
+Objectives: ``acc`` (maximise, from the evaluator), ``latency`` (ms, from a latency source: a table measured
+on real hardware, or a benchmark's published per-architecture latencies), ``flops`` (multiply-adds),
+``params`` (all minimised; costs are priced by the space at the deployment resolution). Any space of
+``hwnas.spaces`` works; one without a cost model (``has_costs`` false) takes only ``acc`` and latency.
 
 Reward modes:
 
@@ -16,12 +18,9 @@ Reward modes:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from hwnas.genotype import Genotype
-from hwnas.latency.table import LatencyTable
-from hwnas.space import SearchSpace
-from hwnas.walker import flops, params
+from hwnas.spaces.base import CategoricalSpace
 
 OBJECTIVES: dict[str, str] = {"acc": "maximize", "latency": "minimize", "flops": "minimize", "params": "minimize"}
 COSTS: tuple[str, ...] = ("latency", "flops", "params")
@@ -35,15 +34,31 @@ class ProblemError(ValueError):
     """An inconsistent search problem (one line)."""
 
 
+class LatencySource(Protocol):
+    """What prices latency: ``hwnas.latency.table.LatencyTable`` (measured layer tables) or
+    ``hwnas.latency.tabular.BenchmarkLatency`` (a benchmark's published per-network latencies)."""
+
+    source: str
+    metadata: dict[str, Any]
+
+    def predict(self, arch: Any, resolution: int) -> float: ...
+
+    def check_space(self, space: Any) -> None: ...
+
+    def check_resolution(self, resolution: int) -> None: ...
+
+    def describe(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Problem:
-    space: SearchSpace
+    space: CategoricalSpace
     objectives: tuple[str, ...] = ("acc", "flops")
     reward: str = "pareto"
     budgets: dict[str, float] = field(default_factory=dict)  # cost name -> upper bound
     resolution: int = 224
     num_classes: int = 1000
-    table: LatencyTable | None = None
+    table: LatencySource | None = None
 
     def __post_init__(self) -> None:
         bad = [o for o in self.objectives if o not in OBJECTIVES]
@@ -60,6 +75,11 @@ class Problem:
                 raise ProblemError(f"unknown budget {k!r}")
             if not v > 0:
                 raise ProblemError(f"the {k} budget must be positive, got {v}")
+        if not self.space.has_costs:
+            no_model = [c for c in ("flops", "params") if c in self.objectives or c in self.budgets]
+            if no_model:
+                raise ProblemError(f"the {self.space.kind} space has no {no_model[0]} model (objectives: acc"
+                                   f"{', latency' if self.table is not None else ''})")
         needs_table = "latency" in self.objectives or "latency" in self.budgets
         if needs_table and self.table is None:
             raise ProblemError("a latency objective or budget needs a latency table (--table)")
@@ -92,12 +112,16 @@ class Problem:
     def cost_axes(self) -> list[str]:
         """Costs shown against accuracy (the first is the main one)."""
         axes = [o for o in self.objectives if o != "acc"]
-        return axes or [self.reward_cost or "flops"]
+        if axes or self.reward_cost:
+            return axes or [str(self.reward_cost)]
+        return ["flops"] if self.space.has_costs else []
 
     # ---- pricing ------------------------------------------------------------------------------------
-    def costs(self, g: Genotype) -> dict[str, float]:
-        out: dict[str, float] = {"flops": float(flops(g, self.resolution, self.num_classes)),
-                                 "params": float(params(g, self.num_classes))}
+    def costs(self, g: Any) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.space.has_costs:
+            out["flops"] = float(self.space.flops(g, self.resolution, self.num_classes))
+            out["params"] = float(self.space.params(g, self.num_classes))
         if self.table is not None:
             out["latency"] = self.table.predict(g, self.resolution)
         return out
@@ -123,6 +147,9 @@ class Problem:
         return [acc if o == "acc" else costs[o] for o in self.objectives]
 
     def describe(self) -> dict[str, Any]:
-        return {"objectives": list(self.objectives), "reward": self.reward, "budgets": dict(self.budgets),
-                "resolution": self.resolution, "num_classes": self.num_classes, "space": self.space.name,
-                "table": self.table.source if self.table else None}
+        out = {"objectives": list(self.objectives), "reward": self.reward, "budgets": dict(self.budgets),
+               "resolution": self.resolution, "num_classes": self.num_classes, "space": self.space.name,
+               "table": self.table.source if self.table else None}
+        if self.space.kind != "mbconv":  # studies of the MBConv space made before spaces had kinds still resume
+            out["space_kind"] = self.space.kind
+        return out

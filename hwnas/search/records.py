@@ -31,14 +31,20 @@ def _bool(v: Any) -> bool:
     return isinstance(v, bool)
 
 
-def _genotype(v: Any) -> bool:
-    if not isinstance(v, str):
-        return False
-    try:
-        parse_genotype(v)
-    except GenotypeError:
-        return False
-    return True
+def _parses(parse: Callable[[str], Any]) -> Callable[[Any], bool]:
+    def ok(v: Any) -> bool:
+        if not isinstance(v, str):
+            return False
+        try:
+            parse(v)
+        except (GenotypeError, ValueError):  # a space's own codec error is a ValueError
+            return False
+        return True
+
+    return ok
+
+
+_genotype = _parses(parse_genotype)
 
 
 # trial attribute -> (check, what it must be); None is "not recorded" for every attribute
@@ -65,10 +71,14 @@ def _shown(v: Any) -> str:
 
 
 def check_study_records(name: str, study_attrs: dict[str, Any], trials: Iterable[Any],
-                        directions: int | None = None) -> None:
+                        directions: int | None = None, parse: Callable[[str], Any] | None = None) -> None:
     """Raise StudyRecordError naming the first attribute of ``study_attrs["hwnas"]["problem"]`` or of a
     trial's ``user_attrs`` (Optuna ``FrozenTrial``s) that hwnas would misread, or (``directions``: the
-    study's number of objectives) objectives and values that disagree with it."""
+    study's number of objectives) objectives and values that disagree with it. ``parse``: the space's
+    architecture codec (default: MBConv genotypes)."""
+    checks = dict(TRIAL_ATTRS)
+    if parse is not None:
+        checks["genotype"] = (_parses(parse), "an architecture string of the study's space")
     hw = study_attrs.get("hwnas")
     if hw is not None:
         problem = hw.get("problem") if isinstance(hw, dict) else None
@@ -89,7 +99,7 @@ def check_study_records(name: str, study_attrs: dict[str, Any], trials: Iterable
             raise StudyRecordError(f"study {name!r}: trial {t.number} has {len(t.values)} objective values, the "
                                    f"study {directions} directions: damaged")
         a = t.user_attrs
-        for key, (ok, what) in TRIAL_ATTRS.items():
+        for key, (ok, what) in checks.items():
             if a.get(key) is not None and not ok(a[key]):
                 raise StudyRecordError(f"study {name!r}: trial {t.number} attribute {key} must be {what}, got "
                                        f"{_shown(a[key])}")

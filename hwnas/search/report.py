@@ -2,9 +2,11 @@
 
 Pareto sorting and hypervolume come from pymoo. The hypervolume is taken over (1 - accuracy, cost /
 scale) for the problem's first cost axis, both minimised, with reference point (1, 1): ``scale`` is the
-budget of that cost when there is one, else twice EfficientNet-B0's cost (for latency, the first of
-EfficientNet-B0, MnasNet-A1, MobileNetV2 the problem's table can price; else 1 ms), so numbers compare
-across runs and strategies of the same problem.
+budget of that cost when there is one; else, in the MBConv space, twice EfficientNet-B0's cost (for
+latency, the first of EfficientNet-B0, MnasNet-A1, MobileNetV2 the problem's table can price; else 1 ms),
+and in a benchmark space (enumerable) the largest cost of any of its architectures; so numbers compare
+across runs and strategies of the same problem. A problem with no cost axis (accuracy alone) reports the
+best accuracy as its hypervolume (the one-dimensional hypervolume of 1 - accuracy from 1).
 """
 
 from __future__ import annotations
@@ -19,9 +21,7 @@ from typing import Any
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from hwnas.references import reference
 from hwnas.search.problem import Problem
-from hwnas.walker import flops, params
 
 COST_ATTR = {"flops": "flops", "params": "params", "latency": "latency_ms"}
 
@@ -31,8 +31,8 @@ class Row:
     trial: int
     genotype: str
     acc: float
-    flops: float
-    params: float
+    flops: float | None
+    params: float | None
     latency_ms: float | None
     values: list[float]
 
@@ -50,14 +50,26 @@ def feasible_rows(trials: list[FrozenTrial]) -> list[Row]:
         if t.state != TrialState.COMPLETE or not a.get("feasible") or a["genotype"] in seen:
             continue
         seen.add(a["genotype"])
-        rows.append(Row(t.number, a["genotype"], float(a["acc"]), float(a["flops"]), float(a["params"]),
+        rows.append(Row(t.number, a["genotype"], float(a["acc"]), _opt(a.get("flops")), _opt(a.get("params")),
                         a.get("latency_ms"), list(t.values)))
     return rows
+
+
+def _opt(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+_SPACE_MAX: dict[tuple[Any, ...], float] = {}  # (space kind, cost, resolution, classes, source): a few entries
 
 
 def scale_of(problem: Problem, cost: str) -> float:
     if cost in problem.budgets:
         return problem.budgets[cost]
+    if problem.space.kind != "mbconv":
+        return _space_max(problem, cost)
+    from hwnas.references import reference
+    from hwnas.walker import flops, params
+
     b0 = reference("efficientnet-b0")
     if cost == "flops":
         return 2.0 * flops(b0, problem.resolution, problem.num_classes)
@@ -71,6 +83,20 @@ def scale_of(problem: Problem, cost: str) -> float:
         except TableError:
             continue
     return 1.0
+
+
+def _space_max(problem: Problem, cost: str) -> float:
+    """The largest ``cost`` of any architecture of an enumerable (benchmark) space, computed once."""
+    sp, table = problem.space, problem.table
+    key = (sp.kind, cost, problem.resolution, problem.num_classes, table.source if table else None)
+    if key not in _SPACE_MAX:
+        if cost == "latency" and table is not None and hasattr(table, "values"):
+            worst = float(np.max(table.values))
+        else:
+            worst = max(problem.costs(sp.decode(np.array(np.unravel_index(i, [len(o) for _, o in sp.dims]))))[cost]
+                        for i in range(sp.size()))
+        _SPACE_MAX[key] = worst if worst > 0 else 1.0
+    return _SPACE_MAX[key]
 
 
 def _points(rows: list[Row], problem: Problem) -> np.ndarray:
@@ -90,6 +116,9 @@ def pareto_front(rows: list[Row], problem: Problem) -> list[Row]:
     """Non-dominated rows over accuracy and every cost axis, sorted by the first cost."""
     if not rows:
         return []
+    if not problem.cost_axes:  # accuracy alone: the best one(s)
+        best = max(r.acc for r in rows)
+        return [r for r in rows if r.acc == best]
     from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
     front = NonDominatedSorting().do(_points(rows, problem), only_non_dominated_front=True)
@@ -100,6 +129,8 @@ def hypervolume(rows: list[Row], problem: Problem) -> float:
     """Hypervolume of (1 - acc, first cost / scale) with reference point (1, 1); 0 for no rows."""
     if not rows:
         return 0.0
+    if not problem.cost_axes:
+        return max(r.acc for r in rows)
     from pymoo.indicators.hv import HV
 
     pts = _points(rows, problem)[:, :2]
@@ -139,12 +170,16 @@ def write_outputs(trials: list[FrozenTrial], problem: Problem, run_dir: Path, me
     extra = [i for i, n in enumerate(problem.value_names) if n not in ("acc", "flops", "params", "latency")]
     w.writerow(["trial", "genotype", "acc", "flops", "params", "latency_ms", *(problem.value_names[i] for i in extra)])
     for r in front:
-        w.writerow([r.trial, r.genotype, r.acc, int(r.flops), int(r.params), r.latency_ms,
+        w.writerow([r.trial, r.genotype, r.acc, _int(r.flops), _int(r.params), r.latency_ms,
                     *(r.values[i] for i in extra)])
     _atomic(run_dir / "pareto.csv", buf.getvalue())
     _plot_front(trials, rows, front, problem, run_dir / "pareto.png", meta)
     _plot_hv(curve, run_dir / "hypervolume.png", meta)
     return summary
+
+
+def _int(v: float | None) -> int | None:
+    return None if v is None else int(v)
 
 
 def _atomic(path: Path, text: str) -> None:
@@ -168,8 +203,19 @@ def _plot_front(trials: list[FrozenTrial], rows: list[Row], front: list[Row], pr
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cost = problem.cost_axes[0]
+    cost = problem.cost_axes[0] if problem.cost_axes else None
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
+    if cost is None:  # accuracy alone: accuracy per trial
+        ax.scatter([r.trial for r in rows], [r.acc for r in rows], s=14, c="tab:blue", alpha=0.5,
+                   label=f"evaluated ({len(rows)})")
+        ax.scatter([r.trial for r in front], [r.acc for r in front], s=30, c="tab:red", label="best")
+        ax.set(xlabel="trial", ylabel="accuracy", title=f"{meta.get('study', '')}: {meta.get('strategy', '')}")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7, loc="best")
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return
     infeasible = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("feasible")]
     if infeasible:
         xs = [_shown(cost, t.user_attrs.get(COST_ATTR[cost]) or float("nan")) for t in infeasible]
@@ -182,14 +228,17 @@ def _plot_front(trials: list[FrozenTrial], rows: list[Row], front: list[Row], pr
                 label="Pareto front")
     if cost in problem.budgets:
         ax.axvline(_shown(cost, problem.budgets[cost]), color="k", ls="--", lw=1, label="budget")
-    for name in ("efficientnet-b0", "mnasnet-a1", "mobilenetv2"):
+    for name in ("efficientnet-b0", "mnasnet-a1", "mobilenetv2") if problem.space.kind == "mbconv" else ():
+        from hwnas.references import reference
+
         try:
             c = problem.costs(reference(name))[cost]
         except Exception:  # e.g. a reference outside the latency table's space
             continue
         ax.axvline(_shown(cost, c), color="tab:green", ls=":", lw=1)
         ax.annotate(name, (_shown(cost, c), 0.02), rotation=90, fontsize=7, color="tab:green", va="bottom")
-    ax.set(xlabel=_label(cost) + f" at {problem.resolution} px", ylabel="proxy accuracy (validation)",
+    ylabel = "proxy accuracy (validation)" if problem.space.kind == "mbconv" else "accuracy"
+    ax.set(xlabel=_label(cost) + f" at {problem.resolution} px", ylabel=ylabel,
            title=f"{meta.get('study', '')}: {meta.get('strategy', '')}, {len(rows)} evaluated")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7, loc="best")

@@ -20,7 +20,6 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hwnas.genotype import Genotype
 from hwnas.search.problem import Problem
 from hwnas.search.records import check_study_records
 from hwnas.search.strategies import VIOLATIONS_ATTR, AskTell, VectorSampler, make_sampler, record_constraints
@@ -37,8 +36,8 @@ class EvalResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-Evaluate = Callable[[Genotype], EvalResult]
-EvaluateMany = Callable[[list[Genotype]], list[EvalResult]]
+Evaluate = Callable[[Any], EvalResult]  # an architecture of the problem's space -> its result
+EvaluateMany = Callable[[list[Any]], list[EvalResult]]
 
 
 ANNOTATED = "annotated"  # user attribute: the keys ``Search.annotate`` set on a trial
@@ -90,7 +89,7 @@ class Search:
     def objectives_of(self, t: FrozenTrial) -> tuple[list[float], list[float]] | None:
         """Minimisation values and constraint values of a finished trial (for ask/tell strategies)."""
         a = t.user_attrs
-        if "flops" not in a or a.get("interrupted"):
+        if "genotype" not in a or "feasible" not in a or a.get("interrupted"):
             return None
         costs = {k: a[k] for k in ("flops", "params", "latency_ms") if k in a}
         if "latency_ms" in costs:
@@ -183,7 +182,7 @@ class Search:
     def step(self, on_trial: Callable[[FrozenTrial], None] | None = None, k: int = 1) -> None:
         """Ask ``k`` proposals, price them, train the feasible new ones (together), tell every one."""
         p, sp = self.problem, self.problem.space
-        asked: list[tuple[optuna.Trial, Genotype, dict[str, Any], bool]] = []
+        asked: list[tuple[optuna.Trial, Any, dict[str, Any], bool]] = []
         trial: optuna.Trial | None = None
         try:
             batch: int | None = None
@@ -201,8 +200,9 @@ class Search:
                         trial.set_user_attr(key, v)
                     trial.set_user_attr(ANNOTATED, sorted(said))
                 costs = p.costs(g)
-                attrs: dict[str, Any] = {"genotype": g.to_string(), "flops": costs["flops"],
-                                         "params": costs["params"], "feasible": p.feasible(costs)}
+                attrs: dict[str, Any] = {"genotype": g.to_string(),
+                                         **{k: costs[k] for k in ("flops", "params") if k in costs},
+                                         "feasible": p.feasible(costs)}
                 if "latency" in costs:
                     attrs["latency_ms"] = costs["latency"]
                 for key, v in attrs.items():
@@ -214,7 +214,7 @@ class Search:
             self._interrupt([a[0] for a in asked] + ([trial] if trial is not None else []))
             raise
         cache = self.cache()
-        todo: dict[str, Genotype] = {}  # genotype string -> genotype, trained once however often asked
+        todo: dict[str, Any] = {}  # genotype string -> genotype, trained once however often asked
         for _, g, _, feasible in asked:
             if feasible and g.to_string() not in cache:
                 todo.setdefault(g.to_string(), g)
@@ -240,7 +240,7 @@ class Search:
             t.set_user_attr("interrupted", True)
             self.study.tell(t, state=TrialState.FAIL)
 
-    def _tell(self, asked: list[tuple[optuna.Trial, Genotype, dict[str, Any], bool]], cache: dict[str, FrozenTrial],
+    def _tell(self, asked: list[tuple[optuna.Trial, Any, dict[str, Any], bool]], cache: dict[str, FrozenTrial],
               trained: dict[str, EvalResult], on_trial: Callable[[FrozenTrial], None] | None) -> None:
         """Tell every trial of a batch its outcome; one whose genotype is neither priced out, known nor in
         ``trained`` (its evaluation stopped) is failed as interrupted."""
@@ -311,7 +311,8 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
         if diff:
             raise ValueError(f"study {study_name!r} was run with other settings ({', '.join(diff)}); "
                              f"use the same settings to resume, or another --study-name")
-        check_study_records(study_name, study.user_attrs, study.get_trials(deepcopy=False), len(study.directions))
+        check_study_records(study_name, study.user_attrs, study.get_trials(deepcopy=False), len(study.directions),
+                            problem.space.parse)
     s = Search(problem, study, evaluate, strategy, seed, population, evaluate_many=evaluate_many,
                parallel=max(1, parallel))
     holder["s"] = s

@@ -22,7 +22,7 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from hwnas.search.problem import STRATEGIES
-from hwnas.space import SearchSpace, SpaceError
+from hwnas.spaces.base import CategoricalSpace, SpaceError
 
 VIOLATIONS_ATTR = "violations"
 
@@ -61,7 +61,7 @@ def _constraints_kw(n_constr: int) -> dict[str, Any]:
 class FeasibleRandom:
     """Uniform over the feasible region (bounded rejection sampling)."""
 
-    def __init__(self, space: SearchSpace, seed: int, feasible: Callable[[np.ndarray], bool],
+    def __init__(self, space: CategoricalSpace, seed: int, feasible: Callable[[np.ndarray], bool],
                  max_attempts: int = 10_000) -> None:
         self.space, self.rng, self.feasible = space, np.random.default_rng(seed), feasible
         self.max_attempts = max_attempts
@@ -83,7 +83,7 @@ class RegularizedEvolution:
     ``population`` members are feasible random samples, children are mutations of tournament winners,
     retried (bounded) until feasible."""
 
-    def __init__(self, space: SearchSpace, seed: int, feasible: Callable[[np.ndarray], bool],
+    def __init__(self, space: CategoricalSpace, seed: int, feasible: Callable[[np.ndarray], bool],
                  population: int = 20, sample: int = 5, max_attempts: int = 200) -> None:
         self.space, self.rng, self.feasible = space, np.random.default_rng(seed), feasible
         self.population, self.sample, self.max_attempts = population, sample, max_attempts
@@ -125,7 +125,7 @@ class PymooStrategy:
     numeric dimension is the rank of the value (a recipe may list kernels = [7, 3, 5]), mapped to the
     space's index on the way out; names (op, activation) and skips keep the recipe's order."""
 
-    def __init__(self, space: SearchSpace, seed: int, algorithm: str, n_obj: int, n_constr: int,
+    def __init__(self, space: CategoricalSpace, seed: int, algorithm: str, n_obj: int, n_constr: int,
                  population: int = 20) -> None:
         from pymoo.core.problem import Problem as PymooProblem
         from pymoo.operators.crossover.sbx import SBX
@@ -201,7 +201,7 @@ class PymooStrategy:
 class VectorSampler(BaseSampler):
     """Proposes whole choice vectors from an ask/tell strategy; replays finished trials into it."""
 
-    def __init__(self, space: SearchSpace, strategy: AskTell, objectives: Objectives, seed: int = 0) -> None:
+    def __init__(self, space: CategoricalSpace, strategy: AskTell, objectives: Objectives, seed: int = 0) -> None:
         self.space, self.strategy, self.objectives = space, strategy, objectives
         self.dists = {name: CategoricalDistribution(list(opts)) for name, opts in space.dims}
         self.told: set[int] = set()
@@ -251,7 +251,7 @@ class VectorSampler(BaseSampler):
                 self.strategy.tell(self.space.from_choices(t.params), *fg)
 
 
-def make_sampler(name: str, space: SearchSpace, seed: int, n_obj: int, n_constr: int,
+def make_sampler(name: str, space: CategoricalSpace, seed: int, n_obj: int, n_constr: int,
                  feasible: Callable[[np.ndarray], bool], objectives: Objectives,
                  population: int = 20) -> BaseSampler:
     """The sampler for strategy ``name`` (see ``STRATEGIES``)."""

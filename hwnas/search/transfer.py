@@ -17,6 +17,9 @@ search on the target dataset starts from it instead of from random samples:
   only members with ``f >= Q`` may reproduce, and a tournament of ``sample`` of them picks the parent.
   So selection uses the population's mean and spread, not only its best member.
 
+In a space without stages (a cell space such as NAS-Bench-201's or TransNAS-Bench-101's), the one
+transformation is ``op``: one edge's operation changed.
+
 Every proposal carries its lineage (parent genotype, transformation, generation), which the search loop
 stores on the trial (``lineage_attrs``), so it shows in optuna-dashboard.
 """
@@ -31,9 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.genotype import parse_genotype
 from hwnas.search.problem import Problem
-from hwnas.space import SearchSpace, SpaceError
+from hwnas.spaces.base import CategoricalSpace, SpaceError
 
 ELEMENTS: tuple[str, ...] = ("op", "kernel", "skip", "width", "depth")
 SELECTIONS: tuple[str, ...] = ("reward", "knee", "acc")
@@ -62,7 +64,7 @@ def select_basic(trials: Sequence[SourceTrial], problem: Problem, how: str = "re
     priced = []
     for t in trials:
         try:
-            g = parse_genotype(t.genotype)
+            g = problem.space.parse(t.genotype)
             problem.space.encode(g)
         except (ValueError, SpaceError):
             continue  # outside the target's space: cannot seed it
@@ -117,7 +119,7 @@ class OffspringGenerator:
     """Children of a choice vector, one transformation over EAT-NAS's five elements each, retried (bounded)
     until the child is a new network (after normalisation) and ``feasible``."""
 
-    def __init__(self, space: SearchSpace, rng: np.random.Generator, feasible: Callable[[np.ndarray], bool],
+    def __init__(self, space: CategoricalSpace, rng: np.random.Generator, feasible: Callable[[np.ndarray], bool],
                  elements: Sequence[str] = ELEMENTS, max_attempts: int = 200) -> None:
         bad = [e for e in elements if e not in ELEMENTS]
         if bad or not elements:
@@ -127,6 +129,7 @@ class OffspringGenerator:
         self.elements, self.max_attempts = tuple(elements), max_attempts
         self.index = {name: i for i, (name, _) in enumerate(space.dims)}
         self.options = dict(space.dims)
+        self.cell = not hasattr(space, "stages")  # a cell space: every dimension is an edge's op
 
     def _dims_for(self, element: str, stage: int) -> list[str]:
         s = f"s{stage}_"
@@ -134,6 +137,13 @@ class OffspringGenerator:
                 "width": [s + "width"], "depth": [s + "layers"]}[element]
 
     def _propose(self, x: np.ndarray) -> tuple[np.ndarray, Transformation]:
+        if self.cell:
+            i = int(self.rng.integers(len(self.space.dims)))
+            name, opts = self.space.dims[i]
+            new = int(self.rng.choice([j for j in range(len(opts)) if j != int(x[i])]))
+            child = x.copy()
+            child[i] = new
+            return child, Transformation("op", name, _plain(opts[int(x[i])]), _plain(opts[new]))
         element = str(self.rng.choice(self.elements))
         n_stages = len(self.space.stages)
         glob = {"width": "width_factor", "depth": "depth_factor"}.get(element)
@@ -182,7 +192,7 @@ class EATEvolution:
     """The ask/tell strategy of an EAT-NAS transfer (see the module doc). ``fitness_of(f)`` maps the
     minimisation values told for a trial to the scalar fitness (higher is better)."""
 
-    def __init__(self, space: SearchSpace, seed: int, feasible: Callable[[np.ndarray], bool], basic: np.ndarray,
+    def __init__(self, space: CategoricalSpace, seed: int, feasible: Callable[[np.ndarray], bool], basic: np.ndarray,
                  fitness_of: Callable[[Sequence[float]], float], population: int = 20, sample: int = 3,
                  quality_lambda: float = 0.5, elements: Sequence[str] = ELEMENTS) -> None:
         if population < 2:

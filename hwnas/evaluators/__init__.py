@@ -1,0 +1,11 @@
+"""Evaluators: where a candidate's accuracy comes from.
+
+=====================  ===================================================================================
+``hwnas.train``        proxy training on real images (CUDA, CPU fallback): ``Evaluator``, ``EvaluatorPool``
+``tabular``            published accuracies of a tabular benchmark (NAS-Bench-201, NAS-Bench-Macro,
+                       TransNAS-Bench-101 micro): ``TabularEvaluator``
+=====================  ===================================================================================
+
+An evaluator maps an architecture of its space to an ``hwnas.search.run.EvalResult``; the search loop
+never trains or looks up anything itself.
+"""
