@@ -12,9 +12,10 @@ String form (comma-separated tokens, no spaces, so it needs no shell quoting)::
 * one stage token per stage, in the spirit of timm's block strings: ``<op>_<opt>_<opt>...`` with
 
   ==========  ===========================================================================
-  ``op``      ``ir`` (MBConv, inverted residual) or ``ds`` (depthwise-separable conv)
+  ``op``      ``ir`` (MBConv, inverted residual), ``ds`` (depthwise-separable conv) or
+              ``id`` (identity layer, see below)
   ``r<N>``    repeats: number of blocks in the stage (required)
-  ``k<K>``    depthwise kernel size, odd (required)
+  ``k<K>``    depthwise kernel size, odd (required; not for ``id``)
   ``s<S>``    stride of the stage's first block, 1 or 2 (required)
   ``e<E>``    expansion ratio, integer >= 2 for ``ir`` (required there); ``ds`` takes only ``e1``
   ``c<C>``    output channels (required)
@@ -25,9 +26,22 @@ String form (comma-separated tokens, no spaces, so it needs no shell quoting)::
 
   ``ir`` with ``e1`` *is* ``ds`` (no expansion conv), so it is rejected with a hint, keeping one
   spelling per network.
+
+  ``id_r<N>_s<S>_c<C>`` is a stage of identity layers (NAS-Bench-Macro's "skip this layer" choice). Its
+  first block, where it strides or changes the width, is a projection: a 1x1 convolution (stride S, no
+  bias) + BN, no activation, no residual; every other block is a plain identity (no parameters, no
+  FLOPs, no kernel). ``r``, ``s`` and ``c`` are all it takes: ``k``, ``e``, ``se`` and ``noskip`` mean
+  nothing for it and are rejected (in Python an ``id`` stage has kernel 1, expansion 1, no SE and
+  ``skip`` True: ``Stage.identity(repeats, stride, channels)``).
 * ``head<C>``                      -- final 1x1 convolution before pooling and the classifier
 
-JSON form: ``{"activation": ..., "stem": ..., "stages": [{...}], "head": ...}`` (see ``to_json``).
+JSON form: ``{"activation": ..., "stem": ..., "stages": [{...}], "head": ...}`` (see ``to_json``). An
+``ir``/``ds`` stage is written with all eight fields; an ``id`` stage as ``{"op": "id", "repeats": N,
+"stride": S, "channels": C}`` (read back also with the neutral ``kernel`` 1, ``expansion`` 1, ``se_ratio``
+0 and ``skip`` true, and with nothing else).
+
+``Genotype.normalized`` has no rule for ``id``: a stage of plain identities is kept (spaces encode stages by
+position, and the blocks count in the stochastic-depth ramp of ``hwnas.model``).
 """
 
 from __future__ import annotations
@@ -39,6 +53,9 @@ from typing import Any
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "swish")
 OPS: tuple[str, ...] = ("ir", "ds")
+"""The MBConv-family block ops, the ones a search space's stage may offer (``hwnas.spaces.mbconv``)."""
+STAGE_OPS: tuple[str, ...] = (*OPS, "id")
+"""Every op a genotype stage may have: ``OPS`` and ``id``, the identity layer (see the module docstring)."""
 
 
 class GenotypeError(ValueError):
@@ -63,7 +80,15 @@ class Stage:
         if problem:
             raise GenotypeError(problem)
 
+    @classmethod
+    def identity(cls, repeats: int, stride: int, channels: int) -> Stage:
+        """An ``id`` stage: ``repeats`` identity layers, the first a 1x1 conv + BN projection where it strides
+        or changes the width."""
+        return cls("id", repeats, 1, stride, 1, channels)
+
     def to_string(self) -> str:
+        if self.op == "id":
+            return f"id_r{self.repeats}_s{self.stride}_c{self.channels}"
         parts = [self.op, f"r{self.repeats}", f"k{self.kernel}", f"s{self.stride}"]
         if self.op == "ir":
             parts.append(f"e{self.expansion}")
@@ -97,8 +122,8 @@ def _shown(v: int) -> str:
 
 
 def _stage_problem(s: Stage) -> str | None:
-    if s.op not in OPS:
-        return f"unknown op {s.op!r} (expected one of {', '.join(OPS)})"
+    if not isinstance(s.op, str) or s.op not in STAGE_OPS:
+        return f"unknown op {_short(str(s.op))} (expected one of {', '.join(STAGE_OPS)})"
     for name in ("repeats", "kernel", "stride", "expansion", "channels"):
         if not _is_int(getattr(s, name)):
             return f"{name} must be an integer, got {getattr(s, name)!r}"
@@ -110,6 +135,8 @@ def _stage_problem(s: Stage) -> str | None:
         return f"stride must be 1 or 2, got {_shown(s.stride)}"
     if not 1 <= s.channels <= MAX_CHANNELS:
         return f"channels must be 1 to {MAX_CHANNELS}, got {_shown(s.channels)}"
+    if s.op == "id":
+        return _id_problem(s)
     if s.expansion > MAX_EXPANSION:
         return f"expansion must be at most {MAX_EXPANSION}, got {_shown(s.expansion)}"
     if s.op == "ds" and s.expansion != 1:
@@ -127,9 +154,22 @@ def _stage_problem(s: Stage) -> str | None:
     return None
 
 
+def _id_problem(s: Stage) -> str | None:
+    """An ``id`` stage has no kernel, expansion, SE or residual option: only their neutral values."""
+    if s.kernel != 1:
+        return f"id stages have no kernel option (kernel 1), got k{_shown(s.kernel)}"
+    if s.expansion != 1:
+        return f"id stages have no expansion option (expansion 1), got e{_shown(s.expansion)}"
+    if isinstance(s.se_ratio, bool) or not isinstance(s.se_ratio, (int, float)) or s.se_ratio != 0:
+        return f"id stages have no SE option (se_ratio 0), got {str(s.se_ratio)[:20]!r}"
+    if s.skip is not True:
+        return f"id stages have no skip option (skip true), got {str(s.skip)[:20]!r}"
+    return None
+
+
 @dataclass(frozen=True)
 class Genotype:
-    """stem conv -> stages of MBConv/DS blocks -> 1x1 head conv -> global pool -> linear classifier."""
+    """stem conv -> stages of MBConv/DS/identity blocks -> 1x1 head conv -> global pool -> linear classifier."""
 
     activation: str
     stem: int
@@ -178,6 +218,7 @@ class Genotype:
             "activation": self.activation,
             "stem": self.stem,
             "stages": [
+                {"op": s.op, "repeats": s.repeats, "stride": s.stride, "channels": s.channels} if s.op == "id" else
                 {
                     "op": s.op, "repeats": s.repeats, "kernel": s.kernel, "stride": s.stride,
                     "expansion": s.expansion, "channels": s.channels, "se_ratio": s.se_ratio,
@@ -215,11 +256,15 @@ class Genotype:
             unknown = sorted(set(sd) - set(fields))
             if unknown:
                 raise GenotypeError(f"stage {i}: unknown key(s): {', '.join(unknown)}")
-            need = [k for k in fields[:6] if k not in sd and not (k == "expansion" and sd.get("op") == "ds")]
+            optional = {"expansion"} if sd.get("op") == "ds" else {"kernel", "expansion"} if sd.get("op") == "id" \
+                else set()
+            need = [k for k in fields[:6] if k not in sd and k not in optional]
             if need:
                 raise GenotypeError(f"stage {i}: missing key(s): {', '.join(need)}")
             kw = {k: sd[k] for k in fields if k in sd}
             kw.setdefault("expansion", 1)
+            if sd.get("op") == "id":
+                kw.setdefault("kernel", 1)
             if isinstance(kw.get("se_ratio"), int) and not isinstance(kw.get("se_ratio"), bool):
                 kw["se_ratio"] = float(kw["se_ratio"])
             try:
@@ -271,10 +316,14 @@ def _parse_int(text: str, what: str, where: str) -> int:
 def _parse_stage(token: str, where: str) -> Stage:
     parts = token.split("_")
     op = parts[0]
-    if op not in OPS:
-        raise GenotypeError(f"{where}: unknown op {_short(op)} in {_short(token)} (expected one of {', '.join(OPS)})")
+    if op not in STAGE_OPS:
+        raise GenotypeError(f"{where}: unknown op {_short(op)} in {_short(token)} "
+                            f"(expected one of {', '.join(STAGE_OPS)})")
     kw: dict[str, Any] = {"op": op}
     for p in parts[1:]:
+        if op == "id" and (p == "noskip" or p.startswith("se") or p[:1] in ("k", "e")):
+            raise GenotypeError(f"{where}: {_short(token)}: an id stage takes only r<N>, s<S> and c<C>, "
+                                f"not {_short(p)}")
         if p == "noskip":
             key, value = "skip", False
         elif p.startswith("se"):
@@ -293,6 +342,8 @@ def _parse_stage(token: str, where: str) -> Stage:
         kw[key] = value
     if op == "ds":
         kw.setdefault("expansion", 1)
+    if op == "id":
+        kw.update(kernel=1, expansion=1)
     missing = [f"{k}<{v}>" for k, v in _STAGE_OPTS.items() if v not in kw]
     if missing:
         raise GenotypeError(f"{where}: {_short(token)} lacks {', '.join(missing)}")

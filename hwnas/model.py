@@ -45,10 +45,17 @@ class SqueezeExcite(nn.Module):
 
 class Block(nn.Module):
     """MBConv (``ir``: 1x1 expand, kxk depthwise, SE, 1x1 project) or depthwise-separable (``ds``: the
-    same without the expansion), with an optional residual and stochastic depth on it."""
+    same without the expansion), with an optional residual and stochastic depth on it; or an identity
+    layer (``id``): a 1x1 conv (stride s, no bias) + BN projection where it strides or changes the width,
+    else ``nn.Identity`` (NAS-Bench-Macro's ``Identity``), never a residual."""
 
     def __init__(self, layer: Layer, drop_path: float = 0.0) -> None:
         super().__init__()
+        if layer.kind == "id":
+            self.body: nn.Module = nn.Identity() if layer.noop else _conv_bn(layer.in_c, layer.out_c, 1, layer.stride)
+            self.residual = False
+            self.drop_path: nn.Module = nn.Identity()
+            return
         act, mid = layer.activation, layer.mid_c
         parts: list[nn.Module] = []
         if layer.kind == "ir":

@@ -12,6 +12,11 @@ same operations (it reports 2 FLOPs per MAC).
 Small inputs: at an input resolution of ``SMALL_INPUT_MAX`` (64 px) or less the stem convolution uses
 stride 1 instead of 2 (the usual CIFAR adaptation), so a 32 px image reaches the last stage at 2x2
 instead of 1x1. The genotype is unchanged; the builder applies the same rule.
+
+Identity layers (op ``id``): a block that strides or changes the width is a projection, a 1x1 convolution
+(stride s, no bias) + BN, priced and keyed as such; any other is a plain identity (``Layer.noop``): no
+parameters, no FLOPs, no kernel, so latency tables give it no entry and price it at 0 (it is still walked,
+so blocks keep their indices).
 """
 
 from __future__ import annotations
@@ -45,8 +50,9 @@ def se_channels(in_c: int, se_ratio: float) -> int:
 class Layer:
     """One unit of the network as the builder, the cost model and the latency table see it.
 
-    kind: ``stem`` | ``ir`` | ``ds`` | ``head`` | ``classifier``. For ``classifier`` the spatial size
-    is 1 and ``in_c``/``out_c`` are the linear layer's features.
+    kind: ``stem`` | ``ir`` | ``ds`` | ``id`` | ``head`` | ``classifier``. For ``classifier`` the spatial
+    size is 1 and ``in_c``/``out_c`` are the linear layer's features. An ``id`` layer has kernel 1,
+    expansion 1, no SE, no residual and no activation (its projection is conv + BN only).
     """
 
     kind: str
@@ -69,9 +75,18 @@ class Layer:
     def mid_c(self) -> int:
         return self.in_c * self.expansion
 
+    @property
+    def noop(self) -> bool:
+        """A plain identity (an ``id`` layer that neither strides nor changes the width): it runs nothing."""
+        return self.kind == "id" and self.stride == 1 and self.in_c == self.out_c
+
     def key(self) -> str:
-        """Latency-table key: everything that decides this layer's run time, nothing else."""
+        """Latency-table key: everything that decides this layer's run time, nothing else. An ``id``
+        projection is ``id|<size>x<size>x<in>|o<out>|s<stride>`` (always 1x1, no activation); a plain
+        identity (``noop``) has a key of the same form but is never measured nor looked up (it costs 0)."""
         parts = [self.kind, f"{self.size}x{self.size}x{self.in_c}", f"o{self.out_c}"]
+        if self.kind == "id":
+            return "|".join([*parts, f"s{self.stride}"])
         if self.kind in ("ir", "ds", "stem"):
             parts += [f"k{self.kernel}", f"s{self.stride}"]
         if self.kind == "ir":
@@ -90,6 +105,8 @@ class Layer:
             return o2 * self.out_c * self.in_c * k2
         if self.kind in ("head", "classifier"):
             return o2 * self.in_c * self.out_c
+        if self.kind == "id":
+            return 0 if self.noop else o2 * self.in_c * self.out_c
         mid = self.mid_c
         total = o2 * mid * k2 + o2 * mid * self.out_c  # depthwise + project
         if self.kind == "ir":
@@ -103,6 +120,8 @@ class Layer:
             return self.in_c * self.out_c + 2 * self.out_c
         if self.kind == "classifier":
             return self.in_c * self.out_c + self.out_c
+        if self.kind == "id":
+            return 0 if self.noop else self.in_c * self.out_c + 2 * self.out_c  # 1x1 conv (no bias) + BN
         mid = self.mid_c
         total = mid * self.kernel ** 2 + 2 * mid + mid * self.out_c + 2 * self.out_c  # dw+BN, proj+BN
         if self.kind == "ir":
@@ -124,6 +143,11 @@ def walk(genotype: Genotype, resolution: int = 224, num_classes: int = 1000) -> 
     for st in g.stages:
         for i in range(st.repeats):
             stride = st.stride if i == 0 else 1
+            if st.op == "id":
+                layer = Layer("id", size, in_c, st.channels, 1, stride, block=block)
+                yield layer
+                size, in_c, block = layer.out_size, st.channels, block + 1
+                continue
             layer = Layer(
                 st.op, size, in_c, st.channels, st.kernel, stride, st.expansion,
                 se_channels(in_c, st.se_ratio), st.skip and stride == 1 and in_c == st.channels, act, block,

@@ -247,8 +247,18 @@ def open_study(storage: str, name: str) -> Any:
     study = optuna.load_study(study_name=name, storage=storage)
     from hwnas.search.records import StudyRecordError, check_study_records
 
+    hw = study.user_attrs.get("hwnas")
+    kind = ((hw or {}).get("problem") or {}).get("space_kind") if isinstance(hw, dict) else None
+    parse = None
+    if isinstance(kind, str) and kind != "mbconv":  # architectures of a benchmark space
+        from hwnas.spaces import get_space
+
+        try:
+            parse = get_space(kind).parse
+        except ValueError as e:
+            raise UsageError(f"study {name!r}: {e}") from None
     try:
-        check_study_records(name, study.user_attrs, study.get_trials(deepcopy=False), len(study.directions))
+        check_study_records(name, study.user_attrs, study.get_trials(deepcopy=False), len(study.directions), parse)
     except StudyRecordError as e:
         raise UsageError(f"{storage}: {e}") from None
     return study

@@ -237,8 +237,8 @@ def cmd_scale_search(args: argparse.Namespace) -> int:
 
     from hwnas.cli.search import _resize
     from hwnas.cli.train import _has_cuda, embedded_note, load_data
+    from hwnas.evaluators.training import Budget, Evaluator, EvaluatorError, Recipe
     from hwnas.scaling import scale
-    from hwnas.train import Budget, Evaluator, EvaluatorError, Recipe
     from hwnas.walker import flops, params
 
     device = ("cuda" if _has_cuda() else "cpu") if args.device == "auto" else args.device

@@ -463,9 +463,9 @@ def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[An
         tab = TabularEvaluator(s["benchmark"], s["seed_mode"], int(s["seed"]))
         yield tab.evaluate, tab.evaluate_many
         return
+    from hwnas.evaluators.training import Budget, Evaluator, EvaluatorError, EvaluatorPool, Metrics, Recipe
     from hwnas.scaling import scale
     from hwnas.search.run import EvalResult, EvaluationStopped
-    from hwnas.train import Budget, Evaluator, EvaluatorError, EvaluatorPool, Metrics, Recipe
 
     tx, ty, vx, vy = data.split_validation(val_size)
     res = s["proxy_resolution"]

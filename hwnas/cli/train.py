@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from hwnas.train import Budget, Evaluator, EvaluatorError, Metrics, Recipe, TrainState
+    from hwnas.evaluators.training import Budget, Evaluator, EvaluatorError, Metrics, Recipe, TrainState
 
     try:
         recipe = Recipe(batch_size=args.batch_size, lr=args.lr, drop_path=args.drop_path, dropout=args.dropout,
@@ -205,8 +205,8 @@ def register(sub: Any) -> None:
 def _resume_state(path: str, g: Any) -> Any:
     """The ``TrainState`` saved in the interrupted checkpoint ``path`` for genotype ``g`` (one-line errors)."""
     from hwnas.cli.export import load_checkpoint
+    from hwnas.evaluators.training import TrainState
     from hwnas.genotype import Genotype, GenotypeError
-    from hwnas.train import TrainState
 
     ckpt = load_checkpoint(path)
     if ckpt.get("interrupted") is not True:

@@ -82,7 +82,7 @@ def transfer_settings(args: argparse.Namespace) -> dict[str, Any]:
                              f"got {v!r}")
     s["transfer"] = t
     s["strategy"] = STRATEGY
-    if s.get("dataset") in (None, "", "cifar10") and not s.get("data_dir"):
+    if s.get("dataset") in (None, "", "cifar10") and not s.get("data_dir") and not s.get("benchmark"):
         s["dataset"] = "imagenette"
     return s
 
@@ -94,7 +94,6 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    from hwnas.genotype import parse_genotype
     from hwnas.search.run import create_search
     from hwnas.search.transfer import EATEvolution, TransferError, select_basic, source_trials
 
@@ -107,7 +106,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         if not trials:
             raise UsageError(f"trial {t['source_trial']} of study {t['source_study']!r} is not a trained, "
                              f"completed trial")
-    low_fidelity = not s["data_dir"]
+    low_fidelity = not s["data_dir"] and not s["benchmark"]  # a benchmark target looks accuracies up
     if low_fidelity:
         s["data_dir"] = str(EMBEDDED_TARGET)
     problem, data, val_size = build_problem(args, s)
@@ -116,7 +115,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         basic = select_basic(trials, problem, str(t["select"]))
     except TransferError as e:
         raise UsageError(str(e)) from None
-    basic_x = space.encode(parse_genotype(basic.genotype))
+    basic_x = space.encode(space.parse(basic.genotype))
     run_root, study_name, storage = study_location(args, s)
     lineage = {"source_storage": t["source_storage"], "source_study": t["source_study"],
                "source_trial": basic.number, "basic_genotype": basic.genotype, "basic_source_acc": basic.acc,
@@ -178,7 +177,8 @@ def _print_lineage(trials: list[Any]) -> None:
         a = x.user_attrs
         parent = f"source {a['source_trial']}" if "source_trial" in a else str(a.get("parent_trial", "-"))
         q = a.get("population_quality")
-        table.add_row(str(x.number), f"{a['acc']:.4f}", f"{a['flops'] / 1e6:.1f}", parent,
+        fl = f"{a['flops'] / 1e6:.1f}" if a.get("flops") is not None else "-"
+        table.add_row(str(x.number), f"{a['acc']:.4f}", fl, parent,
                       str(a.get("transformation", "-")), f"{q:.4f}" if q is not None else "-")
     Console(stderr=True).print(table)
 

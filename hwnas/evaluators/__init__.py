@@ -1,7 +1,8 @@
 """Evaluators: where a candidate's accuracy comes from.
 
 =====================  ===================================================================================
-``hwnas.train``        proxy training on real images (CUDA, CPU fallback): ``Evaluator``, ``EvaluatorPool``
+``training``           proxy training on real images (CUDA, CPU fallback): ``Evaluator``, ``EvaluatorPool``
+                       (also importable as ``hwnas.train``)
 ``tabular``            published accuracies of a tabular benchmark (NAS-Bench-201, NAS-Bench-Macro,
                        TransNAS-Bench-101 micro): ``TabularEvaluator``
 =====================  ===================================================================================

@@ -405,7 +405,10 @@ def default_timer(setup: Setup, quick: bool = False, in_graph_events: bool = Tru
 
 # ---- modules for single layers -------------------------------------------------------------------
 def layer_module(layer: Layer) -> nn.Module:
-    """The module the network runs for this layer, alone (the head includes pooling and flattening)."""
+    """The module the network runs for this layer, alone (the head includes pooling and flattening). A plain
+    identity (``Layer.noop``) runs nothing and is never measured (latency tables price it at 0): ValueError."""
+    if layer.noop:
+        raise ValueError(f"layer {layer.key()!r} is a plain identity: it runs nothing, so it has no entry to measure")
     if layer.kind == "stem":
         return _conv_bn(layer.in_c, layer.out_c, layer.kernel, layer.stride, act=layer.activation)
     if layer.kind == "head":

@@ -242,6 +242,8 @@ class SearchSpace(CategoricalSpace):
         raise SpaceError(f"genotype is not in space {self.name!r}: {why}")
 
 def _encode_stage(st: Stage, sc: StageChoices, wf: float, df: float, divisor: int, i: int) -> dict[str, Any]:
+    if st.op not in OPS:  # an identity layer (NAS-Bench-Macro's) is no choice of this space
+        raise SpaceError(f"stage {i} is an {st.op} layer, not an op of the MBConv space ({', '.join(sc.ops)})")
     if st.stride != sc.stride:
         raise SpaceError(f"stage {i} stride {st.stride} is fixed at {sc.stride}")
     if st.op == "ds":
