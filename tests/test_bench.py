@@ -20,7 +20,7 @@ from hwnas.spaces import get_space
 
 PIXEL3 = bench.BenchProblem("p3", "nb201:cifar10", ("acc", "latency"), "nb201:pixel3")
 SINGLE = bench.BenchProblem("acc", "nb201:cifar10", ("acc",))
-BEST_C10 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+CONV_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 
 
 # ---- evaluators and latency sources ----------------------------------------------------------------
@@ -54,7 +54,7 @@ def test_problem_over_a_benchmark_space() -> None:
     space = get_space("nb201")
     p = Problem(space, ("acc", "latency"), budgets={"latency": 3.0}, resolution=32, num_classes=10,
                 table=BenchmarkLatency("fpga"))
-    c = p.costs(space.parse(BEST_C10))
+    c = p.costs(space.parse(CONV_CELL))
     assert set(c) == {"flops", "params", "latency"} and c["latency"] > 0
     assert p.feasible(c) == (c["latency"] <= 3.0)
     with pytest.raises(ValueError, match="nb201"):  # a device table of NB201 is not for another space
@@ -70,6 +70,10 @@ def test_true_front_scores_one_and_search_scores_below() -> None:
     assert len(tr.acc) == 15625 and tr.true_hv > 0 and 1 <= tr.front_size < 200
     # the reference point is the median accuracy and latency of the space (a region of interest)
     assert tr.ref_described["acc"] == pytest.approx(float(np.median(tr.acc)))
+    for i in (0, 777, 15624):  # the truth prices every architecture as the search does
+        arch = problem.space.decode(np.array(np.unravel_index(i, [5] * 6)))
+        assert tr.points[i, 0] == pytest.approx(1 - ev.evaluate(arch).acc)
+        assert tr.points[i, 1] == problem.costs(arch)["latency"]
     front = tr.points[bench.nondominated(tr.points)]
     assert bench.hypervolume(front, tr.ref) == pytest.approx(tr.true_hv)
     r = bench.run_one(PIXEL3, "random", 0, 30)
@@ -138,10 +142,10 @@ def test_latency_list_and_describe_any_space() -> None:
     r = hwnas("latency", "list")
     assert r.returncode == 0, r.stderr
     assert "nb201:pixel3" in r.stdout and "nb201:raspi4" in r.stdout and "cpu-epyc" in r.stdout
-    r = hwnas("describe", BEST_C10, "--json")
+    r = hwnas("describe", CONV_CELL, "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert d["space"] == "nb201" and d["benchmark"]["nb201_index"] == tabular.nb201().index[BEST_C10]
+    assert d["space"] == "nb201" and d["benchmark"]["nb201_index"] == tabular.nb201().index[CONV_CELL]
     assert d["flops"] > 0 and d["params"] > 0
     r = hwnas("describe", "02012100", "--json")
     d = json.loads(r.stdout)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hwnas.cli.common import UsageError, check_output_dir, int_in, load_recipe, positive_int
+from hwnas.cli.common import UsageError, check_output_dir, int_in, load_recipe, positive_int, write_text_atomic
 from hwnas.units import parse_count, parse_ms
 
 DEFAULT_EVALUATIONS = 200
@@ -98,7 +98,13 @@ def _strategies(arg: str | None) -> list[str]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     out_dir = Path(args.output or f"search/runs/bench-{datetime.datetime.now():%Y%m%d-%H%M%S}")
-    check_output_dir(str(out_dir.parent), "-o")
+    check_output_dir(out_dir, "-o")
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # inherited by the workers
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     from hwnas.evaluators.tabular import BenchmarkError
     from hwnas.search import bench
     from hwnas.search.problem import ProblemError
@@ -139,6 +145,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    if args.workers > 1:  # one core per worker: a sampler that runs torch (Optuna's GP) must not spread its
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # threads over the other workers' cores (10x slower)
+            os.environ.setdefault(var, "1")
     results: list[Any] = []
     status = 0
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
@@ -171,9 +180,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rep["wall_seconds"] = round(time.monotonic() - t0, 1)
     rep["machine"] = {"cpus": os.cpu_count()}
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic(out_dir / "bench.json", json.dumps(rep, indent=1) + "\n")
+    write_text_atomic(out_dir / "bench.json", json.dumps(rep, indent=1) + "\n")
     md = bench.markdown(rep)
-    _atomic(out_dir / "bench.md", md + "\n")
+    write_text_atomic(out_dir / "bench.md", md + "\n")
     tmp = out_dir / "bench.tmp.png"
     bench.plot(rep, tmp)
     tmp.replace(out_dir / "bench.png")
@@ -181,12 +190,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"{len(results)} runs in {rep['wall_seconds']:.0f} s; outputs: {out_dir}/bench.json, bench.md, bench.png",
           file=err)
     return status
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def register(sub: Any) -> None:

@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.search.problem import Problem
+from hwnas.search.problem import STRATEGIES, Problem
+
+ORDER: tuple[str, ...] = (*STRATEGIES, "eat-transfer")  # how strategies are listed and coloured in outputs
 
 
 @dataclass(frozen=True)
@@ -97,13 +99,14 @@ def truth(problem: Problem, evaluator: Any) -> Truth:
     pts = np.empty((n, 1 + len(axes)))
     feas = np.empty(n, dtype=bool)
     seen: set[int] = set()
+    needed = sorted({*axes, *problem.hard_budgets})
     for i in range(n):
         arch = space.decode(np.array(np.unravel_index(i, shape), dtype=np.int64))
         r = evaluator.evaluate(arch)
         if r.acc is None:
             raise ValueError(f"{evaluator.name}: architecture {arch.to_string()[:80]} not in the table: {r.failure}")
         seen.add(int(r.details["benchmark_index"]))
-        c = problem.costs(arch)
+        c = {k: _cost(problem, arch, k) for k in needed}  # only what is scored or budgeted (not every cost)
         acc[i], feas[i] = r.acc, problem.feasible(c)
         pts[i] = [1.0 - r.acc, *[c[a] for a in axes]]
     if len(seen) != len(evaluator.truth):
@@ -118,6 +121,16 @@ def truth(problem: Problem, evaluator: Any) -> Truth:
         return Truth(acc, pts, feas, ref, described, 0.0, optimum, int(np.sum(acc[feas] == optimum)))
     front = nondominated(ok)
     return Truth(acc, pts, feas, ref, described, hypervolume(ok[front], ref), optimum, len(front))
+
+
+def _cost(problem: Problem, arch: Any, cost: str) -> float:
+    """One cost of ``arch`` as ``Problem.costs`` prices it."""
+    if cost == "latency":
+        assert problem.table is not None
+        return float(problem.table.predict(arch, problem.resolution))
+    if cost == "flops":
+        return float(problem.space.flops(arch, problem.resolution, problem.num_classes))
+    return float(problem.space.params(arch, problem.num_classes))
 
 
 def nondominated(points: np.ndarray) -> np.ndarray:
@@ -148,14 +161,10 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def evaluated_sequence(trials: Iterable[Any]) -> list[tuple[float, list[float], bool]]:
-    """(accuracy, costs, feasible) of each evaluation, in evaluation order (trial number)."""
-    out = []
-    for t in sorted(trials, key=lambda t: t.number):
-        a = t.user_attrs
-        if t.state.name == "COMPLETE" and a.get("trained"):
-            out.append(t)
-    return out  # type: ignore[return-value]
+def evaluated_sequence(trials: Iterable[Any]) -> list[Any]:
+    """The trials that evaluated an architecture (its accuracy looked up), in evaluation order (trial number)."""
+    return [t for t in sorted(trials, key=lambda t: t.number) if t.state.name == "COMPLETE" and t.user_attrs.get(
+        "trained")]
 
 
 def score_curve(problem: Problem, tr: Truth, trials: Sequence[Any]) -> tuple[list[float], int | None]:
@@ -167,6 +176,7 @@ def score_curve(problem: Problem, tr: Truth, trials: Sequence[Any]) -> tuple[lis
     pts: list[list[float]] = []
     best, best_index = -math.inf, None
     front = np.empty((0, 1 + len(axes)))
+    score = 0.0
     for t in evaluated:
         a = t.user_attrs
         if not axes:
@@ -180,7 +190,8 @@ def score_curve(problem: Problem, tr: Truth, trials: Sequence[Any]) -> tuple[lis
                 pts.append(list(p))
                 allp = np.array(pts)
                 front = allp[nondominated(allp)]
-        curve.append(hypervolume(front, tr.ref) / tr.true_hv if tr.true_hv > 0 else 0.0)
+                score = hypervolume(front, tr.ref) / tr.true_hv if tr.true_hv > 0 else 0.0
+        curve.append(score)
     return curve, best_index
 
 
@@ -220,7 +231,8 @@ def quartiles(values: Sequence[float]) -> dict[str, float]:
 def summarize(runs: Sequence[RunResult], tr: Truth, single: bool, checkpoints: Sequence[int]) -> dict[str, Any]:
     """Per strategy: the score at each checkpoint (median, quartiles over seeds), regret, speed."""
     out: dict[str, Any] = {}
-    for strategy in dict.fromkeys(r.strategy for r in runs):
+    names = {r.strategy for r in runs}
+    for strategy in sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
         rs = [r for r in runs if r.strategy == strategy]
         at: dict[str, Any] = {}
         for k in checkpoints:
@@ -387,8 +399,9 @@ def report(problems: Sequence[BenchProblem], results: Sequence[RunResult], evalu
 def transfer_report(results: Sequence[RunResult], source: BenchProblem, targets: Sequence[BenchProblem],
                     evaluations: int) -> dict[str, Any]:
     """EAT-NAS transfer vs search from scratch on each target task: the regret of the best found."""
-    out: dict[str, Any] = {"source": source.name, "source_benchmark": source.benchmark, "targets": {}}
     ks = checkpoints_for(evaluations)
+    out: dict[str, Any] = {"source": source.name, "source_benchmark": source.benchmark, "evaluations": evaluations,
+                           "checkpoints": ks, "targets": {}}
     for bp in targets:
         _, tr = truth_of(bp)
         runs = [r for r in results if r.problem == bp.name]
@@ -454,7 +467,7 @@ def markdown(rep: dict[str, Any]) -> str:
                   "Best target score found (task metric x 100), median [IQR] over seeds; EAT-NAS transfer starts "
                   f"from the best architecture of a {t.get('source_evaluations', '?')}-evaluation source search.", ""]
         for name, d in t["targets"].items():
-            tks = [k for k in rep["checkpoints"] if k in (10, 25, 50, 100, rep["evaluations"])]
+            tks = [k for k in t["checkpoints"] if k in (10, 25, 50, 100, 200, t["evaluations"])]
             lines += [f"{name} (optimum {d['optimum_percent']:.2f}):", "",
                       "| strategy | " + " | ".join(f"@{k}" for k in tks) + " |", "|" + "---|" * (1 + len(tks))]
             for st, s in d["strategies"].items():
@@ -493,6 +506,8 @@ def plot(rep: dict[str, Any], path: Any) -> None:
         single = p["reference_point"] is None
         _curves(ax, p["strategies"], single, p["optimum_acc_percent"] / 100.0)
         ylabel = "regret: optimum - best (acc. points)" if single else "HV regret 1 - HV/HV*"
+        if single:
+            ylabel += "\n(1e-4: optimum found)"
         ax.set(yscale="log", xlabel="evaluations", ylabel=ylabel, title=name)
     for ax, (name, d) in zip(axes.flat[len(probs):], extra, strict=False):
         _curves(ax, d["strategies"], True, d["optimum_percent"] / 100.0)
@@ -509,6 +524,9 @@ def plot(rep: dict[str, Any], path: Any) -> None:
 
 
 def _curves(ax: Any, strategies: dict[str, Any], single: bool, optimum: float) -> None:
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab10"]
     for st, d in strategies.items():
         curves = [c for c in d["curves"] if c]
         if not curves:
@@ -519,5 +537,6 @@ def _curves(ax: Any, strategies: dict[str, Any], single: bool, optimum: float) -
         reg = np.maximum(reg, 1e-4)  # a found optimum is drawn at the floor of the log scale
         x = np.arange(1, m + 1)
         q1, med, q3 = np.percentile(reg, [25, 50, 75], axis=0)
-        line = ax.plot(x, med, lw=1.2, label=f"{st} ({len(curves)})")[0]
+        colour = colours(ORDER.index(st) % 10) if st in ORDER else None  # the same colour in every panel
+        line = ax.plot(x, med, lw=1.2, color=colour, label=f"{st} ({len(curves)})")[0]
         ax.fill_between(x, q1, q3, color=line.get_color(), alpha=0.15, lw=0)
