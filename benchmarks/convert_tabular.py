@@ -68,6 +68,8 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.spaces.nb201 import parse_cell
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SHARED = REPO.parent / "shared" / "data" / "benchmarks"
 DEFAULT_OUT = REPO / "hwnas" / "tabular" / "data"
@@ -194,17 +196,6 @@ def _nb201_string_ok(arch: str) -> bool:
     return True
 
 
-def _nb201_disconnected(arch: str) -> bool:
-    """Whether no path of non-``none`` edges joins node 0 to node 3 in an NB201 cell string."""
-    reached = {0}
-    for target, node in enumerate(arch.split("+"), start=1):
-        for edge in node.strip("|").split("|"):
-            op, _, source = edge.partition("~")
-            if op != "none" and int(source) in reached:
-                reached.add(target)
-    return 3 not in reached
-
-
 def convert_nb201(accuracy: Archive, latency: Archive) -> tuple[dict[str, np.ndarray], list[str]]:
     import torch  # only the converter needs torch: HELP's files are PyTorch zips holding plain lists
 
@@ -245,7 +236,7 @@ def convert_nb201(accuracy: Archive, latency: Archive) -> tuple[dict[str, np.nda
         if all(type(v) is int for v in values):
             integer_devices.append(device)
     notes.append(f"Integer-ms latency files (stored as exact float64): {', '.join(integer_devices)}.")
-    cut = np.array([_nb201_disconnected(a) for a in archs])
+    cut = np.array([not parse_cell(a).is_connected() for a in archs])  # no input-output path
     notes.append(f"{int(cut.sum())} NB201 cells have no path from input to output (CIFAR-10 accuracy "
                  f"{sorted(set(out['acc_cifar10'][cut].tolist()))}).")
     for device in NB201_DEVICES:

@@ -38,6 +38,7 @@ import numpy as np
 from hwnas import walker
 from hwnas.genotype import Genotype, Stage, parse_genotype
 from hwnas.spaces.base import CategoricalSpace, SpaceError
+from hwnas.spaces.mbconv import GenotypeCosts
 
 STEM: int = 32
 HEAD: int = 1280
@@ -92,7 +93,7 @@ def _check_code(code: Any) -> None:
 
 
 @dataclass(frozen=True)
-class MacroSpace(CategoricalSpace):
+class MacroSpace(GenotypeCosts, CategoricalSpace):
     """NAS-Bench-Macro's space (see the module docstring): dimensions ``l1`` .. ``l8``, choices 0/1/2."""
 
     name: ClassVar[str] = "nas-bench-macro"
@@ -100,6 +101,7 @@ class MacroSpace(CategoricalSpace):
     dims: ClassVar[tuple[tuple[str, tuple[Any, ...]], ...]] = tuple((f"l{i}", CHOICES) for i in range(1, N_LAYERS + 1))
     default_resolution: ClassVar[int] = 32
     default_num_classes: ClassVar[int] = 10
+    dropout: ClassVar[float] = 0.0  # the benchmark's network has none
 
     # ---- codec ------------------------------------------------------------------------------------
     def decode(self, vector: Sequence[int]) -> Genotype:
@@ -148,21 +150,7 @@ class MacroSpace(CategoricalSpace):
             return Genotype.from_json(t)
         return parse_genotype(t)
 
-    # ---- costs and the network --------------------------------------------------------------------
-    def flops(self, arch: Genotype, resolution: int | None = None, num_classes: int | None = None) -> int:
-        return walker.flops(arch, resolution or self.default_resolution, num_classes or self.default_num_classes)
-
-    def params(self, arch: Genotype, num_classes: int | None = None) -> int:
-        return walker.params(arch, num_classes or self.default_num_classes)
-
-    def build(self, arch: Genotype, num_classes: int | None = None, input_size: int | None = None) -> Any:
-        """The network, as ``hwnas.model.build_model`` builds every genotype, without dropout (the benchmark
-        has none; dropout has no parameters either way)."""
-        from hwnas.model import build_model  # torch
-
-        return build_model(arch, num_classes=num_classes or self.default_num_classes,
-                           input_size=input_size or self.default_resolution, dropout=0.0)
-
+    # ---- the network: costs and builder are GenotypeCosts' (the walker, build_model) ---------------------------
     def layers(self, resolution: int | None = None, num_classes: int | None = None) -> Iterator[walker.Layer]:
         """Every distinct layer (by key) a network of the space runs at ``resolution``, in network order,
         without the plain identities (they run nothing; latency tables price them at 0). Each position's

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -85,8 +85,29 @@ _DEFAULT_STAGES = (  # EfficientNet-B0's stages; layer choices cover B0, MnasNet
 )
 
 
+class GenotypeCosts:
+    """Costs and builder of a space whose architectures are hwnas genotypes (``mbconv``, ``macro``): the one
+    shape walker (``hwnas.walker``) and ``hwnas.model.build_model``."""
+
+    default_resolution: int
+    default_num_classes: int
+    dropout: ClassVar[float] = 0.2  # the classifier's dropout in built networks (no parameters)
+
+    def flops(self, arch: Genotype, resolution: int | None = None, num_classes: int | None = None) -> int:
+        return walker.flops(arch, resolution or self.default_resolution, num_classes or self.default_num_classes)
+
+    def params(self, arch: Genotype, num_classes: int | None = None) -> int:
+        return walker.params(arch, num_classes or self.default_num_classes)
+
+    def build(self, arch: Genotype, num_classes: int | None = None, input_size: int | None = None) -> Any:
+        from hwnas.model import build_model  # torch
+
+        return build_model(arch, num_classes=num_classes or self.default_num_classes,
+                           input_size=input_size or self.default_resolution, dropout=self.dropout)
+
+
 @dataclass(frozen=True)
-class SearchSpace(CategoricalSpace):
+class SearchSpace(GenotypeCosts, CategoricalSpace):
     name: str = "mnasnet-b0"
     stem: int = 32
     head: int = 1280
@@ -170,18 +191,6 @@ class SearchSpace(CategoricalSpace):
     def parse(self, text: str) -> Genotype:
         """A genotype string or JSON object (``GenotypeError`` saying why not); not checked against the space."""
         return parse_genotype(text)
-
-    def flops(self, arch: Genotype, resolution: int | None = None, num_classes: int | None = None) -> int:
-        return walker.flops(arch, resolution or self.default_resolution, num_classes or self.default_num_classes)
-
-    def params(self, arch: Genotype, num_classes: int | None = None) -> int:
-        return walker.params(arch, num_classes or self.default_num_classes)
-
-    def build(self, arch: Genotype, num_classes: int | None = None, input_size: int | None = None) -> Any:
-        from hwnas.model import build_model  # torch
-
-        return build_model(arch, num_classes=num_classes or self.default_num_classes,
-                           input_size=input_size or self.default_resolution)
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), **self.to_dict()}
