@@ -135,6 +135,7 @@ def test_bad_benchmark_input_is_one_line(tmp_path: Path) -> None:
                              "acc,latency", *run), "nb201")
     assert_usage_error(hwnas("search", "--benchmark", "nb201:cifar10", "--table", "nb201:pixel9", "--objectives",
                              "acc,latency", *run), "unknown NAS-Bench-201 device")
+    assert_usage_error(hwnas("search", "--benchmark", "nb201:cifar10", "--seed-mode", "random", *run), "3 seeds")
     assert not list(tmp_path.glob("*.db"))  # refused before a study was made
 
 
@@ -174,3 +175,15 @@ def test_bench_cli_tiny_study(tmp_path: Path) -> None:
     assert set(tr) == {"eat-transfer", "evolution", "random"} and tr["eat-transfer"]["seeds"] == 2
     assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG" and "| strategy |" in (out / "bench.md").read_text()
     assert not list(out.glob("*.tmp*"))
+
+
+def test_bench_bad_input_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[search]\nbenchmark = "nb201:cifar10"\nobjectives = ["acc", "latency"]\nbudget_latncy = "3ms"\n')
+    assert_usage_error(hwnas("bench", "--recipes", str(bad), "-o", str(tmp_path / "o")), "budget_latncy")
+    bad.write_text('[search]\nbenchmark = "nb201:cifar10"\nobjectives = ["acc", "latency"]\n')  # no --table
+    assert_usage_error(hwnas("bench", "--recipes", str(bad), "--no-transfer", "-o", str(tmp_path / "o")),
+                       "latency")
+    assert_usage_error(hwnas("bench", "--strategies", "nsga2,annealing", "-o", str(tmp_path / "o")), "annealing")
+    assert_usage_error(hwnas("bench", "--recipes", "nope", "-o", str(tmp_path / "o")), "bench recipe not found")
+    assert not (tmp_path / "o").exists()

@@ -60,6 +60,9 @@ def problem_from_recipe(path: Path) -> Any:
     objectives = s.get("objectives", ["acc"])
     if not isinstance(objectives, list) or not all(isinstance(o, str) for o in objectives):
         raise UsageError(f"recipe {path}: objectives must be a list of names")
+    res = s.get("resolution")
+    if res is not None and (not isinstance(res, int) or isinstance(res, bool) or not 4 <= res <= 8192):
+        raise UsageError(f"recipe {path}: resolution must be an integer from 4 to 8192, got {str(res)[:40]!r}")
     pop = ((r.get("profile") or {}).get("cpu") or {}).get("population", 20)
     if not isinstance(pop, int) or isinstance(pop, bool) or not 2 <= pop <= 10_000:
         raise UsageError(f"recipe {path}: population must be an integer from 2 to 10000")

@@ -159,6 +159,9 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
         if s["space_kind"] not in (None, bspec.space):
             raise UsageError(f"benchmark {s['benchmark']} is over the {bspec.space} space, not {s['space_kind']}")
         s["space_kind"] = bspec.space
+        if s["seed_mode"] == "random" and s["benchmark"] != "macro":
+            raise UsageError(f"--seed-mode random draws one of NAS-Bench-Macro's 3 seeds; {s['benchmark']} "
+                             "publishes one result per architecture")
         if s["data_dir"]:
             raise UsageError("--data-dir trains candidates; a --benchmark looks their accuracy up (give one)")
     s["space_kind"] = s["space_kind"] or "mbconv"
