@@ -187,3 +187,24 @@ def test_bench_bad_input_is_one_line(tmp_path: Path) -> None:
     assert_usage_error(hwnas("bench", "--strategies", "nsga2,annealing", "-o", str(tmp_path / "o")), "annealing")
     assert_usage_error(hwnas("bench", "--recipes", "nope", "-o", str(tmp_path / "o")), "bench recipe not found")
     assert not (tmp_path / "o").exists()
+
+
+def test_transfer_between_benchmark_tasks(tmp_path: Path) -> None:
+    """`hwnas transfer` on TransNAS-Bench-101: the target search starts from the source study's best cell."""
+    r = hwnas("search", "--benchmark", "transnas:class_scene", "--strategy", "evolution", "--trials", "20",
+              "--run-dir", str(tmp_path), "--study-name", "src")
+    assert r.returncode == 0, r.stderr
+    url = f"sqlite:///{tmp_path / 'src.db'}"
+    src = optuna.load_study(study_name="src", storage=url)
+    best = max((t for t in src.trials if t.user_attrs.get("trained")), key=lambda t: (t.user_attrs["acc"], -t.number))
+    r = hwnas("transfer", "--benchmark", "transnas:class_object", "--source-storage", url, "--source-study", "src",
+              "--select", "acc", "--trials", "8", "--run-dir", str(tmp_path), "--study-name", "tgt")
+    assert r.returncode == 0, r.stderr
+    tgt = optuna.load_study(study_name="tgt", storage=f"sqlite:///{tmp_path / 'tgt.db'}")
+    trials = sorted(tgt.trials, key=lambda t: t.number)
+    assert trials[0].user_attrs["genotype"] == best.user_attrs["genotype"]  # the basic architecture first
+    assert all("edge_" in t.user_attrs["transformation"] for t in trials[1:])  # then one edge changed at a time
+    t = tabular.transnas_micro()
+    for x in trials:
+        i = t.index[x.user_attrs["genotype"]]
+        assert x.user_attrs["acc"] == pytest.approx(t.val["class_object"][i] / 100)
