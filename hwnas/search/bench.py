@@ -203,11 +203,7 @@ def run_one(bp: BenchProblem, strategy: str, seed: int, evaluations: int,
 
     from hwnas.search.run import create_search
 
-    cache = truth_cache if truth_cache is not None else {}
-    if bp.name not in cache:
-        problem, ev = bp.build()
-        cache[bp.name] = (problem, ev, truth(problem, ev))
-    problem, ev, tr = cache[bp.name]
+    problem, ev, tr = prepared(bp, truth_cache if truth_cache is not None else {})
     storage = optuna.storages.InMemoryStorage()
     search = create_search(problem, storage, f"{bp.name}-{strategy}-{seed}", strategy, ev.evaluate, seed=seed,
                            population=bp.population, custom=custom)
@@ -301,10 +297,7 @@ def _transfer_strategy(job: Job) -> tuple[Callable[..., Any], dict[str, Any]]:
                       seed=job.seed, population=src.population)
     s.seed_population(n_src)
     s.run(n_src)
-    if job.problem.name not in _WORKER_CACHE:
-        p, ev = job.problem.build()
-        _WORKER_CACHE[job.problem.name] = (p, ev, truth(p, ev))
-    problem = _WORKER_CACHE[job.problem.name][0]
+    problem = prepared(job.problem)[0]
     basic = select_basic(source_trials(s.study.get_trials(deepcopy=False)), problem, "acc")
     space = problem.space
     basic_x = space.encode(space.parse(basic.genotype))
@@ -364,11 +357,18 @@ def run_jobs(jobs: Sequence[Job], workers: int = 1, on_done: Callable[[RunResult
     return results
 
 
-def truth_of(bp: BenchProblem) -> tuple[Problem, Truth]:
-    if bp.name not in _WORKER_CACHE:
+def prepared(bp: BenchProblem, cache: dict[str, tuple[Problem, Any, Truth]] | None = None
+             ) -> tuple[Problem, Any, Truth]:
+    """(problem, evaluator, ground truth) of ``bp``, built once per ``cache`` (default: this process's)."""
+    cache = _WORKER_CACHE if cache is None else cache
+    if bp.name not in cache:
         p, ev = bp.build()
-        _WORKER_CACHE[bp.name] = (p, ev, truth(p, ev))
-    p, _, tr = _WORKER_CACHE[bp.name]
+        cache[bp.name] = (p, ev, truth(p, ev))
+    return cache[bp.name]
+
+
+def truth_of(bp: BenchProblem) -> tuple[Problem, Truth]:
+    p, _, tr = prepared(bp)
     return p, tr
 
 
