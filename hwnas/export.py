@@ -22,7 +22,6 @@ reproduce and judge the file.
 from __future__ import annotations
 
 import io
-import json
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -34,9 +33,11 @@ import torch
 from torch import nn
 
 from hwnas import __version__
+from hwnas.atomic import atomic_path, write_atomic
 from hwnas.genotype import Genotype
 from hwnas.latency.table import predicted_latency
 from hwnas.model import build_model
+from hwnas.units import dumps_strict
 from hwnas.walker import flops, params
 
 OPSET = 17
@@ -93,21 +94,18 @@ def onnx_bytes(model: nn.Module, x: torch.Tensor, dynamic_batch: bool = True) ->
 
 
 def export_onnx(model: nn.Module, path: Path, resolution: int) -> None:
-    """Write ``model`` (put in eval mode) as ONNX with a dynamic batch axis."""
-    data = onnx_bytes(model, torch.zeros(1, 3, resolution, resolution))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    """Write ``model`` (put in eval mode) as ONNX with a dynamic batch axis (atomically: ``hwnas.atomic``)."""
+    write_atomic(path, onnx_bytes(model, torch.zeros(1, 3, resolution, resolution)))
 
 
-def check_onnx(path: Path) -> None:
+def check_onnx(path: Path, shown: Path | None = None) -> None:
+    """``onnx.checker`` (full check) of the file ``path``; an error names ``shown`` (default ``path``)."""
     import onnx
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as e:
-        raise ExportError(f"onnx.checker rejected {path}: {str(e).splitlines()[0]}") from None
+        raise ExportError(f"onnx.checker rejected {shown or path}: {str(e).splitlines()[0]}") from None
 
 
 def choose_provider() -> str:
@@ -224,11 +222,26 @@ def export_genotype(genotype: Genotype, path: Path, resolution: int = 224, num_c
         weights = "random (seeded), BatchNorm statistics from one random batch"
     model.eval()
     try:
-        export_onnx(model, path, resolution)
+        data = onnx_bytes(model, torch.zeros(1, 3, resolution, resolution))
     except Exception as e:
         raise ExportError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
-    check_onnx(path)
-    par = parity(model, path, resolution, seed=seed)
+    # checked, compared and timed under a temporary name: a failure or interrupt leaves the user's files as they
+    # were; both files replace theirs once everything is done (a failed parity check included: inspectable)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+        sidecar = _check_and_describe(genotype, model, tmp, path, resolution, num_classes, dropout, weights, table,
+                                      runs, measure, seed)
+        sidecar.update(info or {})
+        write_atomic(sidecar_path(path), dumps_strict(sidecar, indent=2) + "\n")
+    return sidecar
+
+
+def _check_and_describe(genotype: Genotype, model: nn.Module, tmp: Path, path: Path, resolution: int,
+                        num_classes: int, dropout: float, weights: str, table: Any, runs: int, measure: bool,
+                        seed: int) -> dict[str, Any]:
+    """The sidecar of the ONNX file ``tmp`` (to be renamed ``path``), once the checker passed."""
+    check_onnx(tmp, shown=path)
+    par = parity(model, tmp, resolution, seed=seed)
     provider = choose_provider()
     sidecar: dict[str, Any] = {
         "hwnas_version": __version__,
@@ -249,10 +262,8 @@ def export_genotype(genotype: Genotype, path: Path, resolution: int = 224, num_c
         "checker": "passed",
         "parity": par,
         "predicted_latency": predicted_latency(table, genotype, resolution),
-        "measured_latency": latency(model, path, resolution, provider, runs) if measure else None,
+        "measured_latency": latency(model, tmp, resolution, provider, runs) if measure else None,
     }
-    sidecar.update(info or {})
-    sidecar_path(path).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
     return sidecar
 
 

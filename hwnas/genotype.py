@@ -51,6 +51,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hwnas.units import NumberError, dumps_strict, number
+
 ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "swish")
 OPS: tuple[str, ...] = ("ir", "ds")
 """The MBConv-family block ops, the ones a search space's stage may offer (``hwnas.spaces.mbconv``)."""
@@ -230,7 +232,7 @@ class Genotype:
         }
 
     def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+        return dumps_strict(self.to_dict(), indent=indent)
 
     @classmethod
     def from_dict(cls, d: Any) -> Genotype:
@@ -266,7 +268,10 @@ class Genotype:
             if sd.get("op") == "id":
                 kw.setdefault("kernel", 1)
             if isinstance(kw.get("se_ratio"), int) and not isinstance(kw.get("se_ratio"), bool):
-                kw["se_ratio"] = float(kw["se_ratio"])
+                try:  # the checked conversion: float() of a 400-digit integer raises OverflowError
+                    kw["se_ratio"] = number(kw["se_ratio"], "se ratio", low=0, high=1, must="in [0, 1]")
+                except NumberError as e:
+                    raise GenotypeError(f"stage {i}: {e}") from None
             try:
                 stages.append(Stage(**kw))
             except GenotypeError as e:

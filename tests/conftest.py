@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import strategies as st
 
 from hwnas.genotype import ACTIVATIONS, Genotype, Stage
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, the cores are shared out: each test process (and the CLI processes it starts) uses
+    its share of threads, not all of them (torch's threads spin: oversubscribed, every process slows)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests never write into the user's ~/.cache/hwnas: the CLI's default cache is one of this session's."""
+    before = os.environ.get("HWNAS_CACHE")
+    base = tmp_path_factory.getbasetemp()  # under pytest-xdist, one per worker: their parent is this run's
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    os.environ["HWNAS_CACHE"] = str(shared / "hwnas-cache")  # one decoding of each dataset per run
+    yield
+    if before is None:
+        os.environ.pop("HWNAS_CACHE", None)
+    else:
+        os.environ["HWNAS_CACHE"] = before
 
 
 @st.composite
@@ -65,3 +90,14 @@ def assert_usage_error(r: subprocess.CompletedProcess[str], fragment: str) -> No
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_put_back() -> Iterator[None]:
+    """Every test starts with the signal handlers the previous one found: a test that installs one (in-process
+    ``hwnas.cli.main`` sets SIGTERM's, an evaluator holds SIGINT during a step) cannot leave it to the next."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    yield
+    for sig, handler in saved.items():
+        if handler is not None:
+            signal.signal(sig, handler)

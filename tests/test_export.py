@@ -115,8 +115,7 @@ def test_cli_export_efficientnet_b0_sidecar(tmp_path: Path) -> None:
 def test_cli_export_a_trained_checkpoint(tmp_path: Path) -> None:
     arch = "relu6,stem16,ds_r1_k3_s1_c16,ir_r1_k3_s2_e3_c24_se0.25,ir_r1_k5_s2_e3_c40,head64"
     ckpt = tmp_path / "m.pt"
-    r = hwnas("train", arch, "--epochs", "0.01", "--batch-size", "32", "--device", "cpu", "-o", str(ckpt),
-              "--cache-dir", str(tmp_path / "cache"))
+    r = hwnas("train", arch, "--epochs", "0.01", "--batch-size", "32", "--device", "cpu", "-o", str(ckpt))
     assert r.returncode == 0, r.stderr
     saved = torch.load(ckpt, weights_only=True)
     r = hwnas("export", "--weights", str(ckpt), "-o", str(tmp_path / "m.onnx"), "--no-latency", "--json")
@@ -140,7 +139,8 @@ def test_cli_export_a_trained_checkpoint(tmp_path: Path) -> None:
     assert_usage_error(hwnas("export", "--weights", str(bare), "-o", str(tmp_path / "x.onnx")), "carries no genotype")
     r = hwnas("export", arch, "--weights", str(bare), "-o", str(tmp_path / "bare.onnx"), "--no-latency")
     assert r.returncode == 0 and "matched to ARCH by parameter names and shapes only" in r.stderr, r.stderr
-    for key, value, fragment in [("num_classes", "ten", "num_classes must be a positive integer, got str 'ten'"),
+    for key, value, fragment in [("num_classes", "ten",
+                                  "num_classes must be a positive integer (at most 1048576), got str 'ten'"),
                                  ("input_size", "big", "input_size must be a positive integer"),
                                  ("state_dict", [1], "state_dict must be a mapping name -> tensor, got list"),
                                  ("metrics", [0.5], "metrics must be an object with a numeric val_acc"),
@@ -221,6 +221,8 @@ def test_cli_export_study_bad_input(study_url: str, tmp_path: Path) -> None:
     ("study", "hwnas", '[1, 2]', "its hwnas settings hold no problem object"),
     ("directions", "", "", "with reward pareto are 2 values, but the study has 3 optimisation directions"),
     ("values", "", "", "trial 1 has 3 objective values, the study 2 directions: damaged"),
+    ("no-values", "", "", "trial 0 is complete but has no objective values: damaged"),
+    ("no-acc", "", "", "trial 0 is a complete, trained trial without attribute acc: damaged"),
 ])
 def test_a_damaged_study_is_a_one_line_error(study_url: str, tmp_path: Path, table: str, key: str, value: str,
                                              fragment: str) -> None:
@@ -237,6 +239,12 @@ def test_a_damaged_study_is_a_one_line_error(study_url: str, tmp_path: Path, tab
         elif table == "values":
             n = con.execute("INSERT INTO trial_values (trial_id, objective, value, value_type) VALUES "
                             "((SELECT MIN(trial_id) + 1 FROM trials), 2, 1.0, 'FINITE')").rowcount
+        elif table == "no-values":  # Optuna would read the complete trial's values as None
+            n = con.execute("DELETE FROM trial_values WHERE trial_id = (SELECT MIN(trial_id) FROM trials)"
+                            ).rowcount // 2  # its two objectives' values
+        elif table == "no-acc":
+            n = con.execute("DELETE FROM trial_user_attributes WHERE key = 'acc' AND trial_id = "
+                            "(SELECT MIN(trial_id) FROM trials)").rowcount
         elif table == "trial":
             n = con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE key = ? AND trial_id = "
                             "(SELECT MIN(trial_id) FROM trials)", (value, key)).rowcount
@@ -323,7 +331,7 @@ def test_cli_scale_search_then_family_from_search(tmp_path: Path) -> None:
     # a smoke-sized budget (one training step per candidate): this checks the plumbing, not the ranking
     r = hwnas("scale", "search", "efficientnet-b0", "--max-candidates", "2", "--epochs", "0.001", "--batch-size", "16",
               "--proxy-width", "0.25", "--val-size", "100", "--device", "cpu", "--out-dir", str(out),
-              "--cache-dir", str(tmp_path / "cache"), "--json")
+              "--json")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res == json.loads((out / "scale-search.json").read_text())

@@ -59,14 +59,21 @@ def run(strategy: str, n: int, seed: int = 0, storage=None, name: str = "s", res
     return s, obj
 
 
+def trials_for(strategy: str) -> int:
+    """Trials per contract run: GP fits Gaussian processes (one per objective and constraint) and optimises its
+    acquisition for every proposal, seconds each on a CPU: 6 trials, 2 of them past its 4 seeded ones."""
+    return 6 if strategy == "gp" else 10
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_contract_seeded_constrained_no_repeats(strategy: str) -> None:
-    s1, obj1 = run(strategy, 10, seed=3)
-    s2, _ = run(strategy, 10, seed=3)
+    n = trials_for(strategy)
+    s1, obj1 = run(strategy, n, seed=3)
+    s2, _ = run(strategy, n, seed=3)
     g1 = [t.user_attrs["genotype"] for t in s1.study.trials]
     g2 = [t.user_attrs["genotype"] for t in s2.study.trials]
     assert g1 == g2, "same seed, same evaluator -> same trials"
-    assert s1.trained_count() == 10 == len(obj1.calls)
+    assert s1.trained_count() == n == len(obj1.calls)
     assert len(set(obj1.calls)) == len(obj1.calls), "a genotype is never trained twice"
     assert all(flops(Genotype.from_string(c), 224) <= BUDGET for c in obj1.calls), "infeasible never trained"
     for t in s1.study.trials:
@@ -75,19 +82,20 @@ def test_contract_seeded_constrained_no_repeats(strategy: str) -> None:
         assert all(v <= 0 for v in t.constraints.values()) == feasible if t.constraints else True
     rows = feasible_rows(s1.study.trials)
     assert rows and all(r.flops <= BUDGET for r in pareto_front(rows, s1.problem))
-    s3, _ = run(strategy, 10, seed=4)
+    s3, _ = run(strategy, n, seed=4)
     assert [t.user_attrs["genotype"] for t in s3.study.trials] != g1, "another seed explores differently"
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_contract_parallel_proposals(strategy: str) -> None:
     """Proposals asked three at a time and trained together keep the contract."""
-    s1, obj1 = run(strategy, 10, seed=3, parallel=3)
-    s2, _ = run(strategy, 10, seed=3, parallel=3)
+    n = trials_for(strategy)
+    s1, obj1 = run(strategy, n, seed=3, parallel=3)
+    s2, _ = run(strategy, n, seed=3, parallel=3)
     assert [t.user_attrs["genotype"] for t in s1.study.trials] == [t.user_attrs["genotype"] for t in s2.study.trials]
-    assert s1.trained_count() == 10 == len(obj1.calls) == len(set(obj1.calls))
+    assert s1.trained_count() == n == len(obj1.calls) == len(set(obj1.calls))
     assert all(flops(Genotype.from_string(c), 224) <= BUDGET for c in obj1.calls)
-    assert max(obj1.batches) > 1 and sum(obj1.batches) <= 10
+    assert max(obj1.batches) > 1 and sum(obj1.batches) <= n
     assert all(t.state == TrialState.COMPLETE for t in s1.study.trials)
 
 
@@ -113,12 +121,13 @@ def test_interrupt_during_a_parallel_batch_fails_and_requeues_all(tmp_path: Path
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_contract_resume_loses_nothing(strategy: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
+    n = trials_for(strategy) - 1
     first, obj = run(strategy, 5, storage=url, name="r")
     before = {t.number: (t.user_attrs["genotype"], t.values) for t in first.study.trials}
-    again, obj2 = run(strategy, 9, storage=url, name="r", resume=True)
+    again, obj2 = run(strategy, n, storage=url, name="r", resume=True)
     after = {t.number: (t.user_attrs["genotype"], t.values) for t in again.study.trials}
     assert all(after[k] == v for k, v in before.items()), "finished trials are kept as they were"
-    assert again.trained_count() == 9 and len(obj2.calls) == 4
+    assert again.trained_count() == n and len(obj2.calls) == n - 5
     assert not set(obj2.calls) & set(obj.calls)
 
 
@@ -133,6 +142,19 @@ def test_a_damaged_study_is_refused_on_resume(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"study 'd': trial 2 attribute acc must be an accuracy in \[0, 1\], got "
                        "'high'"):
         run("random", 5, storage=url, name="d", resume=True)
+
+
+@pytest.mark.parametrize("value", ["NaN", "[1]", '"abc"', "3"])
+def test_a_study_whose_settings_record_is_not_an_object_is_refused_on_resume(tmp_path: Path, value: str) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    run("random", 2, storage=url, name="d")
+    with sqlite3.connect(tmp_path / "d.db") as con:
+        assert con.execute("UPDATE study_user_attributes SET value_json = ? WHERE key = 'hwnas'", (value,)
+                           ).rowcount == 1
+    with pytest.raises(ValueError, match="study 'd': its settings record is damaged"):
+        run("random", 3, storage=url, name="d", resume=True)
 
 
 def test_replayed_strategies_resume_exactly(tmp_path: Path) -> None:
@@ -436,3 +458,62 @@ def test_a_requeued_trial_keeps_what_the_strategy_said_of_its_proposal(tmp_path:
     redone = [tr for tr in again.study.trials[4:6]]
     assert all(tr.user_attrs["proposal"] == before[tr.user_attrs["genotype"]] for tr in redone)
     assert again.study.trials[-1].user_attrs["proposal"] == "wrong"  # a fresh proposal is described afresh
+
+
+def _ask_running(s, worker: str | None):  # type: ignore[no-untyped-def]
+    """A trial left RUNNING with parameters, named after ``worker`` (None: killed before it named itself)."""
+    t = s.study.ask()
+    if worker is not None:
+        t.set_user_attr("worker", worker)
+    for name, opts in SPACE.dims:
+        t.suggest_categorical(name, list(opts))
+    return t
+
+
+def test_a_trial_asked_by_a_worker_killed_before_naming_itself_is_recovered(tmp_path: Path) -> None:
+    """kill -9 between ``ask`` and the worker's name: the trial has no worker. It is lost once no other
+    process registered on the study may still be asking (or after the grace period), not left RUNNING."""
+    import socket
+
+    from hwnas.procs import start_time
+    from hwnas.search.run import WORKER_ATTR
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    s, _ = run("evolution", 2, storage=url, name="w")  # its process (this one) registered as a worker
+    s.study._storage.set_study_system_attr(s.study._study_id, WORKER_ATTR + f"{socket.gethostname()}:999999:1",
+                                           True)  # a process that registered, then died
+    orphan = _ask_running(s, None)
+    again = create_search(problem(), url, "w", "evolution", CheapObjective(), population=4, resume=True)
+    again.worker = "another-process"  # not the process that ran ``s`` (that one is this test, alive)
+    # this test's own process is registered and alive: it might be naming the trial right now
+    assert again.recover() == [] and again.study.trials[orphan.number].state == TrialState.RUNNING
+    again.grace = 0.0  # ... until the trial is older than the grace period
+    assert again.recover() == [orphan.number]
+    assert again.study.trials[orphan.number].state == TrialState.FAIL
+    # the registered processes all dead: recovered at once, whatever the grace
+    dead_only = create_search(problem(), url, "w", "evolution", CheapObjective(), population=4, resume=True)
+    dead_only.worker = s.worker  # as if this were the process that ran ``s``: every other registered one is dead
+    late = _ask_running(dead_only, None)
+    assert dead_only.recover() == [late.number]
+    assert start_time(__import__("os").getpid()) is not None  # this host names processes by pid and start
+
+
+def test_a_reused_pid_and_a_silent_remote_worker_are_recognised(tmp_path: Path) -> None:
+    import socket
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    s, _ = run("evolution", 2, storage=url, name="r")
+    reused = _ask_running(s, f"{socket.gethostname()}:{__import__('os').getpid()}:1")  # this pid, another start
+    remote = _ask_running(s, "elsewhere-host:1:1")
+    s.study._storage.record_heartbeat(remote._trial_id)
+    silent = _ask_running(s, "elsewhere-host:2:1")
+    s.study._storage.record_heartbeat(silent._trial_id)
+    with sqlite3.connect(tmp_path / "r.db") as db:  # its last heartbeat long ago
+        db.execute("UPDATE trial_heartbeats SET heartbeat = '2000-01-01 00:00:00' WHERE trial_id = ?",
+                   (silent._trial_id,))
+    again = create_search(problem(), url, "r", "evolution", CheapObjective(), population=4, resume=True)
+    assert sorted(again.recover()) == sorted([reused.number, silent.number])
+    states = {t.number: t.state for t in again.study.trials}
+    assert states[remote.number] == TrialState.RUNNING  # its heartbeat is fresh: left to its owner
+    assert states[reused.number] == states[silent.number] == TrialState.FAIL

@@ -23,7 +23,7 @@ from conftest import hwnas
 from hwnas.genotype import parse_genotype
 from hwnas.walker import flops
 
-FAST = ["--epochs", "0.3", "--device", "cpu"]
+FAST = ["--epochs", "0.1", "--device", "cpu"]  # the smallest budget that trains every candidate
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, subprocess.CompletedProcess[str]]:
     root = tmp_path_factory.mktemp("search")
     r = hwnas("search", "--budget-flops", "400M", "--trials", "4", *FAST, "--run-dir", str(root),
-              "--study-name", "e2e", "--cache-dir", str(root / "cache"))
+              "--study-name", "e2e")
     return root, f"sqlite:///{root / 'e2e.db'}", r
 
 
@@ -66,12 +66,12 @@ def test_existing_study_needs_resume_and_resume_extends(study) -> None:  # type:
     other_split.write_text((ROOT / "search" / "cifar10-400m.toml").read_text().replace(
         "val_fraction = 0.2 ", "val_fraction = 0.1 "))
     r = hwnas("search", "--recipe", str(other_split), "--budget-flops", "400M", "--trials", "5", *FAST, "--run-dir",
-              str(root), "--study-name", "e2e", "--resume", "--cache-dir", str(root / "cache"))
+              str(root), "--study-name", "e2e", "--resume")
     assert r.returncode == 2 and "was run with other settings (val_images)" in r.stderr, r.stderr
     before = {t.number: t.values for t in optuna.load_study(study_name="e2e", storage=url).trials
               if t.state == TrialState.COMPLETE}
     r = hwnas("search", "--budget-flops", "400M", "--trials", "5", *FAST, "--run-dir", str(root),
-              "--study-name", "e2e", "--resume", "--cache-dir", str(root / "cache"))
+              "--study-name", "e2e", "--resume")
     assert r.returncode == 0, r.stderr
     s = optuna.load_study(study_name="e2e", storage=url)
     assert sum(bool(t.user_attrs.get("trained")) for t in s.trials) == 5
@@ -80,8 +80,8 @@ def test_existing_study_needs_resume_and_resume_extends(study) -> None:  # type:
 
 def test_kill_9_then_resume_loses_nothing(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    args = ["search", "--budget-flops", "400M", "--trials", "6", *FAST, "--run-dir", str(tmp_path),
-            "--study-name", "k", "--strategy", "evolution", "--cache-dir", str(tmp_path / "cache")]
+    args = ["search", "--budget-flops", "400M", "--trials", "4", *FAST, "--run-dir", str(tmp_path),
+            "--study-name", "k", "--strategy", "evolution"]
     proc = subprocess.Popen([sys.executable, "-m", "hwnas", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     done: list[optuna.trial.FrozenTrial] = []
@@ -101,7 +101,7 @@ def test_kill_9_then_resume_loses_nothing(tmp_path: Path) -> None:
     r = hwnas(*args, "--resume")
     assert r.returncode == 0, r.stderr
     s = optuna.load_study(study_name="k", storage=url)
-    assert sum(bool(t.user_attrs.get("trained")) for t in s.trials) == 6
+    assert sum(bool(t.user_attrs.get("trained")) for t in s.trials) == 4
     assert all((s.trials[n].user_attrs["genotype"], s.trials[n].values) == v for n, v in kept.items())
     assert not [t for t in s.trials if t.state == TrialState.RUNNING]
 
@@ -110,7 +110,7 @@ def test_kill_9_then_resume_loses_nothing(tmp_path: Path) -> None:
                                                       ("cifar10-h100-latency", "NVIDIA H100", "64 images")])
 def test_latency_recipes_with_their_tables(tmp_path: Path, recipe: str, device: str, batch: str) -> None:
     r = hwnas("search", "--recipe", recipe, "--trials", "3", *FAST, "--run-dir", str(tmp_path),
-              "--study-name", "lat", "--cache-dir", str(tmp_path / "cache"))
+              "--study-name", "lat")
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "lat" / "pareto.json").read_text())
     budget = summary["problem"]["budgets"]["latency"]
@@ -121,7 +121,7 @@ def test_latency_recipes_with_their_tables(tmp_path: Path, recipe: str, device: 
 
 def test_mnas_reward_run(tmp_path: Path) -> None:
     r = hwnas("search", "--budget-flops", "300M", "--reward", "mnas-soft", "--strategy", "tpe", "--trials", "3",
-              *FAST, "--run-dir", str(tmp_path), "--study-name", "m", "--cache-dir", str(tmp_path / "cache"))
+              *FAST, "--run-dir", str(tmp_path), "--study-name", "m")
     assert r.returncode == 0, r.stderr
     s = optuna.load_study(study_name="m", storage=f"sqlite:///{tmp_path / 'm.db'}")
     for t in s.trials:
@@ -189,7 +189,7 @@ def test_optuna_dashboard_serves_the_study(study) -> None:  # type: ignore[no-un
 
 def test_a_search_whose_every_candidate_failed_is_not_a_success(tmp_path: Path) -> None:
     r = hwnas("search", "--budget-flops", "400M", "--trials", "1", "--epochs", "0.05", "--lr", "1e30", "--device",
-              "cpu", "--run-dir", str(tmp_path), "--study-name", "f", "--cache-dir", str(tmp_path / "cache"))
+              "cpu", "--run-dir", str(tmp_path), "--study-name", "f")
     assert r.returncode == 1, r.stderr  # the report is written (the failure is in the study), but it is no result
     assert "hwnas: error: every trained candidate failed (first failure: non-finite loss" in r.stderr
     assert (tmp_path / "f" / "pareto.json").is_file()
@@ -198,7 +198,7 @@ def test_a_search_whose_every_candidate_failed_is_not_a_success(tmp_path: Path) 
 def _search_trials(tmp_path: Path, name: str, trials: int, *extra: str) -> list[optuna.trial.FrozenTrial]:
     """Run a short CPU search and return its trials: every one complete, ``trials`` of them trained."""
     r = hwnas("search", "--budget-flops", "400M", "--trials", str(trials), *extra, *FAST, "--run-dir",
-              str(tmp_path), "--study-name", name, "--cache-dir", str(tmp_path / "cache"))
+              str(tmp_path), "--study-name", name)
     assert r.returncode == 0, r.stderr
     got = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / (name + '.db')}").trials
     assert len([t for t in got if t.user_attrs.get("trained")]) == trials
@@ -215,15 +215,15 @@ def test_evaluator_processes(tmp_path: Path) -> None:
     trained = [t for t in _search_trials(tmp_path, "pool", 4, "--eval-processes", "2") if t.user_attrs.get("trained")]
     assert all(0 < t.user_attrs["acc"] < 1 for t in trained)
     r = hwnas("search", "--budget-flops", "400M", "--trials", "1", "--eval-processes", "2", "--batch-size", "100000",
-              *FAST, "--run-dir", str(tmp_path), "--study-name", "bad", "--cache-dir", str(tmp_path / "cache"))
+              *FAST, "--run-dir", str(tmp_path), "--study-name", "bad")
     assert r.returncode == 2 and "fewer than one batch" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.parametrize(
     ("old", "new", "fragment"),
     [
-        ("trials = 10\n", "trials = \"many\"\n", "trials must be a positive integer, got 'many'"),
-        ("trials = 10\n", "trials = -3\n", "trials must be a positive integer, got -3"),
+        ("trials = 10\n", "trials = \"many\"\n", "trials must be a positive integer (at most 1000000), got 'many'"),
+        ("trials = 10\n", "trials = -3\n", "trials must be a positive integer (at most 1000000), got -3"),
         ("epochs = 1.5\n", "epochs = -1.0\n", "epochs must be a positive number"),
         ("proxy_width = 0.25\nproxy_resolution = 32", "proxy_width = 0.25\nproxy_resolution = -8",
          "proxy_resolution must be an integer from 8 to 8192"),
@@ -253,6 +253,23 @@ def test_recipe_values_of_the_wrong_type_are_one_line_errors(tmp_path: Path, old
                        fragment)
 
 
+@pytest.mark.parametrize(("command", "text", "fragment"), [
+    ("search", 'profile = 0\n\n[search]\nname = "x"\n', "[profile] must be a table, got 0"),  # not read as none
+    ("search", 'data = []\n\n[search]\nname = "x"\n', "[data] must be a table, got a list"),
+    ("bench", 'profile = 1\n\n[search]\nbenchmark = "nb201:cifar10"\n', "[profile] must be a table, got 1"),
+    ("bench", '[search]\nbenchmark = "nb201:cifar10"\n\n[profile]\ncpu = 1\n', "[profile.cpu] must be a table"),
+])
+def test_a_recipe_section_that_is_not_a_table_is_refused(tmp_path: Path, command: str, text: str,
+                                                         fragment: str) -> None:
+    from conftest import assert_usage_error
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(text)
+    args = ["--recipe", str(recipe), "--device", "cpu", "--run-dir", str(tmp_path / "runs")] if command == "search" \
+        else ["--recipes", str(recipe), "--strategies", "random", "-o", str(tmp_path / "out")]
+    assert_usage_error(hwnas(command, *args), f"recipe {recipe}: {fragment}")
+
+
 def test_search_refuses_a_foreign_sqlite_file_and_a_missing_study_to_resume(tmp_path: Path) -> None:
     import sqlite3
 
@@ -267,3 +284,34 @@ def test_search_refuses_a_foreign_sqlite_file_and_a_missing_study_to_resume(tmp_
     assert_usage_error(hwnas("search", "--resume", "--study-name", "nope", "--run-dir", str(tmp_path / "runs"),
                              "--device", "cpu"), "to resume (file not found)")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_budget_nothing_meets_leaves_no_study_behind(tmp_path: Path) -> None:
+    """The corrected command (same --study-name) is not refused as 'already exists', and the failed one left no
+    study, database or run folder behind."""
+    from conftest import assert_usage_error
+
+    runs = tmp_path / "runs"
+    args = ["search", "--trials", "1", "--epochs", "0.05", "--device", "cpu", "--run-dir", str(runs), "--study-name",
+            "s"]
+    assert_usage_error(hwnas(*args, "--budget-flops", "1k"), "no acceptable architecture")
+    assert not runs.exists()
+    r = hwnas(*args, "--budget-flops", "400M")
+    assert r.returncode == 0, r.stderr
+    assert len(optuna.load_study(study_name="s", storage=f"sqlite:///{runs / 's.db'}").trials) >= 1
+
+
+def test_a_failed_search_in_a_shared_storage_keeps_the_other_studies(tmp_path: Path) -> None:
+    from conftest import assert_usage_error
+
+    runs = tmp_path / "runs"
+    url = f"sqlite:///{runs / 'shared.db'}"
+    args = ["search", "--benchmark", "nb201:cifar10", "--trials", "2", "--run-dir", str(runs), "--storage", url]
+    r = hwnas(*args, "--study-name", "kept", "--budget-flops", "100M")
+    assert r.returncode == 0, r.stderr
+    before = sorted(p.relative_to(runs) for p in runs.rglob("*"))
+    assert_usage_error(hwnas(*args, "--study-name", "tight", "--budget-flops", "1k"), "no acceptable architecture")
+    assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["kept"]
+    assert sorted(p.relative_to(runs) for p in runs.rglob("*")) == before
+    r = hwnas(*args, "--study-name", "tight", "--budget-flops", "100M")
+    assert r.returncode == 0, r.stderr

@@ -173,6 +173,9 @@ def test_a_signal_waits_for_the_step_under_way(small, monkeypatch, tmp_path: Pat
         return model
 
     monkeypatch.setattr(train_module, "build_model", build_and_signal_in_the_5th_forward)
+    # the disposition this test relies on, whatever it inherited: a job started in the background (`cmd &`,
+    # nohup) has SIGINT ignored, and an ignored signal is left alone by the evaluator (as pool workers need)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     ev = make(small, Budget(epochs=1))
     got: list[tuple[torch.nn.Module, TrainState | None]] = []
     with pytest.raises(KeyboardInterrupt):
@@ -180,6 +183,7 @@ def test_a_signal_waits_for_the_step_under_way(small, monkeypatch, tmp_path: Pat
     model, state = got[0]
     assert state is not None and state.step == 5  # the step was finished, then the interrupt came
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    signal.signal(signal.SIGINT, previous)
     monkeypatch.undo()
     done, weights = _train_to_the_end(ev, _round_trip(state, model, tmp_path))
     whole, want = _train_to_the_end(ev)
@@ -286,7 +290,7 @@ def test_train_cli_saves_the_weights_when_interrupted(tmp_path: Path, monkeypatc
     term = signal.getsignal(signal.SIGTERM)
     try:
         rc = main(["train", TINY.to_string(), "--epochs", "2", "--batch-size", "64", "--device", "cpu", "-o",
-                   str(ck), "--cache-dir", str(tmp_path / "cache")])
+                   str(ck)])
     finally:
         signal.signal(signal.SIGTERM, term)
     err = capsys.readouterr().err
@@ -312,7 +316,7 @@ def test_train_cli_resumes_an_interrupted_training(tmp_path: Path, monkeypatch, 
             raise KeyboardInterrupt
 
     ck, whole = tmp_path / "ck.pt", tmp_path / "whole.pt"
-    common = ["--epochs", "0.3", "--batch-size", "64", "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
+    common = ["--epochs", "0.3", "--batch-size", "64", "--device", "cpu"]
     term = signal.getsignal(signal.SIGTERM)
     try:
         with monkeypatch.context() as mp:
@@ -348,6 +352,26 @@ def test_train_cli_resumes_an_interrupted_training(tmp_path: Path, monkeypatch, 
     assert a["interrupted"] is False and "resume" not in a
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in b["state_dict"])
     refused([TINY.to_string(), *common, "--resume", str(ck)], "not an interrupted training")
+
+
+def test_train_cli_refuses_to_overwrite_a_checkpoint_without_force(tmp_path: Path) -> None:
+    import os
+
+    from conftest import assert_usage_error
+
+    ck, other = tmp_path / "ck.pt", tmp_path / "other.pt"
+    ck.write_bytes(b"a finished training")
+    other.write_bytes(b"an interrupted one")
+    common = [TINY.to_string(), "--epochs", "0.05", "--batch-size", "64", "--device", "cpu"]
+    assert_usage_error(hwnas("train", *common, "-o", str(ck)), f"-o {ck} already exists")
+    assert_usage_error(hwnas("train", *common, "--resume", str(other), "-o", str(ck)), "pass --force to replace it")
+    assert ck.read_bytes() == b"a finished training" and other.read_bytes() == b"an interrupted one"
+    assert sorted(os.listdir(tmp_path)) == ["ck.pt", "other.pt"]  # refused before any work (no data cache)
+    r = hwnas("train", *common, "-o", str(ck), "--force", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["checkpoint"] == str(ck)
+    assert torch.load(ck, weights_only=True)["interrupted"] is False
+    assert sorted(os.listdir(tmp_path)) == ["cache", "ck.pt", "other.pt"]  # no temporary file left
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,14 @@ import sys
 from collections.abc import Sequence
 
 from hwnas import __version__
-from hwnas.cli import arch, bench, export, latency, scale, search, train, transfer
+from hwnas.cli import arch, bench, cache, export, latency, scale, search, train, transfer
 from hwnas.cli.common import FLOPS_HELP, Parser, UsageError
 from hwnas.data import DataError
 from hwnas.genotype import GenotypeError
 from hwnas.latency.table import TableError
 from hwnas.space import SpaceError
 from hwnas.tabular import TabularError
+from hwnas.units import NumberError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     scale.register(sub)
     transfer.register(sub)
     bench.register(sub)
+    cache.register(sub)
     return p
 
 
@@ -47,11 +49,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Python's guard against slow conversions: the conversion of an argument-sized number is instant
     sys.set_int_max_str_digits(0)
     args = build_parser().parse_args(argv)
+    term = signal.getsignal(signal.SIGTERM)
     with contextlib.suppress(ValueError):  # not in the main thread (embedded use): keep the default
         signal.signal(signal.SIGTERM, _terminate)
     try:
+        return _run(args)
+    finally:  # called from Python (embedded, tests): the caller's handler is put back
+        with contextlib.suppress(ValueError, TypeError):
+            signal.signal(signal.SIGTERM, term)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
         return int(args.func(args))
-    except (UsageError, GenotypeError, SpaceError, TableError, DataError, TabularError) as e:
+    except (UsageError, GenotypeError, SpaceError, TableError, DataError, TabularError, NumberError) as e:
         lines = str(e).splitlines() or [type(e).__name__]
         print(f"hwnas: error: {lines[0]}", file=sys.stderr)
         return 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import textwrap
 from typing import Any
 
@@ -16,9 +15,10 @@ from hwnas.cli.common import (
     SEED,
     Parser,
     UsageError,
+    dumps_strict,
     load_arch,
     load_space,
-    positive_int,
+    streamed_count,
 )
 from hwnas.genotype import Genotype
 from hwnas.references import REFERENCE_NAMES, describe_reference
@@ -104,7 +104,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     if kind != "mbconv":
         d = cell_describe_data(kind, args.arch, args.resolution, args.num_classes)
         if args.json:
-            print(json.dumps(d, indent=2))
+            print(dumps_strict(d, indent=2))
             return 0
         print(f"{kind}: {d['arch']}")
         if "flops" in d:
@@ -121,7 +121,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     name, g = load_arch(args.arch)
     d = describe_data(name, g, args.resolution, args.num_classes)
     if args.json:
-        print(json.dumps(d, indent=2))
+        print(dumps_strict(d, indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -166,7 +166,7 @@ def cmd_space_info(args: argparse.Namespace) -> int:
     if space.kind != "mbconv":
         info = space.info()
         if args.json:
-            print(json.dumps(info, indent=2))
+            print(dumps_strict(info, indent=2))
             return 0
         print(f"space {space.kind} ({space.name}): {space.n_dims} choice dimensions, {space.size():,} architectures; "
               f"costs at {space.default_resolution} px, {space.default_num_classes} classes"
@@ -175,7 +175,7 @@ def cmd_space_info(args: argparse.Namespace) -> int:
             print(f"  {name}: {' '.join(map(str, opts))}")
         return 0
     if args.json:
-        print(json.dumps(space_info_data(space), indent=2))
+        print(dumps_strict(space_info_data(space), indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -213,7 +213,7 @@ def cmd_space_sample(args: argparse.Namespace) -> int:
         g = space.decode(space.sample(rng))
         if args.json:
             res = args.resolution or space.default_resolution
-            item = json.dumps({"genotype": g.to_string(), "resolution": res,
+            item = dumps_strict({"genotype": g.to_string(), "resolution": res,
                                **({"flops": space.flops(g, res), "params": space.params(g)} if space.has_costs
                                   else {})}, indent=2)
             print(textwrap.indent(item, "  ") + ("," if i < args.n - 1 else ""))
@@ -246,7 +246,8 @@ def register(sub: Any) -> None:
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_space_info)
     smp = ssub.add_parser("sample", help="print random genotypes of the space")
-    smp.add_argument("-n", type=positive_int, default=5, help="how many (default 5)")
+    smp.add_argument("-n", type=streamed_count, default=5,
+                     help="how many (default 5; streamed, so any number: stop it with | head or Ctrl-C)")
     smp.add_argument("--seed", type=SEED, default=0)
     smp.add_argument("--recipe", help="TOML recipe whose [space] table defines the space (default: built-in)")
     smp.add_argument("--space", choices=SPACE_KINDS, default=None, help="a built-in space (default mbconv)")

@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from hwnas.cli.common import UsageError, check_output_dir, int_in, load_recipe, positive_int, write_text_atomic
-from hwnas.units import parse_count, parse_ms
+from hwnas.cli.common import (
+    UsageError,
+    check_output_dir,
+    dumps_strict,
+    int_in,
+    load_recipe,
+    recipe_table,
+    write_text_atomic,
+)
+from hwnas.units import NumberError, integer, parse_count, parse_ms
 
 DEFAULT_EVALUATIONS = 200
 DEFAULT_SEEDS = 10
@@ -34,13 +41,16 @@ def problem_from_recipe(path: Path) -> Any:
     from hwnas.search.bench import BenchProblem
 
     r = load_recipe(str(path))
-    s = r.get("search") or {}
+    s = recipe_table(r, path, "search")
     allowed = {"name", "description", "benchmark", "objectives", "table", "budget_latency", "budget_flops",
                "budget_params", "resolution", "strategy", "seed"}  # strategy, seed: for `hwnas search --recipe`
-    if not isinstance(s, dict) or not s.get("benchmark"):
+    if not s.get("benchmark"):
         raise UsageError(f"recipe {path}: a bench recipe needs [search] benchmark = \"...\"")
     bad = sorted(set(s) - allowed) + sorted(set(r) - {"search", "profile", "space"})
-    kind = (r.get("space") or {}).get("kind") if isinstance(r.get("space"), dict) else None
+    kind = recipe_table(r, path, "space").get("kind")
+    for name in recipe_table(r, path, "profile"):  # [profile.gpu] too: `hwnas search --recipe` reads the file
+        recipe_table(r, path, "profile", name)
+    profile = recipe_table(r, path, "profile", "cpu")  # the one profile a benchmark run reads
     from hwnas.evaluators.tabular import BenchmarkError, spec
 
     try:
@@ -57,15 +67,19 @@ def problem_from_recipe(path: Path) -> Any:
                 budgets[k] = parse(str(s[f"budget_{k}"]))
     except ValueError as e:
         raise UsageError(f"recipe {path}: {e}") from None
+    if s.get("table") is not None and not isinstance(s["table"], str):
+        raise UsageError(f"recipe {path}: table must be a string (a latency source), got {type(s['table']).__name__}")
     objectives = s.get("objectives", ["acc"])
     if not isinstance(objectives, list) or not all(isinstance(o, str) for o in objectives):
         raise UsageError(f"recipe {path}: objectives must be a list of names")
     res = s.get("resolution")
-    if res is not None and (not isinstance(res, int) or isinstance(res, bool) or not 4 <= res <= 8192):
-        raise UsageError(f"recipe {path}: resolution must be an integer from 4 to 8192, got {str(res)[:40]!r}")
-    pop = ((r.get("profile") or {}).get("cpu") or {}).get("population", 20)
-    if not isinstance(pop, int) or isinstance(pop, bool) or not 2 <= pop <= 10_000:
-        raise UsageError(f"recipe {path}: population must be an integer from 2 to 10000")
+    pop = profile.get("population", 20)
+    try:  # the one checked conversion of a number from a file
+        if res is not None:
+            integer(res, "resolution", low=4, high=8192)
+        integer(pop, "population", low=2, high=10_000)
+    except NumberError as e:
+        raise UsageError(f"recipe {path}: {e}") from None
     return BenchProblem(str(s.get("name", path.stem)), str(s["benchmark"]), tuple(objectives), s.get("table") or None,
                         budgets, s.get("resolution"), pop, str(s.get("description", "")))
 
@@ -183,12 +197,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rep["wall_seconds"] = round(time.monotonic() - t0, 1)
     rep["machine"] = {"cpus": os.cpu_count()}
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "bench.json", json.dumps(rep, indent=1) + "\n")
+    write_text_atomic(out_dir / "bench.json", dumps_strict(rep, indent=1) + "\n")
     md = bench.markdown(rep)
     write_text_atomic(out_dir / "bench.md", md + "\n")
-    tmp = out_dir / "bench.tmp.png"
-    bench.plot(rep, tmp)
-    tmp.replace(out_dir / "bench.png")
+    bench.plot(rep, out_dir / "bench.png")  # written atomically
     print(md)
     print(f"{len(results)} runs in {rep['wall_seconds']:.0f} s; outputs: {out_dir}/bench.json, bench.md, bench.png",
           file=err)
@@ -218,9 +230,9 @@ def register(sub: Any) -> None:
     p.add_argument("--transfer-targets", default=",".join(TRANSFER_TARGETS),
                    help=f"comma list of target tasks (default {','.join(TRANSFER_TARGETS)})")
     p.add_argument("--transfer-seeds", type=int_in(1, 1000), default=DEFAULT_SEEDS)
-    p.add_argument("--transfer-evaluations", type=positive_int, default=100,
+    p.add_argument("--transfer-evaluations", type=int_in(1, 100_000), default=100,
                    help="evaluations on the target per transfer run (default 100)")
-    p.add_argument("--source-evaluations", type=positive_int, default=200,
+    p.add_argument("--source-evaluations", type=int_in(1, 100_000), default=200,
                    help="evaluations of the source search per transfer run (default 200)")
     p.add_argument("-o", "--output", help="run folder (default search/runs/bench-DATE)")
     p.set_defaults(func=cmd_bench)

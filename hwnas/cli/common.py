@@ -8,9 +8,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hwnas import atomic
 from hwnas.genotype import Genotype, GenotypeError, parse_genotype
 from hwnas.references import REFERENCE_NAMES, reference
 from hwnas.space import SearchSpace, SpaceError
+from hwnas.units import dumps_strict as dumps_strict  # the one json.dumps of all the CLI prints and writes
+from hwnas.units import shown
+from hwnas.urls import hide_secrets, mask_url, sqlite_path
 
 FLOPS_HELP = "FLOPs are multiply-adds (MACs) of conv and linear layers, as in the MnasNet/EfficientNet papers"
 
@@ -24,13 +28,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _int_at_least(text: str, minimum: int, what: str) -> int:
+MAX_COUNT = 1_000_000_000  # an integer flag without a tighter bound (images, layers, trial numbers)
+
+
+def _int_at_least(text: str, minimum: int, what: str, maximum: int = MAX_COUNT) -> int:
     try:
         v = int(text)
     except ValueError:
         v = minimum - 1
     if v < minimum:
         raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text[:40]!r}")
+    if v > maximum:
+        raise argparse.ArgumentTypeError(f"expected a {what} integer (at most {maximum}), got {text[:40]!r}")
     return v
 
 
@@ -57,6 +66,37 @@ CLASSES = int_in(1, 1 << 20)
 THREADS = int_in(1, 4096)
 NETWORKS = int_in(1, 100_000)  # networks drawn, calibrated or validated
 POPULATION = int_in(1, 10_000)  # pymoo compares every pair of a generation for duplicates
+# bounds far beyond any real use, so that no input runs without end or overflows a float (recipes share them)
+MAX_TRIALS = 1_000_000
+TRIALS = int_in(1, MAX_TRIALS)
+MAX_BATCH = 1 << 20
+BATCH_SIZE = int_in(1, MAX_BATCH)
+PROCESSES = int_in(1, 256)  # processes started (timing workers, evaluator processes)
+PARALLEL = int_in(1, 4096)  # candidates trained together
+RUNS = int_in(1, 100_000)  # timed runs
+MAX_EPOCHS = 100_000.0
+MAX_SECONDS = 1e7  # about 116 days
+MAX_LR = 1e6
+
+
+def positive_float_at_most(high: float) -> Any:
+    """An argparse type: a number in (0, high]."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = -1.0
+        if not 0 < v <= high:
+            raise argparse.ArgumentTypeError(f"expected a positive number (at most {high:g}), got {text[:40]!r}")
+        return v
+
+    parse.__name__ = f"number in (0, {high:g}]"
+    return parse
+
+
+EPOCHS = positive_float_at_most(MAX_EPOCHS)
+SECONDS = positive_float_at_most(MAX_SECONDS)
+LR = positive_float_at_most(MAX_LR)
 
 
 def non_negative_float(text: str) -> float:
@@ -75,6 +115,12 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0, "non-negative")
+
+
+def streamed_count(text: str) -> int:
+    """A positive integer up to 2^63 - 1: how many of something produced one at a time and never held (a
+    stream the reader stops), so no smaller bound is needed."""
+    return _int_at_least(text, 1, "positive", 2**63 - 1)
 
 
 def positive_float(text: str) -> float:
@@ -156,6 +202,20 @@ def load_recipe(path: str | None) -> dict[str, Any]:
         raise UsageError(f"cannot read recipe {path}: {e}") from None
 
 
+def recipe_table(recipe: dict[str, Any], path: str | Path, *names: str) -> dict[str, Any]:
+    """The recipe's table ``[names[0].names[1]...]``, or {} where it is not given; a value there that is not
+    a table (``profile = 1``, ``[profile] cpu = 1``) is refused in one line naming the recipe and the key."""
+    table: Any = recipe
+    for i, name in enumerate(names):
+        table = table.get(name, {})
+        if not isinstance(table, dict):
+            key = ".".join(names[: i + 1])
+            got = shown(table) if isinstance(table, (int, float)) else \
+                repr(table)[:40] if isinstance(table, str) else f"a {type(table).__name__}"
+            raise UsageError(f"recipe {path}: [{key}] must be a table, got {got}")
+    return table
+
+
 def load_space(recipe_path: str | None) -> SearchSpace:
     recipe = load_recipe(recipe_path)
     if "space" not in recipe:
@@ -166,15 +226,26 @@ def load_space(recipe_path: str | None) -> SearchSpace:
         raise UsageError(f"recipe {recipe_path}: {e}") from None
 
 
-def int_list(text: str) -> list[int]:
-    """Comma-separated positive integers: ``1,64``."""
-    try:
-        values = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return list(dict.fromkeys(values))
+def int_list_in(low: int, high: int) -> Any:
+    """An argparse type: comma-separated integers in [low, high]: ``1,64``."""
+    def parse(text: str) -> list[int]:
+        what = (f"expected comma-separated positive integers (at most {high})" if low == 1 else
+                f"expected comma-separated integers from {low} to {high}") + f", got {text[:40]!r}"
+        try:
+            values = [int(t) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(what) from None
+        if not values or any(not low <= v <= high for v in values):
+            raise argparse.ArgumentTypeError(what)
+        return list(dict.fromkeys(values))
+
+    parse.__name__ = f"integers {low}..{high}"
+    return parse
+
+
+int_list = int_list_in(1, MAX_COUNT)  # comma-separated positive integers
+RESOLUTIONS = int_list_in(1, 8192)
+BATCH_SIZES = int_list_in(1, 1 << 16)
 
 
 def choice_list(*choices: str) -> Any:
@@ -217,11 +288,9 @@ def check_output_dir(path: Path | str, what: str = "output folder") -> Path:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so an interrupt never leaves a truncated file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    """Write via a uniquely named temporary file and rename (``hwnas.atomic``): an interrupt or error never
+    leaves a truncated file, a temporary file, or the old file changed."""
+    atomic.write_text_atomic(path, text)
 
 
 def open_study(storage: str, name: str) -> Any:
@@ -232,18 +301,18 @@ def open_study(storage: str, name: str) -> Any:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if storage.startswith("sqlite:///"):
-        path = Path(storage.removeprefix("sqlite:///"))
+    shown = mask_url(storage)  # never the password
+    path = sqlite_path(storage)
+    if path is not None:
         if not path.is_file():
-            raise UsageError(f"no such study storage: {storage} (file not found)")
-        if not _is_optuna_sqlite(path):  # opening it would write Optuna's tables into someone else's database
-            raise UsageError(f"{storage} is not an Optuna study storage (no studies table)")
+            raise UsageError(f"no such study storage: {shown} (file not found)")
+        check_sqlite_study_file(storage, path)  # opening it would write Optuna's tables into someone else's file
     try:
         names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     except Exception as e:  # a broken URL or database
-        raise UsageError(f"cannot open storage {storage}: {str(e).splitlines()[0]}") from None
+        raise UsageError(f"cannot open storage {shown}: {hide_secrets(first_line(e), storage)}") from None
     if name not in names:
-        raise UsageError(f"no study {name!r} in {storage} (studies: {', '.join(sorted(names)) or 'none'})")
+        raise UsageError(f"no study {name!r} in {shown} (studies: {', '.join(sorted(names)) or 'none'})")
     study = optuna.load_study(study_name=name, storage=storage)
     from hwnas.search.records import StudyRecordError, check_study_records
 
@@ -260,17 +329,51 @@ def open_study(storage: str, name: str) -> Any:
     try:
         check_study_records(name, study.user_attrs, study.get_trials(deepcopy=False), len(study.directions), parse)
     except StudyRecordError as e:
-        raise UsageError(f"{storage}: {e}") from None
+        raise UsageError(f"{shown}: {e}") from None
     return study
 
 
-def _is_optuna_sqlite(path: Path) -> bool:
-    """Whether an SQLite file holds Optuna's tables (looked at read-only)."""
+def first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+# The tables of Optuna's RDB storage (optuna.storages._rdb.models, and alembic's revision table): Optuna creates a
+# missing one, and the rows of its version tables, on opening a storage -- a write into the file. Optuna 5.1;
+# tests/test_storage.py compares the list with the installed Optuna's.
+OPTUNA_TABLES = ("studies", "study_directions", "study_user_attributes", "study_system_attributes", "trials",
+                 "trial_params", "trial_values", "trial_intermediate_values", "trial_user_attributes",
+                 "trial_system_attributes", "trial_heartbeats", "version_info", "alembic_version")
+OPTUNA_VERSION_TABLES = ("version_info", "alembic_version")  # each holds one row
+
+
+def check_sqlite_study_file(storage: str, path: Path) -> None:
+    """Refuse (one line) an SQLite file that is no complete Optuna study storage: damaged or not SQLite at all
+    (its header, its pages: ``PRAGMA quick_check``), an SQLite database without Optuna's tables, or one missing
+    any of them or a row of its version tables (which opening it with Optuna would write, even for reading).
+    Looked at read-only: never written."""
+    import contextlib
     import sqlite3
 
+    shown_url = mask_url(storage)
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='studies'").fetchone() \
-                is not None
-    except sqlite3.Error:
-        return False
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            check = [row[0] for row in db.execute("PRAGMA quick_check(3)")]
+            empty = [t for t in OPTUNA_VERSION_TABLES
+                     if t in tables and db.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone() is None]
+    except sqlite3.OperationalError as e:  # locked, unreadable: not a verdict on the file
+        raise UsageError(f"cannot read {shown_url}: {e}") from None
+    except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
+        raise UsageError(f"{shown_url} is damaged or not an SQLite database ({e})") from None
+    if check != ["ok"]:
+        raise UsageError(f"{shown_url} is damaged or not an SQLite database (integrity check: "
+                         f"{'; '.join(check)[:200]})")
+    if "studies" not in tables:
+        raise UsageError(f"{shown_url} is not an Optuna study storage (no studies table)")
+    missing = [t for t in OPTUNA_TABLES if t not in tables]
+    if missing:
+        raise UsageError(f"{shown_url} is not a complete Optuna study storage (missing table"
+                         f"{'s' * (len(missing) > 1)} {', '.join(missing)}): damaged, or not written by Optuna")
+    if empty:
+        raise UsageError(f"{shown_url} is not a complete Optuna study storage (no row in table"
+                         f"{'s' * (len(empty) > 1)} {', '.join(empty)}): damaged")

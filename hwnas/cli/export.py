@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,15 +11,18 @@ from hwnas.cli.common import (
     CLASSES,
     FLOPS_HELP,
     RESOLUTION,
+    RUNS,
     UsageError,
     check_output_file,
+    dumps_strict,
     load_arch,
     non_negative_int,
     open_study,
-    positive_int,
 )
 from hwnas.genotype import Genotype, GenotypeError
 from hwnas.references import REFERENCE_NAMES
+from hwnas.units import is_integer, is_number, shown
+from hwnas.urls import mask_url
 from hwnas.walker import SMALL_INPUT_MAX, stem_stride_for
 
 
@@ -55,35 +56,36 @@ def load_checkpoint(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"checkpoint not found: {path}")
-    import pickle
+    import warnings
 
     import torch
 
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise UsageError(f"cannot load checkpoint {path}: {(str(e).splitlines() or [type(e).__name__])[0][:200]}") \
-            from None
+    try:  # untrusted bytes: the unpickler fails on them in any way (IndexError, struct.error, ...)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 10": the error line says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # a size it claims and cannot have (MemoryError) included
+        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise UsageError(f"cannot load checkpoint {path}: {why}" if isinstance(e, OSError) else
+                         f"cannot load checkpoint {path} (damaged, or not a PyTorch checkpoint): {why}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UsageError(f"{path} is not an hwnas checkpoint (no state_dict; write one with hwnas train -o)")
-
-    def positive(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
     checks: dict[str, tuple[Any, str]] = {  # what export reads, as hwnas train writes it (None: not recorded)
         "state_dict": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor)
                                                                for k, t in v.items()), "a mapping name -> tensor"),
         "genotype": (lambda v: isinstance(v, dict), "a genotype object"),
-        "num_classes": (positive, "a positive integer"), "input_size": (positive, "a positive integer"),
-        "metrics": (lambda v: isinstance(v, dict) and (v.get("val_acc") is None or (
-            isinstance(v["val_acc"], (int, float)) and not isinstance(v["val_acc"], bool)
-            and math.isfinite(v["val_acc"]))), "an object with a numeric val_acc"),
+        "num_classes": (lambda v: is_integer(v, low=1, high=1 << 20), "a positive integer (at most 1048576)"),
+        "input_size": (lambda v: is_integer(v, low=1, high=8192), "a positive integer (at most 8192)"),
+        "metrics": (lambda v: isinstance(v, dict) and (v.get("val_acc") is None or is_number(v["val_acc"], low=0,
+                                                                                             high=1)),
+                    "an object with a numeric val_acc (in [0, 1])"),
         "dataset": (lambda v: isinstance(v, str), "a string"),
     }
     for key, (ok, what) in checks.items():
         if ckpt.get(key) is not None and not ok(ckpt[key]):
             raise UsageError(f"checkpoint {path}: {key} must be {what}, got {type(ckpt[key]).__name__} "
-                             f"{str(ckpt[key])[:40]!r}")
+                             f"{shown(ckpt[key]) if isinstance(ckpt[key], int) else repr(str(ckpt[key])[:40])}")
     return ckpt
 
 
@@ -122,7 +124,7 @@ def _finish(results: list[tuple[Path, dict[str, Any]]], as_json: bool) -> int:
     for path, s in results:
         print(_report(s, path), file=sys.stderr)
     if as_json:
-        print(json.dumps([s for _, s in results] if len(results) != 1 else results[0][1], indent=2))
+        print(dumps_strict([s for _, s in results] if len(results) != 1 else results[0][1], indent=2))
     bad = [str(p) for p, s in results if not s["parity"]["ok"]]
     if bad:
         print(f"hwnas: parity check failed (max rel error > {results[0][1]['parity']['tolerance']:g}) for: "
@@ -177,7 +179,7 @@ def cmd_export_study(args: argparse.Namespace, table: Any) -> int:
     results = []
     for t in study_winners(study, args.trial):
         g = Genotype.from_string(t.user_attrs["genotype"])
-        info = {"source": {"storage": args.storage, "study": args.study_name, "trial": t.number,
+        info = {"source": {"storage": mask_url(args.storage), "study": args.study_name, "trial": t.number,
                            "objectives": dict(zip(problem.get("objectives", []), t.values or [], strict=False))},
                 "accuracy": trial_accuracy(t), "accuracy_note": "proxy accuracy of the search (validation split)"}
         path = out_dir / f"trial-{t.number}.onnx"
@@ -259,7 +261,7 @@ def register(sub: Any) -> None:
     w.add_argument("--trial", type=non_negative_int, default=None, help="export this trial number")
     w.add_argument("--pareto", action="store_true", help="export every Pareto-optimal feasible trial")
     p.add_argument("--table", help="latency table (file or shipped name) for the predicted latency in the sidecar")
-    p.add_argument("--runs", type=positive_int, default=20, help="timed runs per latency figure (default 20, "
+    p.add_argument("--runs", type=RUNS, default=20, help="timed runs per latency figure (default 20, "
                    "fewer after 3 s)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--json", action="store_true", help="print the sidecar(s) on stdout")

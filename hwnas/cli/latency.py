@@ -6,7 +6,6 @@ import argparse
 import csv
 import inspect
 import io
-import json
 import shlex
 import statistics
 import string
@@ -15,22 +14,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hwnas.atomic import save_figure
 from hwnas.cli.common import (
+    BATCH_SIZES,
     CLASSES,
     NETWORKS,
+    PROCESSES,
     RESOLUTION,
+    RESOLUTIONS,
     SEED,
     THREADS,
     Parser,
     UsageError,
     check_output_file,
     choice_list,
+    dumps_strict,
     int_in,
-    int_list,
     load_arch,
     load_space,
-    non_negative_int,
-    positive_int,
     shipped_dir,
     write_text_atomic,
 )
@@ -265,7 +266,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
          "batch_size": table.metadata["batch_size"], "resolution": res, "latency_ms": ms, "layer_sum_ms": s,
          "layers": n}
     if args.json:
-        print(json.dumps(d, indent=2))
+        print(dumps_strict(d, indent=2))
     else:
         print(f"{name}: {ms:.4f} ms predicted on {table.describe()} at {res}x{res} ({n} layers, "
               f"sum of entries {s:.4f} ms)")
@@ -396,7 +397,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         "table_measure_seconds": md.get("measure_seconds"), "entries": len(table.entries),
         "date": now_iso(), "command": "hwnas " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
-    write_text_atomic(Path(f"{prefix}.json"), json.dumps(report, indent=2) + "\n")
+    write_text_atomic(Path(f"{prefix}.json"), dumps_strict(report, indent=2) + "\n")
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
@@ -404,7 +405,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     write_text_atomic(Path(f"{prefix}.csv"), buf.getvalue())
     _scatter(rows, report, Path(f"{prefix}.png"))
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(dumps_strict(report, indent=2))
     else:
         print(f"{table.source} at {res}px, {report['n']} networks: MAPE {report['mape']:.2f}%, max "
               f"{report['max_error']:.2f}%, {report['within_5pct']:.0f}% within +-5%, Spearman "
@@ -439,8 +440,7 @@ def _scatter(rows: list[dict[str, Any]], report: dict[str, Any], path: Path) -> 
     ax.title.set_fontsize(9)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -457,7 +457,7 @@ def cmd_measure_model(args: argparse.Namespace) -> int:
          "batch_size": args.batch_size, "resolution": args.resolution, "channels_last": setup.channels_last,
          "runtimes": results}
     if args.json:
-        print(json.dumps(d, indent=2))
+        print(dumps_strict(d, indent=2))
     else:
         print(f"{name} on {d['device_name']}, {args.precision}, batch {args.batch_size}, {args.resolution}px:")
         for rt, t in results.items():
@@ -488,7 +488,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows.append({"name": PREFIX + dev, "kind": "benchmark", "space": "nb201", "describe": src.describe(),
                      "resolutions": [32], **src.summary()})
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(dumps_strict(rows, indent=2))
         return 0
     print("measured tables (MBConv space; --table NAME):")
     for r in rows:
@@ -528,18 +528,18 @@ def register(sub: Any) -> None:
     m.add_argument("--precision", type=choice_list("fp32", "fp16"), default=["fp32"],
                    help="fp32,fp16 (on CUDA, fp32 as PyTorch runs it by default: TF32 convolutions on Ampere "
                         "and later, full-precision matmuls; recorded as cuda_math in the table)")
-    m.add_argument("--batch-size", type=int_list, default=[1], help="e.g. 1,64 (one table each)")
-    m.add_argument("--resolution", type=int_list, default=[224], help="deployment resolution(s), e.g. 224,32")
+    m.add_argument("--batch-size", type=BATCH_SIZES, default=[1], help="e.g. 1,64 (one table each)")
+    m.add_argument("--resolution", type=RESOLUTIONS, default=[224], help="deployment resolution(s), e.g. 224,32")
     m.add_argument("--recipe", help="TOML recipe whose [space] table defines the space (default: built-in)")
     m.add_argument("--calibration", type=NETWORKS, default=40,
                    help="random calibration networks per resolution (default 40), plus the references")
     m.add_argument("--calibration-seed", type=SEED, default=20261122)
-    m.add_argument("--calls-per-graph", type=positive_int, default=10, help="layer calls per CUDA graph")
-    m.add_argument("--layers-per-process", type=non_negative_int, default=2000,
+    m.add_argument("--calls-per-graph", type=int_in(1, 100_000), default=10, help="layer calls per CUDA graph")
+    m.add_argument("--layers-per-process", type=int_in(0, 100_000), default=2000,
                    help="CPU: time layers in fresh processes of this many layers each, the calibration networks "
                    "spread over them (a process that has timed tens of thousands of layers runs ~10%% slower); "
                    "0 = all in one process (default 2000)")
-    m.add_argument("--workers", type=positive_int, default=1,
+    m.add_argument("--workers", type=PROCESSES, default=1,
                    help="CUDA: processes that build, warm up and capture layers side by side (host work: cuDNN "
                    "choosing kernels for each new shape), each replaying with the GPU to itself (default 1)")
     m.add_argument("--quick", action="store_true", help="fewer repeats (for tests)")
@@ -570,7 +570,7 @@ def register(sub: Any) -> None:
     v.add_argument("--recipe", help="check the table was measured for this recipe's space")
     v.add_argument("-o", "--output", default=None,
                    help="report prefix (default: TABLE.validation, TABLE.validation-rRES at another resolution)")
-    v.add_argument("--workers", type=positive_int, default=1,
+    v.add_argument("--workers", type=PROCESSES, default=1,
                    help="CUDA tables: processes that build, warm up and capture networks side by side, each "
                    "timing with the GPU to itself (default 1)")
     v.add_argument("--json", action="store_true")

@@ -9,20 +9,28 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hwnas.atomic import save_figure
 from hwnas.cli.common import (
+    BATCH_SIZE,
     CLASSES,
+    EPOCHS,
     FLOPS_HELP,
+    LR,
     RESOLUTION,
+    RUNS,
     SEED,
     UsageError,
     check_output_file,
+    dumps_strict,
     load_arch,
     non_negative_float,
     positive_float,
+    positive_float_at_most,
     positive_int,
     write_text_atomic,
 )
 from hwnas.compound import (
+    MAX_MULTIPLIER,
     PRESETS,
     Coefficients,
     CompoundError,
@@ -38,6 +46,7 @@ from hwnas.compound import (
     subsample,
 )
 from hwnas.references import REFERENCE_NAMES
+from hwnas.units import NumberError, number
 
 
 def _compound(fn: Any, *a: Any) -> Any:
@@ -64,7 +73,10 @@ def _coefficients_from_search(path: str) -> Coefficients:
                          else f"scale search result not found: {path}")
     try:
         best = json.loads(p.read_text(encoding="utf-8"))["best"]
-        return _compound(parse_coefficients, f"{best['alpha']},{best['beta']},{best['gamma']}")
+        coefs = [number(best[k], f"best {k}", low=1, high=MAX_MULTIPLIER) for k in ("alpha", "beta", "gamma")]
+        return _compound(parse_coefficients, ",".join(map(repr, coefs)))
+    except NumberError as e:
+        raise UsageError(f"scale search result {path}: {e}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise UsageError(f"{path} is not a result of hwnas scale search ({type(e).__name__}: {e})") from None
 
@@ -147,8 +159,7 @@ def plot_family(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     a2b.legend(loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -175,13 +186,13 @@ def cmd_scale_family(args: argparse.Namespace) -> int:
         plot_family(rows, plot, title)
     result = {**spec, "members": rows, "plot": str(plot) if plot else None}
     if out_dir is not None:
-        write_text_atomic(out_dir / "family.json", json.dumps(result, indent=2) + "\n")
+        write_text_atomic(out_dir / "family.json", dumps_strict(result, indent=2) + "\n")
     console = _console(args.json)
     console.print(_family_table(rows, title, table is not None))
     if plot is not None:
         console.print(f"plot: {plot}")
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(dumps_strict(rows, indent=2))
     return status
 
 
@@ -300,7 +311,7 @@ def cmd_scale_search(args: argparse.Namespace) -> int:
                          "device": device},
               "deploy_base_resolution": args.resolution, "num_classes": args.num_classes, "flops_unit": "multiply-adds",
               "candidates": rows, "best": {k: best[k] for k in ("alpha", "beta", "gamma", "product", "accuracy")}}
-    write_text_atomic(out_dir / "scale-search.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out_dir / "scale-search.json", dumps_strict(result, indent=2) + "\n")
     _plot_search(rows, out_dir / "scale-search.png", name)
     console = _console(args.json)
     console.print(_search_table(rows, name))
@@ -309,7 +320,7 @@ def cmd_scale_search(args: argparse.Namespace) -> int:
                   f"{out_dir}/scale-search.png; next: hwnas scale family {args.arch} --from-search "
                   f"{out_dir}/scale-search.json")
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(dumps_strict(result, indent=2))
     return 0
 
 
@@ -352,8 +363,7 @@ def _plot_search(rows: list[dict[str, Any]], path: Path, name: str) -> None:
     ax.set_title(f"{name}: (alpha, beta, gamma) grid at phi = 1")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -380,10 +390,10 @@ def register(sub: Any) -> None:
                    help="evaluate at most this many, spread evenly over the sorted grid (default: all)")
     s.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="skip training the unscaled network (phi 0) for reference")
-    s.add_argument("--epochs", type=positive_float, default=2.0, help="proxy epochs per candidate (default 2)")
-    s.add_argument("--batch-size", type=positive_int, default=128)
-    s.add_argument("--lr", type=positive_float, default=0.2, help="peak learning rate per 512 images")
-    s.add_argument("--proxy-width", type=positive_float, default=0.5,
+    s.add_argument("--epochs", type=EPOCHS, default=2.0, help="proxy epochs per candidate (default 2)")
+    s.add_argument("--batch-size", type=BATCH_SIZE, default=128)
+    s.add_argument("--lr", type=LR, default=0.2, help="peak learning rate per 512 images")
+    s.add_argument("--proxy-width", type=positive_float_at_most(MAX_MULTIPLIER), default=0.5,
                    help="train a width-scaled proxy of each candidate (default 0.5; 1 = the candidate itself)")
     s.add_argument("--val-size", type=positive_int, default=1000, help="validation images carved from train")
     s.add_argument("--seed", type=SEED, default=0)
@@ -416,7 +426,7 @@ def register(sub: Any) -> None:
     f.add_argument("--plot", help="PNG of the family (default DIR/family.png with --export)")
     f.add_argument("--export", metavar="DIR", help="write a checked ONNX file + sidecar per member (and "
                    "family.json) into DIR")
-    f.add_argument("--runs", type=positive_int, default=10, help="timed runs per latency figure when exporting")
+    f.add_argument("--runs", type=RUNS, default=10, help="timed runs per latency figure when exporting")
     f.add_argument("--no-latency", action="store_true", help="skip latency measurement when exporting")
     f.add_argument("--json", action="store_true", help="the members as JSON on stdout (the table goes to stderr)")
     f.set_defaults(func=cmd_scale_family)

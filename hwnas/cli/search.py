@@ -5,29 +5,42 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import math
+import shlex
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hwnas.cli.common import (
+    BATCH_SIZE,
+    EPOCHS,
     FLOPS_HELP,
+    LR,
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_LR,
+    MAX_TRIALS,
+    PARALLEL,
     POPULATION,
+    PROCESSES,
     RESOLUTION,
     SEED,
+    TRIALS,
     UsageError,
-    _is_optuna_sqlite,
     check_output_dir,
+    check_sqlite_study_file,
+    first_line,
     load_recipe,
-    positive_float,
-    positive_int,
+    recipe_table,
     shipped_dir,
 )
 from hwnas.cli.train import EMBEDDED_NOTE
+from hwnas.compound import MAX_MULTIPLIER
 from hwnas.spaces import SPACE_KINDS, SpaceError, get_space
-from hwnas.units import parse_count, parse_ms
+from hwnas.units import NumberError, integer, number, parse_count, parse_ms, shown
+from hwnas.urls import hide_secrets, mask_url, sqlite_path
 
 DEFAULT_RECIPE = "cifar10-400m"
 PARALLEL_CUDA = 4  # proposals trained together on CUDA (the evaluator's lock-step group, at most 4)
@@ -60,7 +73,8 @@ def find_recipe(arg: str | None) -> Path:
 
 
 def _get(d: dict[str, Any], section: str, key: str, default: Any = None) -> Any:
-    return (d.get(section) or {}).get(key, default)
+    """``[section] key`` of a recipe whose tables ``settings_from`` has checked are tables."""
+    return d.get(section, {}).get(key, default)
 
 
 def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE,
@@ -77,14 +91,12 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
     unknown = sorted(set(r) - known)
     if unknown:
         raise UsageError(f"recipe {recipe_path}: unknown table(s) [{'], ['.join(unknown)}]")
-    for t in ("search", "data", "profile", *extra_tables):
-        if not isinstance(r.get(t) or {}, dict):
-            raise UsageError(f"recipe {recipe_path}: [{t}] must be a table")
-    for k, v in (r.get("profile") or {}).items():
-        if not isinstance(v, dict):
-            raise UsageError(f"recipe {recipe_path}: [profile.{k}] must be a table")
-    tables = {"search": r.get("search") or {}, "data": r.get("data") or {},
-              **{f"profile.{k}": v for k, v in (r.get("profile") or {}).items()}}
+    for t in ("search", "data", "profile", "space", *extra_tables):  # `profile = 0` too: not left out unsaid
+        recipe_table(r, recipe_path, t)
+    for k in recipe_table(r, recipe_path, "profile"):
+        recipe_table(r, recipe_path, "profile", k)
+    tables = {"search": recipe_table(r, recipe_path, "search"), "data": recipe_table(r, recipe_path, "data"),
+              **{f"profile.{k}": v for k, v in recipe_table(r, recipe_path, "profile").items()}}
     for table, d in tables.items():  # a misspelt key (budget_flop, epoch) would be silently left out
         allowed = RECIPE_KEYS.get(table.split(".")[0] if table.startswith("profile.") else table, set())
         if table.startswith("profile.") and table not in ("profile.gpu", "profile.cpu"):
@@ -142,11 +154,9 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
     if args.objectives is not None or _get(r, "search", "objectives") is not None or cli_budgets:
         s["explicit"].append("objectives")
     _check_settings(s, recipe_path)
-    space_table = r.get("space")
-    if space_table is not None and not isinstance(space_table, dict):
-        raise UsageError(f"recipe {recipe_path}: [space] must be a table")
-    s["space"] = {k: v for k, v in (space_table or {}).items() if k != "kind"} or None
-    s["space_kind"] = getattr(args, "space", None) or (space_table or {}).get("kind")
+    space_table = recipe_table(r, recipe_path, "space")
+    s["space"] = {k: v for k, v in space_table.items() if k != "kind"} or None
+    s["space_kind"] = getattr(args, "space", None) or space_table.get("kind")
     if s["space_kind"] is not None and s["space_kind"] not in SPACE_KINDS:
         raise UsageError(f"unknown space {s['space_kind']!r} (choose from {', '.join(SPACE_KINDS)})")
     if s["benchmark"]:
@@ -172,7 +182,7 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
         raise UsageError(f"the {s['space_kind']} space is searched with a tabular benchmark's accuracies: give "
                          f"--benchmark (proxy training of its networks is not wired into search yet)")
     for t in extra_tables:
-        s[t] = dict(r.get(t) or {})
+        s[t] = dict(recipe_table(r, recipe_path, t))
     return s
 
 
@@ -180,27 +190,30 @@ def _check_settings(s: dict[str, Any], recipe: Path) -> None:
     """Recipe values of the wrong type or range, named in one line before any data loads."""
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
-            raise UsageError(f"recipe {recipe}: {key} must be {what}, got {s[key]!r}")
+            v = s[key]
+            raise UsageError(f"recipe {recipe}: {key} must be {what}, got "
+                             f"{shown(v) if isinstance(v, int | float | None) else repr(v)[:80]}")
 
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
+    def checked(key: str, convert: Callable[..., Any], **bounds: Any) -> None:  # the one checked conversion
+        try:
+            convert(s[key], key, **bounds)
+        except NumberError as e:
+            raise UsageError(f"recipe {recipe}: {e}") from None
 
-    def is_num(v: Any) -> bool:
-        return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
-
-    for k in ("trials", "population", "batch_size"):
-        need(is_int(s[k]) and s[k] >= 1, k, "a positive integer")
-    need(s["resolution"] is None or (is_int(s["resolution"]) and s["resolution"] >= 1), "resolution",
-         "a positive integer")
+    checked("trials", integer, low=1, high=MAX_TRIALS, must=f"a positive integer (at most {MAX_TRIALS})")
+    checked("population", integer, low=1, high=10_000, must="a positive integer (at most 10000)")
+    checked("batch_size", integer, low=1, high=MAX_BATCH, must=f"a positive integer (at most {MAX_BATCH})")
+    if s["resolution"] is not None:
+        checked("resolution", integer, low=1, high=8192)
     need(s["benchmark"] is None or isinstance(s["benchmark"], str), "benchmark", 'a name, e.g. "nb201:cifar10"')
     need(s["seed_mode"] in ("mean", "random"), "seed_mode", '"mean" or "random"')
-    need(is_int(s["seed"]) and 0 <= s["seed"] < 2**32, "seed", "an integer from 0 to 2^32 - 1")
-    need(s["population"] <= 10_000, "population", "at most 10000")
-    for k in ("epochs", "lr", "proxy_width"):
-        need(is_num(s[k]) and s[k] > 0, k, "a positive number")
-    need(is_num(s["val_fraction"]) and 0 < s["val_fraction"] < 1, "val_fraction", "a number between 0 and 1")
-    need(s["proxy_resolution"] is None or (is_int(s["proxy_resolution"]) and 8 <= s["proxy_resolution"] <= 8192),
-         "proxy_resolution", "an integer from 8 to 8192")
+    checked("seed", integer, low=0, high=2**32 - 1, must="an integer from 0 to 2^32 - 1")
+    for k, most in (("epochs", MAX_EPOCHS), ("lr", MAX_LR), ("proxy_width", MAX_MULTIPLIER)):
+        checked(k, number, positive=True, high=most)
+    checked("val_fraction", number, low=0, high=1, must="a number between 0 and 1")
+    need(0 < s["val_fraction"] < 1, "val_fraction", "a number between 0 and 1")
+    if s["proxy_resolution"] is not None:
+        checked("proxy_resolution", integer, low=8, high=8192)
     for k in ("name", "strategy", "reward", "dataset"):
         need(isinstance(s[k], str) and bool(s[k]), k, "a non-empty string")
     need(not any(c in s["name"] for c in "/\\") and s["name"] not in (".", ".."), "name",
@@ -226,16 +239,19 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown strategy {s['strategy']!r} (choose from {', '.join(STRATEGIES)})")
     if args.storage or args.study_name:  # a given or named storage is known now: checked before the data load
         check_sqlite_storage(storage_url(args, args.study_name or ""), args.study_name or "", args.resume)
+    if args.storage and sqlite_path(args.storage) is None:  # a database server: reachable, and the study as said
+        _check_study(args.storage, args.study_name or "", args.resume and bool(args.study_name))
     problem, data, val_size = build_problem(args, s)
-    run_root, study_name, storage = study_location(args, s)
-    fingerprint = proxy_fingerprint(s, data)
-    with evaluators(data, val_size, s) as (evaluate, evaluate_many):
+    with located_study(args, s) as place, evaluators(data, val_size, s) as (evaluate, evaluate_many):
+        run_root, study_name, storage = place.run_root, place.study_name, place.storage
+        fingerprint = proxy_fingerprint(s, data)
         try:
             search = create_search(problem, storage, study_name, s["strategy"], evaluate, seed=int(s["seed"]),
                                    population=int(s["population"]), resume=args.resume, settings=fingerprint,
                                    evaluate_many=evaluate_many, parallel=int(s["parallel"]))
         except ValueError as e:
             raise UsageError(str(e)) from None
+        place.created = not args.resume
         return drive(search, problem, s, data, storage, study_name, run_root, args)
 
 
@@ -292,16 +308,72 @@ def validation_size(s: dict[str, Any], train_images: int) -> int:
     return max(1, min(5000, int(train_images * float(s["val_fraction"]))))
 
 
-def study_location(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Path, str, str]:
+def study_location(args: argparse.Namespace, s: dict[str, Any], study_name: str | None = None
+                   ) -> tuple[Path, str, str]:
     """(run root, study name, storage URL), checked against --resume."""
     run_root = Path(args.run_dir)  # checked by the command before it loaded data
-    study_name = args.study_name or f"{s['name']}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    study_name = study_name or args.study_name or f"{s['name']}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     storage = storage_url(args, study_name)
     check_sqlite_storage(storage, study_name, args.resume)
-    if storage.startswith("sqlite:///"):
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_path(storage)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
     _check_study(storage, study_name, args.resume)
     return run_root, study_name, storage
+
+
+@dataclass
+class StudyPlace:
+    """Where a command's study lives; ``created``: the command created the study (set once it has)."""
+
+    run_root: Path
+    study_name: str
+    storage: str
+    created: bool = False
+
+
+@contextlib.contextmanager
+def located_study(args: argparse.Namespace, s: dict[str, Any]) -> Iterator[StudyPlace]:
+    """``study_location`` for the block that creates (or resumes) the study and runs it. When the block fails (an
+    error, an interrupt) before any trial of a study it created ran -- a budget nothing meets, an evaluator
+    setting refused -- that study is deleted, then the SQLite file and the folders the command made, if nothing
+    else is in them: the corrected command is not refused as 'already exists', and no empty run is left."""
+    study_name = args.study_name or f"{s['name']}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    storage = storage_url(args, study_name)
+    db = sqlite_path(storage)
+    made = _missing_folders(Path(args.run_dir)) | (_missing_folders(db.parent) if db is not None else set())
+    new_db = db is not None and not db.exists()
+    place = StudyPlace(*study_location(args, s, study_name))
+    try:
+        yield place
+    except BaseException:
+        _undo_new_study(place, db if new_db else None, made)
+        raise
+
+
+def _missing_folders(folder: Path) -> set[Path]:
+    """``folder`` and those of its parents that do not exist yet."""
+    return {p for p in (folder, *folder.parents) if not p.exists()}
+
+
+def _undo_new_study(place: StudyPlace, new_db: Path | None, made: set[Path]) -> None:
+    """Delete the study ``place`` created if no trial of it ran (enqueued seeds do not count), then ``new_db``
+    if it holds no study, then the folders in ``made`` left empty (deepest first). Best effort: the error that
+    brought us here is the one to report."""
+    import optuna
+    from optuna.trial import TrialState
+
+    with contextlib.suppress(Exception):
+        if place.created:
+            study = optuna.load_study(study_name=place.study_name, storage=place.storage)
+            if all(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
+                optuna.delete_study(study_name=place.study_name, storage=place.storage)
+    with contextlib.suppress(Exception):
+        if new_db is not None and new_db.is_file() and not optuna.get_all_study_summaries(place.storage):
+            new_db.unlink()
+    for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty
 
 
 def storage_url(args: argparse.Namespace, study_name: str) -> str:
@@ -310,13 +382,15 @@ def storage_url(args: argparse.Namespace, study_name: str) -> str:
 
 def check_sqlite_storage(storage: str, study_name: str, resume: bool) -> None:
     """What can be said of an SQLite storage without opening it (so before any data loads)."""
-    if not storage.startswith("sqlite:///"):
+    db = sqlite_path(storage)
+    if db is None:
         return
-    db = Path(storage.removeprefix("sqlite:///"))
-    if db.is_file() and db.stat().st_size and not _is_optuna_sqlite(db):  # would get Optuna's tables added
-        raise UsageError(f"{storage} is not an Optuna study storage (no studies table)")
     if resume and not db.is_file():  # not created empty only to say so
-        raise UsageError(f"no study {study_name!r} in {storage} to resume (file not found)")
+        raise UsageError(f"no study {study_name!r} in {mask_url(storage)} to resume (file not found)")
+    if resume and not db.stat().st_size:  # a new storage holds no study: Optuna's tables are not written into it
+        raise UsageError(f"no study {study_name!r} in {mask_url(storage)} to resume (the file is empty)")
+    if db.is_file() and db.stat().st_size:  # damaged, or someone else's (would get Optuna's tables added)
+        check_sqlite_study_file(storage, db)
 
 
 def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str, study_name: str, run_root: Path,
@@ -327,9 +401,10 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
     recovered = search.recover() if args.resume else []
     search.seed_population(int(s["trials"]))
     run_dir = run_root / study_name
-    dashboard = f"optuna-dashboard {storage}"
+    shown = mask_url(storage)  # printed and stored without its password
+    dashboard = f"optuna-dashboard {shown}"
     err = sys.stderr
-    print(f"{what}: study {study_name} in {storage}\n  strategy {s['strategy']}, {s['trials']} trials, "
+    print(f"{what}: study {study_name} in {shown}\n  strategy {s['strategy']}, {s['trials']} trials, "
           f"objectives {', '.join(problem.value_names)}, budgets "
           f"{', '.join(f'{k} <= {_fmt(k, v)}' for k, v in problem.budgets.items()) or 'none'} at "
           f"{problem.resolution} px ({FLOPS_HELP})", file=err)
@@ -350,7 +425,7 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
         print(f"  fidelity: LOW. {EMBEDDED_NOTE}; proxy: {s['epochs']:g} epochs at width x{s['proxy_width']:g}, "
               f"{s['proxy_resolution'] or data.resolution} px. Full run: this command with --data-dir "
               f"PATH/cifar10 on a CUDA machine", file=err)
-    meta = {"study": study_name, "storage": storage, "strategy": s["strategy"], "settings": _plain(s)}
+    meta = {"study": study_name, "storage": shown, "strategy": s["strategy"], "settings": _plain(s)}
     t0 = time.monotonic()
     status = 0
     from rich.console import Console
@@ -373,17 +448,18 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
             task = bar.add_task("trials", total=s["trials"], completed=min(search.trained_count(), s["trials"]))
             search.run(int(s["trials"]), on_trial)
     except KeyboardInterrupt:
-        print(f"\nhwnas: interrupted. Every finished trial is in {storage}; continue with: "
+        if not args.resume and not _any_trial_ran(search):  # nothing to resume: the study is undone
+            raise
+        print(f"\nhwnas: interrupted. Every finished trial is in {shown}; continue with: "
               f"{_resume_cmd(study_name, storage, args)}", file=err)
         status = 130
-    except SearchStopped as e:
-        print(f"hwnas: search stopped: {e}", file=err)
-        status = 1
-    except SpaceError as e:
+    except (SearchStopped, SpaceError) as e:
+        if not args.resume and not _any_trial_ran(search):  # nothing to report or resume: the study is undone
+            raise UsageError(f"search stopped before any trial: {e}") from None
         print(f"hwnas: search stopped: {e}", file=err)
         status = 1
     except EvaluationStopped as e:  # the batch's unfinished trials were failed and re-queued (Search.step)
-        print(f"hwnas: search stopped: {e}. Every finished trial is in {storage}; continue with: "
+        print(f"hwnas: search stopped: {e}. Every finished trial is in {shown}; continue with: "
               f"{_resume_cmd(study_name, storage, args)}", file=err)
         status = 1
     trials = search.study.get_trials(deepcopy=False)
@@ -399,6 +475,11 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
         print(f"hwnas: error: every trained candidate failed (first failure: {str(first)[:200]})", file=err)
         status = 1
     return status
+
+
+def _any_trial_ran(search: Any) -> bool:
+    """Whether any trial of the search's study was run (enqueued seeds waiting to be asked do not count)."""
+    return any(t.state.name != "WAITING" for t in search.study.get_trials(deepcopy=False))
 
 
 def _print_front(summary: dict[str, Any], problem: Any) -> None:
@@ -421,16 +502,28 @@ def _fmt(k: str, v: float) -> str:
 
 
 def _plain(s: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in s.items() if k != "space"}
+    """The settings as stored in a report (storage URLs without their password)."""
+    out = {k: v for k, v in s.items() if k != "space"}
+    if isinstance(out.get("transfer"), dict) and isinstance(out["transfer"].get("source_storage"), str):
+        out["transfer"] = {**out["transfer"], "source_storage": mask_url(out["transfer"]["source_storage"])}
+    return out
 
 
 def _resume_cmd(study: str, storage: str, args: argparse.Namespace) -> str:
+    """The command that continues the study: this one, with --study-name, --storage and --resume. Storage URLs
+    are shown without their password; then a note says so (put it back to run the command)."""
     argv = [a for a in sys.argv[1:]]
     for flag in ("--study-name", "--storage", "--resume"):
+        argv = [a for a in argv if not a.startswith(f"{flag}=")]
         while flag in argv:
             i = argv.index(flag)
             del argv[i:i + (1 if flag == "--resume" else 2)]
-    return "hwnas " + " ".join(argv) + f" --study-name {study} --storage {storage} --resume"
+    words = [*argv, "--study-name", study, "--storage", storage, "--resume"]
+    shown = [mask_url(w) for w in words]
+    cmd = "hwnas " + " ".join(shlex.quote(w) for w in shown)
+    if shown != words:
+        cmd += " (the password is left out of the storage URL: put it back in place of ***)"
+    return cmd
 
 
 def _check_study(storage: str, name: str, resume: bool) -> None:
@@ -439,11 +532,12 @@ def _check_study(storage: str, name: str, resume: bool) -> None:
     try:
         names = {st.study_name for st in optuna.get_all_study_summaries(storage)}
     except Exception as e:  # a broken URL or database
-        raise UsageError(f"cannot open storage {storage}: {str(e).splitlines()[0]}") from None
+        raise UsageError(f"cannot open storage {mask_url(storage)}: {hide_secrets(first_line(e), storage)}") \
+            from None
     if resume and name not in names:
-        raise UsageError(f"no study {name!r} in {storage} to resume")
+        raise UsageError(f"no study {name!r} in {mask_url(storage)} to resume")
     if not resume and name in names:
-        raise UsageError(f"study {name!r} already exists in {storage}: pass --resume to continue it")
+        raise UsageError(f"study {name!r} already exists in {mask_url(storage)}: pass --resume to continue it")
 
 
 def _load_search_data(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Any, int]:
@@ -546,19 +640,21 @@ def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...],
     p.add_argument("--objectives", help="comma list of acc,latency,flops,params (default: acc + budgeted costs)")
     p.add_argument("--reward", choices=["pareto", "mnas-soft", "mnas-hard"], default=None)
     p.add_argument("--strategy", choices=strategies, default=None)
-    p.add_argument("--trials", type=positive_int, default=None, help="evaluated architectures (default: recipe)")
+    p.add_argument("--trials", type=TRIALS, default=None,
+                   help=f"evaluated architectures, at most {MAX_TRIALS} (default: recipe)")
     p.add_argument("--population", type=POPULATION, default=None)
     p.add_argument("--seed", type=SEED, default=None)
-    p.add_argument("--epochs", type=positive_float, default=None, help="proxy training epochs per candidate")
-    p.add_argument("--batch-size", type=positive_int, default=None)
-    p.add_argument("--lr", type=positive_float, default=None, help="peak learning rate per 512 images")
+    p.add_argument("--epochs", type=EPOCHS, default=None,
+                   help=f"proxy training epochs per candidate (at most {MAX_EPOCHS:g})")
+    p.add_argument("--batch-size", type=BATCH_SIZE, default=None)
+    p.add_argument("--lr", type=LR, default=None, help="peak learning rate per 512 images")
     p.add_argument("--resolution", type=RESOLUTION, default=None, help="deployment resolution for costs")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--parallel", type=positive_int, default=None,
+    p.add_argument("--parallel", type=PARALLEL, default=None,
                    help=f"proposals trained together (default {PARALLEL_CUDA} on CUDA: the evaluator trains them in "
                         "lock-step on separate streams, 3.3x the naive loop vs 2.6x one at a time on an H100; "
                         "1 on CPU)")
-    p.add_argument("--eval-processes", type=positive_int, default=1,
+    p.add_argument("--eval-processes", type=PROCESSES, default=1,
                    help="evaluator processes sharing the device, each with its own copy of the data: one "
                    "process's set-up of fresh candidates (building, cuDNN kernel choice, graph capture) runs "
                    "while another trains; --parallel then defaults to that many groups (default 1)")

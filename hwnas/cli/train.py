@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from hwnas.atomic import write_atomic
 from hwnas.cli.common import (
+    BATCH_SIZE,
+    EPOCHS,
+    LR,
+    MAX_EPOCHS,
+    MAX_SECONDS,
+    SECONDS,
     SEED,
     TRAIN_RESOLUTION,
     Parser,
     UsageError,
     check_output_dir,
     check_output_file,
+    dumps_strict,
     load_arch,
     non_negative_int,
-    positive_float,
-    positive_int,
     probability,
 )
 
@@ -30,7 +35,13 @@ EMBEDDED_NOTE = ("the embedded CIFAR-10 subset (5,000 train / 1,000 test real im
 
 
 def cache_root(arg: str | None) -> Path:
+    """The data cache: --cache-dir, else $HWNAS_CACHE, else ~/.cache/hwnas (``hwnas cache info`` shows it)."""
     return Path(arg or os.environ.get("HWNAS_CACHE") or Path.home() / ".cache" / "hwnas")
+
+
+def cache_origin(arg: str | None) -> str:
+    """Which setting chose ``cache_root(arg)``: "--cache-dir", "$HWNAS_CACHE" or "default"."""
+    return "--cache-dir" if arg else "$HWNAS_CACHE" if os.environ.get("HWNAS_CACHE") else "default"
 
 
 def load_data(args: argparse.Namespace) -> Any:
@@ -42,8 +53,8 @@ def load_data(args: argparse.Namespace) -> Any:
     from hwnas.data import DataError, load_dataset
 
     path = Path(args.data_dir) if args.data_dir else EMBEDDED
-    check_output_dir(cache_root(args.cache_dir), "--cache-dir" if args.cache_dir or not os.environ.get("HWNAS_CACHE")
-                     else "$HWNAS_CACHE")
+    check_output_dir(cache_root(args.cache_dir), "$HWNAS_CACHE" if cache_origin(args.cache_dir) == "$HWNAS_CACHE"
+                     else "--cache-dir")
     with Progress(console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("decoding images", total=None)
         try:
@@ -66,14 +77,14 @@ def data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="download CIFAR-10 with torchvision into --data-dir")
     p.add_argument("--image-size", type=TRAIN_RESOLUTION, default=None,
                    help="resize (shorter side) and centre-crop images to this size (default: keep)")
-    p.add_argument("--cache-dir", help="where archives are unpacked and decoded (default $HWNAS_CACHE or "
-                   "~/.cache/hwnas)")
+    p.add_argument("--cache-dir", help="where decoded datasets are kept, one file each (default $HWNAS_CACHE or "
+                   "~/.cache/hwnas; see hwnas cache info)")
 
 
 def cmd_data_prepare(args: argparse.Namespace) -> int:
     data = load_data(args)
     embedded_note(args)
-    print(json.dumps({"name": data.name, "source": data.source, "classes": list(data.classes),
+    print(dumps_strict({"name": data.name, "source": data.source, "classes": list(data.classes),
                       "train": len(data.train_y), "test": len(data.test_y), "resolution": data.resolution}, indent=2))
     return 0
 
@@ -84,6 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.output = args.resume  # the finished training replaces the interrupted one
     if args.output:  # found now, not after the training
         check_output_file(args.output, "-o")
+        _check_overwrite(Path(args.output), args.resume, args.force)
     resume = _resume_state(args.resume, g) if args.resume else None
     data = load_data(args)
 
@@ -125,9 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "interrupted": interrupted}
         if state is not None:
             ckpt["resume"] = state.to_dict()
-        tmp = out.with_name(out.name + ".tmp")
-        torch.save(ckpt, tmp)
-        tmp.replace(out)
+        write_atomic(out, lambda f: torch.save(ckpt, f))
         saved["path"] = str(out)
 
     def save_interrupted(i: int, model: torch.nn.Module, m: Any, state: TrainState | None) -> None:
@@ -156,7 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                                                                                    "val_acc")},
               "checkpoint": saved.get("path")}
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(dumps_strict(result, indent=2))
     elif m.failure:
         print(f"{name}: {m.failure}")  # "training failed: ...", "build failed: ...", "interrupted after ..."
     else:
@@ -172,14 +182,15 @@ def register(sub: Any) -> None:
     t.add_argument("arch", metavar="ARCH", help="reference name, genotype string or JSON file")
     data_options(t)
     b = t.add_mutually_exclusive_group()
-    b.add_argument("--epochs", type=positive_float, default=10.0, help="epochs (default 10)")
-    b.add_argument("--seconds", type=positive_float, default=None, help="wall-clock training budget instead")
+    b.add_argument("--epochs", type=EPOCHS, default=10.0, help=f"epochs (default 10, at most {MAX_EPOCHS:g})")
+    b.add_argument("--seconds", type=SECONDS, default=None,
+                   help=f"wall-clock training budget instead (at most {MAX_SECONDS:g})")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if present")
-    t.add_argument("--batch-size", type=positive_int, default=256)
+    t.add_argument("--batch-size", type=BATCH_SIZE, default=256)
     t.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="CUDA autocast: auto = bf16 where the GPU supports it (measured 1.35x faster than fp32 "
                         "on an H100); the CPU always trains in fp32")
-    t.add_argument("--lr", type=positive_float, default=0.2, help="peak learning rate per 512 images")
+    t.add_argument("--lr", type=LR, default=0.2, help="peak learning rate per 512 images")
     t.add_argument("--dropout", type=probability, default=0.0, help="dropout before the classifier, in [0, 1)")
     t.add_argument("--drop-path", type=probability, default=0.0,
                    help="stochastic depth rate of the last block, in [0, 1)")
@@ -192,14 +203,31 @@ def register(sub: Any) -> None:
     t.add_argument("--resume", metavar="CKPT", help="continue the interrupted training saved in CKPT where it "
                    "stopped (same ARCH, data and options as when it started; on CPU the result is identical to an "
                    "uninterrupted run); -o defaults to CKPT")
+    t.add_argument("--force", action="store_true", help="replace an existing checkpoint at -o (refused without it, "
+                   "unless --resume names that file)")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("data", help="prepare datasets")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=Parser)
-    p = dsub.add_parser("prepare", help="unpack and decode a dataset once into the cache")
+    p = dsub.add_parser("prepare", help="decode a dataset once into the cache")
     data_options(p)
     p.set_defaults(func=cmd_data_prepare)
+
+
+def _check_overwrite(out: Path, resume: str | None, force: bool) -> None:
+    """Refuse to replace an existing file at -o (a finished training, another one's interrupted state) unless
+    --force says so or --resume continues that very file."""
+    if force or not (out.exists() or out.is_symlink()):
+        return
+    if resume is not None:
+        try:
+            if os.path.samefile(resume, out):
+                return
+        except OSError:  # --resume names no file: said by its own check
+            pass
+    raise UsageError(f"-o {out} already exists: pass --force to replace it (or --resume {out} to continue the "
+                     "interrupted training saved there)")
 
 
 def _resume_state(path: str, g: Any) -> Any:

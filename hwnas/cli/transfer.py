@@ -3,36 +3,40 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 from hwnas.cli.common import (
     FLOPS_HELP,
+    MAX_COUNT,
     TRAIN_RESOLUTION,
     UsageError,
     check_output_dir,
+    int_in,
+    non_negative_int,
     open_study,
     positive_float,
-    positive_int,
 )
 from hwnas.cli.search import (
     add_search_options,
     build_problem,
     drive,
     evaluators,
+    located_study,
     proxy_fingerprint,
     settings_from,
-    study_location,
 )
 from hwnas.space import SpaceError
+from hwnas.units import NumberError, integer, number
+from hwnas.urls import mask_url
 
 DEFAULT_RECIPE = "transfer-imagenette"
 EMBEDDED_TARGET = Path(__file__).resolve().parents[1] / "datasets" / "imagenette-mini.tar.xz"
 EMBEDDED_TARGET_NOTE = ("the embedded Imagenette subset (600 train + 200 val real ImageNet images of 10 classes, "
                         "64 px): LOW fidelity, for trying the command; pass --target-data for a real transfer")
 STRATEGY = "eat-nas"
+MAX_TOURNAMENT = 10_000  # a population's size at most
 
 
 def transfer_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -74,12 +78,14 @@ def transfer_settings(args: argparse.Namespace) -> dict[str, Any]:
     t.setdefault("elements", ["op", "kernel", "skip", "width", "depth"])
     if t.get("source_trial") in ("", None):  # the recipe's empty string: no trial named
         t.pop("source_trial", None)
-    checks = (("source_trial", int, 0), ("tournament", int, 1), ("quality_lambda", (int, float), 0))
-    for key, kind, least in checks:  # recipe values get the checks the flags have
-        v = t.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, kind) or not math.isfinite(v) or v < least):
-            raise UsageError(f"[transfer] {key} must be a number >= {least}{' (an integer)' if kind is int else ''}, "
-                             f"got {v!r}")
+    checks = (("source_trial", integer, {"low": 0, "high": MAX_COUNT}),
+              ("tournament", integer, {"low": 1, "high": MAX_TOURNAMENT}), ("quality_lambda", number, {"low": 0}))
+    for key, convert, bounds in checks:  # recipe values get the checks the flags have
+        if t.get(key) is not None:
+            try:
+                convert(t[key], f"[transfer] {key}", **bounds)
+            except NumberError as e:
+                raise UsageError(str(e)) from None
     s["transfer"] = t
     s["strategy"] = STRATEGY
     if s.get("dataset") in (None, "", "cifar10") and not s.get("data_dir") and not s.get("benchmark"):
@@ -116,8 +122,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     except TransferError as e:
         raise UsageError(str(e)) from None
     basic_x = space.encode(space.parse(basic.genotype))
-    run_root, study_name, storage = study_location(args, s)
-    lineage = {"source_storage": t["source_storage"], "source_study": t["source_study"],
+    lineage = {"source_storage": mask_url(t["source_storage"]), "source_study": t["source_study"],
                "source_trial": basic.number, "basic_genotype": basic.genotype, "basic_source_acc": basic.acc,
                "select": t["select"], "quality_lambda": float(t["quality_lambda"]),
                "tournament": int(t["tournament"]), "elements": list(t["elements"])}
@@ -134,13 +139,15 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                                      int(t["tournament"]), float(t["quality_lambda"]), t["elements"])
         return holder["eat"]
 
-    with evaluators(data, val_size, s) as (evaluate, evaluate_many):
+    with located_study(args, s) as place, evaluators(data, val_size, s) as (evaluate, evaluate_many):
+        run_root, study_name, storage = place.run_root, place.study_name, place.storage
         try:
             search = create_search(problem, storage, study_name, STRATEGY, evaluate, seed=int(s["seed"]),
                                    population=int(s["population"]), resume=args.resume, settings=fingerprint,
                                    custom=strategy, evaluate_many=evaluate_many, parallel=int(s["parallel"]))
         except (ValueError, SpaceError) as e:
             raise UsageError(str(e)) from None
+        place.created = not args.resume
         search.study.set_user_attr("transfer", lineage)
 
         def annotate(x: Any) -> dict[str, Any]:
@@ -191,7 +198,8 @@ def register(sub: Any) -> None:
     p.add_argument("--recipe", help=f"recipe file or shipped name (default {DEFAULT_RECIPE})")
     p.add_argument("--source-storage", help="Optuna storage URL of the source (e.g. CIFAR-10) study")
     p.add_argument("--source-study", help="name of the source study")
-    p.add_argument("--source-trial", type=int, default=None, help="use this trial as the basic architecture")
+    p.add_argument("--source-trial", type=non_negative_int, default=None,
+                   help="use this trial as the basic architecture")
     p.add_argument("--select", choices=["reward", "knee", "acc"], default=None,
                    help="how to pick the basic architecture (default reward: ACC x (cost/target)^-0.07)")
     p.add_argument("--target-data", dest="data_dir", default=None,
@@ -200,7 +208,8 @@ def register(sub: Any) -> None:
                    help="resolution the target proxy trains at (default: the target images' own)")
     p.add_argument("--quality-lambda", type=positive_float, default=None,
                    help="population quality Q = mean - lambda x std of fitness; only members >= Q reproduce")
-    p.add_argument("--tournament", type=positive_int, default=None, help="parents drawn per tournament")
+    p.add_argument("--tournament", type=int_in(1, MAX_TOURNAMENT), default=None,
+                   help=f"parents drawn per tournament (at most {MAX_TOURNAMENT})")
     p.add_argument("--elements", default=None, help="comma list of op,kernel,skip,width,depth to transform")
     add_search_options(p, (STRATEGY,), data_help="the same as --target-data")
     p.set_defaults(func=cmd_transfer)

@@ -32,8 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwnas.data import pool_dir_prefix, remove_stale_pool_dirs
 from hwnas.genotype import Genotype
 from hwnas.model import build_model
+from hwnas.units import is_integer, is_number
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -153,10 +155,7 @@ class TrainState:
             raise ValueError(f"the resume state lacks {', '.join(missing)}")
 
         def count(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-        def number(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            return is_integer(v, low=0)  # at most 2^63 - 1
 
         checks: dict[str, tuple[Callable[[Any], bool], str]] = {
             "step": (count, "a count"), "total": (lambda v: count(v) and v > 0, "a positive count"),
@@ -167,9 +166,10 @@ class TrainState:
             "torch_rng": (lambda v: isinstance(v, torch.Tensor) and v.dtype == torch.uint8, "a uint8 tensor"),
             "momentum": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor)
                                                                for k, t in v.items()), "a mapping name -> tensor"),
-            "loss_sum": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
-            "final_loss": (lambda v: v is None or number(v), "a finite number or null"),
-            "train_seconds": (lambda v: number(v) and v >= 0, "a non-negative number"),
+            # a diverged epoch's sum may be inf or NaN (the epoch's end fails the training); an int, a float's value
+            "loss_sum": (lambda v: isinstance(v, float) or is_number(v), "a number"),
+            "final_loss": (lambda v: v is None or is_number(v), "a finite number or null"),
+            "train_seconds": (lambda v: is_number(v, low=0), "a non-negative number"),
             "settings": (lambda v: isinstance(v, dict), "an object"),
         }
         for k, (ok, what) in checks.items():
@@ -756,15 +756,24 @@ class EvaluatorPool:
         threads = max(1, (os.cpu_count() or 1) // processes)
         # the data reach the processes as one file, not as pickled arguments: spawning writes those into a pipe
         # the child reads only after importing torch, so each start would block this process for seconds and
-        # the processes would start one after another (measured on 2 cores: 3.5-4.5 s per process)
+        # the processes would start one after another (measured on 2 cores: 3.5-4.5 s per process). The file
+        # (15-150 MB) goes into a folder named after this process, so that one left by a process killed with -9
+        # is removed at the next start of a pool (or by hwnas cache clear)
         try:
-            self._data_dir = tempfile.TemporaryDirectory(prefix="hwnas-pool-")
-            data = Path(self._data_dir.name) / "data.npy"
+            remove_stale_pool_dirs(Path(tempfile.gettempdir()))
+            self._data_dir = tempfile.TemporaryDirectory(prefix=pool_dir_prefix())
+        except OSError as e:  # e.g. a temporary folder (TMPDIR) that is missing or not writable
+            raise EvaluatorError(f"cannot write the data for the evaluator processes: {e}") from None
+        data = Path(self._data_dir.name) / "data.npy"
+        try:
             with open(data, "wb") as f:
                 for a in (*train, *val):
                     np.save(f, np.ascontiguousarray(a), allow_pickle=False)
-        except OSError as e:  # e.g. a full temporary folder (TMPDIR)
-            raise EvaluatorError(f"cannot write the data for the evaluator processes: {e}") from None
+        except BaseException as e:
+            self._data_dir.cleanup()
+            if isinstance(e, OSError):  # e.g. a full temporary folder
+                raise EvaluatorError(f"cannot write the data for the evaluator processes: {e}") from None
+            raise
         self._args = (str(data), num_classes, budget, recipe, device, threads)
         self.group, self.device = group, device
         self._procs: dict[int, tuple[Any, Any, Any]] = {}  # rank -> (process, its task queue, its result pipe)

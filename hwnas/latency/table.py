@@ -15,6 +15,13 @@ Identity layers (``id``, NAS-Bench-Macro's skip choice): a projection (1x1 conv 
 or changes the width) is a layer like any other, keyed ``id|<size>x<size>x<in>|o<out>|s<stride>``, measured and
 summed; a plain identity (``Layer.noop``) runs no kernel, so it has no entry, adds 0 ms and does not count
 among the network's layers (``c * n``).
+
+Absurd numbers: every number a table file holds is read through ``hwnas.units`` (finite, in range; a 400-digit
+integer is valid JSON but no float), and a time is at most ``MAX_MS``, a day: an entry, a calibration network or a
+probe run slower than that is no measurement, and a table holding one is refused when it is loaded. The fitted
+``a + b * sum + c * n`` can still reach absurd values from sane entries (a damaged fit, ``b = 1e308``): a prediction
+that is not finite or beyond a day either way is refused (TableError naming the table), never printed as
+``Infinity`` or written into a report.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import numpy as np
 
 from hwnas.genotype import Genotype, GenotypeError, parse_genotype
 from hwnas.space import SearchSpace, SpaceError, make_divisible
+from hwnas.units import dumps_strict, is_integer, is_number, shown
 from hwnas.walker import Layer, conv_out, se_channels, stem_stride_for, walk
 
 if TYPE_CHECKING:
@@ -40,6 +48,8 @@ if TYPE_CHECKING:
 FORMAT = "hwnas-latency-table"
 FORMAT_VERSION = 1
 MIN_CALIBRATION = 8
+MAX_RESOLUTION = 8192  # pixels
+MAX_MS = 86_400_000.0  # a day: no layer, network or prediction of a table takes longer (see the docstring)
 ENTRY_FIELDS = ("ms", "p10", "p90", "n")  # median and 10th/90th percentile in ms, samples
 REQUIRED_METADATA = ("device", "device_name", "precision", "batch_size", "resolutions", "num_classes",
                      "space", "space_fingerprint", "timing_method")
@@ -158,8 +168,8 @@ class LatencyTable:
         """Readable and diffable: one entry per line (a full table has tens of thousands)."""
         d = self.to_dict()
         entries = d.pop("entries")
-        head = json.dumps(d, indent=1)[:-2]  # drop the closing "\n}"
-        lines = [f"{json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}" for k, v in entries.items()]
+        head = dumps_strict(d, indent=1)[:-2]  # drop the closing "\n}"
+        lines = [f"{json.dumps(k)}: {dumps_strict(v, separators=(',', ':'))}" for k, v in entries.items()]
         return head + ',\n "entries": {\n' + ",\n".join(lines) + "\n }\n}\n"
 
     @classmethod
@@ -191,18 +201,19 @@ class LatencyTable:
             raise bad("entries missing")
         parsed: dict[str, dict[str, float]] = {}
         for k, v in entries.items():
-            if not isinstance(v, list) or len(v) != len(ENTRY_FIELDS) or not all(_finite_positive(x) for x in v) \
+            if not isinstance(v, list) or len(v) != len(ENTRY_FIELDS) or not all(_time(x) for x in v[:-1]) \
                     or not _positive_int(v[-1]):
                 raise bad(f"entry {str(k)[:80]!r} is not [{', '.join(ENTRY_FIELDS)}] of positive numbers (n an "
-                          "integer)")
+                          f"integer), times at most a day ({MAX_MS:g} ms)")
             parsed[k] = dict(zip(ENTRY_FIELDS, v, strict=True))
         try:
             SearchSpace.from_dict(md["space"])
         except (SpaceError, TypeError) as e:
             raise bad(f"stored space is invalid: {e}") from None
         res = md["resolutions"]
-        if not isinstance(res, list) or not res or not all(_positive_int(r) for r in res):
-            raise bad(f"metadata resolutions must be a list of positive integers, got {res!r}")
+        if not isinstance(res, list) or not res or not all(is_integer(r, low=1, high=MAX_RESOLUTION) for r in res):
+            raise bad(f"metadata resolutions must be a list of positive integers, got {repr(res)[:80]} (pixels, at "
+                      f"most {MAX_RESOLUTION})")
         overhead = {}
         if not isinstance(d.get("overhead") or {}, dict):
             raise bad("overhead must be an object (resolution -> fit)")
@@ -211,8 +222,8 @@ class LatencyTable:
             if len(fields) != 4 or not all(_is_real(x) for x in fields) or not _positive_int(o.get("n")):
                 raise bad(f"overhead for resolution {str(r)[:20]} is malformed (a, b, c, fit_mape numbers; n a "
                           "positive integer)")
-            if not all(math.isfinite(x) for x in fields):
-                raise bad(f"overhead for resolution {r} is not finite")
+            if not all(is_number(x) for x in fields):  # NaN, infinity, an integer too large for a float
+                raise bad(f"overhead for resolution {str(r)[:20]} is not finite")
             overhead[str(r)] = Overhead(float(o["a"]), float(o["b"]), float(o["c"]), int(o["n"]),
                                         float(o["fit_mape"]))
         cal = d.get("calibration") or []
@@ -220,7 +231,7 @@ class LatencyTable:
             raise bad("calibration must be a list")
         for i, row in enumerate(cal):
             ok = isinstance(row, dict) and isinstance(row.get("genotype"), str) and \
-                _positive_int(row.get("resolution")) and _finite_positive(row.get("ms"))
+                is_integer(row.get("resolution"), low=1, high=MAX_RESOLUTION) and _time(row.get("ms"))
             if not ok:
                 raise bad(f"calibration row {i} is not {{genotype, resolution, ms}}: {str(row)[:120]}")
             try:
@@ -329,7 +340,13 @@ class LatencyTable:
         if o is None:
             raise TableError(f"latency table {self.source} has no calibration at resolution {resolution} "
                              f"(measurement unfinished?); resume it with: {self.measure_command()}")
-        return o.a + o.b * s + o.c * n
+        ms = o.a + o.b * s + o.c * n
+        if not -MAX_MS <= ms <= MAX_MS:  # inf and NaN too
+            how = "a negative latency beyond" if ms < 0 else "slower than"
+            raise TableError(f"latency table {self.source} predicts {shown(ms)} ms for this network at {resolution} "
+                             f"px, {how} a day ({MAX_MS:g} ms): its calibration fit (a {o.a:g}, b {o.b:g}, "
+                             f"c {o.c:g}) or entries are damaged")
+        return ms
 
     def naive_sum(self, genotype: Genotype, resolution: int) -> float:
         return self.layer_sum(genotype, resolution)[0]
@@ -361,11 +378,12 @@ def _sig(x: float) -> float | int:
 
 
 def _positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+    return is_integer(v, low=1)
 
 
-def _finite_positive(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+def _time(v: Any) -> bool:
+    """A measured time in ms: positive, finite, at most a day."""
+    return is_number(v, positive=True, high=MAX_MS)
 
 
 def _is_real(v: Any) -> bool:
@@ -377,17 +395,17 @@ def _is_str(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+    return is_number(v, low=0)
 
 
 def _timing_settings(v: Any) -> bool:  # counts and times; a million replays is not a setting, it is a hang
-    return isinstance(v, dict) and all(isinstance(k, str) and (isinstance(x, bool) or (_is_number(x) and x <= 1e5))
+    return isinstance(v, dict) and all(isinstance(k, str) and (isinstance(x, bool) or is_number(x, low=0, high=1e5))
                                        for k, x in v.items())
 
 
 def _probe(v: Any) -> bool:
-    if not (isinstance(v, dict) and _positive_int(v.get("resolution")) and isinstance(v.get("ms"), list)
-            and all(_finite_positive(x) for x in v["ms"])):
+    if not (isinstance(v, dict) and is_integer(v.get("resolution"), low=1, high=MAX_RESOLUTION)
+            and isinstance(v.get("ms"), list) and all(_time(x) for x in v["ms"])):
         return False
     if v.get("genotype") is None:
         return True
@@ -406,15 +424,15 @@ METADATA_TYPES: dict[str, tuple[Any, str]] = {
     "runtime": (_is_str, "a string"), "command": (_is_str, "a string"),
     "cuda_math": (lambda v: isinstance(v, dict), "an object (measure.cuda_math)"),
     "host_allocator": (_is_str, "a string"),
-    "threads": (lambda v: _positive_int(v) and v <= 4096, "a positive integer (at most 4096)"),
+    "threads": (lambda v: is_integer(v, low=1, high=4096), "a positive integer (at most 4096)"),
     "channels_last": (lambda v: isinstance(v, bool), "true or false"),
     "measure_seconds": (_is_number, "a number of seconds"),
-    "calibration_networks": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-                             "a non-negative integer"),
+    "calibration_networks": (lambda v: is_integer(v, low=0, high=1_000_000),
+                             "a non-negative integer (at most 1000000)"),
     "timing": (_timing_settings, "an object of timing settings (numbers up to 1e5 or true/false)"),
     "probe": (_probe, "an object {genotype, resolution, ms: [positive numbers]}"),  # genotype None: no network
-    "batch_size": (lambda v: _positive_int(v) and v <= 1 << 20, "a positive integer (at most 2^20)"),
-    "num_classes": (lambda v: _positive_int(v) and v <= 1 << 20, "a positive integer (at most 2^20)"),
+    "batch_size": (lambda v: is_integer(v, low=1, high=1 << 20), "a positive integer (at most 2^20)"),
+    "num_classes": (lambda v: is_integer(v, low=1, high=1 << 20), "a positive integer (at most 2^20)"),
 }
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.atomic import save_figure
 from hwnas.search.problem import STRATEGIES, Problem
 
 ORDER: tuple[str, ...] = (*STRATEGIES, "eat-transfer")  # how strategies are listed and coloured in outputs
@@ -519,7 +520,7 @@ def plot(rep: dict[str, Any], path: Any) -> None:
         ax.title.set_fontsize(9)
         ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -4,27 +4,23 @@ attribute, not a traceback minutes later. Pure Python (no torch, no Optuna impor
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from hwnas.genotype import GenotypeError, parse_genotype
+from hwnas.units import is_integer, is_number, shown
 
 
 class StudyRecordError(ValueError):
     """A study attribute hwnas wrote and reads back has the wrong type or value. One-line message."""
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _number(v: Any) -> bool:  # finite: NaN, infinity and an integer too large for a float are not
+    return is_number(v)
 
 
 def _count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _positive(v: Any) -> bool:
-    return _count(v) and v > 0
+    return is_integer(v, low=0)  # at most 2^63 - 1
 
 
 def _bool(v: Any) -> bool:
@@ -50,9 +46,9 @@ _genotype = _parses(parse_genotype)
 # trial attribute -> (check, what it must be); None is "not recorded" for every attribute
 TRIAL_ATTRS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "genotype": (_genotype, "a genotype string"),
-    "acc": (lambda v: _number(v) and 0 <= v <= 1, "an accuracy in [0, 1]"),
-    "flops": (lambda v: _number(v) and v >= 0, "a non-negative number"),
-    "params": (lambda v: _number(v) and v >= 0, "a non-negative number"),
+    "acc": (lambda v: is_number(v, low=0, high=1), "an accuracy in [0, 1]"),
+    "flops": (lambda v: is_number(v, low=0), "a non-negative number"),
+    "params": (lambda v: is_number(v, low=0), "a non-negative number"),
     "latency_ms": (_number, "a number"),  # a prediction (a + b sum + c n): not clamped, so any finite value
     "population_quality": (_number, "a number"),
     "feasible": (_bool, "true or false"), "trained": (_bool, "true or false"),
@@ -61,13 +57,14 @@ TRIAL_ATTRS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "parent_trial": (_count, "a trial number"), "batch": (_count, "a trial number"),
 }
 PROBLEM_ATTRS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "resolution": (_positive, "a positive integer"), "num_classes": (_positive, "a positive integer"),
+    "resolution": (lambda v: is_integer(v, low=1, high=8192), "a positive integer (at most 8192)"),
+    "num_classes": (lambda v: is_integer(v, low=1, high=1 << 20), "a positive integer (at most 1048576)"),
     "objectives": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of names"),
 }
 
 
 def _shown(v: Any) -> str:
-    return repr(v)[:60]
+    return shown(v) if isinstance(v, (int, float)) else repr(v)[:60]
 
 
 def check_study_records(name: str, study_attrs: dict[str, Any], trials: Iterable[Any],
@@ -95,6 +92,10 @@ def check_study_records(name: str, study_attrs: dict[str, Any], trials: Iterable
                                    f"{problem.get('reward', 'pareto')} are {values} values, but the study has "
                                    f"{directions} optimisation directions: damaged")
     for t in trials:
+        complete = getattr(t.state, "name", None) == "COMPLETE"
+        if complete and t.values is None:  # Optuna completes a trial with its values: their rows were removed
+            raise StudyRecordError(f"study {name!r}: trial {t.number} is complete but has no objective values: "
+                                   "damaged")
         if directions is not None and t.values is not None and len(t.values) != directions:
             raise StudyRecordError(f"study {name!r}: trial {t.number} has {len(t.values)} objective values, the "
                                    f"study {directions} directions: damaged")
@@ -103,3 +104,9 @@ def check_study_records(name: str, study_attrs: dict[str, Any], trials: Iterable
             if a.get(key) is not None and not ok(a[key]):
                 raise StudyRecordError(f"study {name!r}: trial {t.number} attribute {key} must be {what}, got "
                                        f"{_shown(a[key])}")
+        if complete and (a.get("feasible") or a.get("trained")):  # what the reports and the cache read
+            lost = [k for k in ("genotype", "acc") if a.get(k) is None]
+            if lost:
+                raise StudyRecordError(f"study {name!r}: trial {t.number} is a complete, "
+                                       f"{'trained' if a.get('trained') else 'feasible'} trial without attribute "
+                                       f"{' or '.join(lost)}: damaged")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,9 @@ from typing import Any
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
+from hwnas.atomic import save_figure, write_text_atomic
 from hwnas.search.problem import Problem
+from hwnas.units import dumps_strict
 
 COST_ATTR = {"flops": "flops", "params": "params", "latency": "latency_ms"}
 
@@ -164,7 +165,7 @@ def write_outputs(trials: list[FrozenTrial], problem: Problem, run_dir: Path, me
     summary = {**meta, "problem": problem.describe(), "trials": len(trials), "evaluated": len(rows),
                "infeasible": n_infeasible, "failed": n_failed,
                "hypervolume": curve[-1][1] if curve else 0.0, "pareto": [r.to_dict() for r in front]}
-    _atomic(run_dir / "pareto.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(run_dir / "pareto.json", dumps_strict(summary, indent=2) + "\n")
     buf = io.StringIO()
     w = csv.writer(buf)
     extra = [i for i, n in enumerate(problem.value_names) if n not in ("acc", "flops", "params", "latency")]
@@ -172,7 +173,7 @@ def write_outputs(trials: list[FrozenTrial], problem: Problem, run_dir: Path, me
     for r in front:
         w.writerow([r.trial, r.genotype, r.acc, _int(r.flops), _int(r.params), r.latency_ms,
                     *(r.values[i] for i in extra)])
-    _atomic(run_dir / "pareto.csv", buf.getvalue())
+    write_text_atomic(run_dir / "pareto.csv", buf.getvalue())
     _plot_front(trials, rows, front, problem, run_dir / "pareto.png", meta)
     _plot_hv(curve, run_dir / "hypervolume.png", meta)
     return summary
@@ -180,12 +181,6 @@ def write_outputs(trials: list[FrozenTrial], problem: Problem, run_dir: Path, me
 
 def _int(v: float | None) -> int | None:
     return None if v is None else int(v)
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def _label(cost: str) -> str:
@@ -213,7 +208,7 @@ def _plot_front(trials: list[FrozenTrial], rows: list[Row], front: list[Row], pr
         ax.title.set_fontsize(9)
         ax.legend(fontsize=7, loc="best")
         fig.tight_layout()
-        fig.savefig(path)
+        save_figure(fig, path)
         plt.close(fig)
         return
     infeasible = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("feasible")]
@@ -243,7 +238,7 @@ def _plot_front(trials: list[FrozenTrial], rows: list[Row], front: list[Row], pr
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -259,5 +254,5 @@ def _plot_hv(curve: list[tuple[int, float]], path: Path, meta: dict[str, Any]) -
     ax.set(xlabel="trial", ylabel="hypervolume (1-acc, cost/scale)", title=f"{meta.get('study', '')}")
     ax.title.set_fontsize(9)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)

@@ -9,9 +9,11 @@ study as user attributes, which optuna-dashboard shows.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import socket
+import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +22,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hwnas.procs import process_alive, process_tag
 from hwnas.search.problem import Problem
 from hwnas.search.records import check_study_records
 from hwnas.search.strategies import VIOLATIONS_ATTR, AskTell, VectorSampler, make_sampler, record_constraints
@@ -56,21 +59,25 @@ class SearchStopped(Exception):
     """The search cannot go on (e.g. the feasible region is too small to sample)."""
 
 
+HEARTBEAT_S = 30  # a worker records a heartbeat of its RUNNING trials this often (RDB storages)
+GRACE_S = 120  # a RUNNING trial whose worker cannot be looked at is taken as lost after this long without news
+WORKER_ATTR = "hwnas:worker:"  # study system attribute, one per process that searched the study
+
+
 def _worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid:start`` of this process (:mod:`hwnas.procs`)."""
+    pid, _, start = process_tag().partition("-")
+    return f"{socket.gethostname()}:{pid}:{start}"
 
 
-def _pid_alive(worker: str) -> bool:
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True  # another machine: leave it to the heartbeat
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def worker_alive(worker: str) -> bool | None:
+    """Whether the process ``host:pid[:start]`` is alive: True or False for a process of this host, None where
+    that cannot be told from here (another host, an unreadable name). A pid alive under another start time
+    is a reused pid: the worker is gone."""
+    host, pid, start = [*worker.split(":"), "", ""][:3]
+    if host != socket.gethostname() or not pid.isdigit() or len(pid) > 12:
+        return None
+    return process_alive(int(pid), start)
 
 
 @dataclass
@@ -84,6 +91,9 @@ class Search:
     annotate: Callable[[np.ndarray], dict[str, Any]] | None = None  # extra trial attributes per proposal
     evaluate_many: EvaluateMany | None = None  # trains several candidates at once (e.g. on one GPU)
     parallel: int = 1  # proposals asked before any of them is told (candidates trained together)
+    grace: float = GRACE_S  # seconds without news after which a RUNNING trial of an unseen worker is lost
+    heartbeat: float = HEARTBEAT_S  # seconds between heartbeats of this worker's RUNNING trials
+    worker: str = field(default_factory=_worker_id)
 
     # ---- study bookkeeping -----------------------------------------------------------------------
     def objectives_of(self, t: FrozenTrial) -> tuple[list[float], list[float]] | None:
@@ -113,19 +123,55 @@ class Search:
         done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         return {t.user_attrs["genotype"]: t for t in done if t.user_attrs.get("trained")}
 
+    def register(self) -> None:
+        """Say in the study that this process works on it, before it asks any trial: a trial a process asks
+        is RUNNING before the process can write its name into it, and one killed in between leaves a trial
+        without a worker, which ``recover`` gives back once no process that may have asked it is alive."""
+        self.study._storage.set_study_system_attr(self.study._study_id, WORKER_ATTR + self.worker, True)
+
     def recover(self) -> list[int]:
-        """Fail RUNNING trials whose process is gone (killed) and re-enqueue them and interrupted ones, so
-        no evaluation is lost. Returns the recovered trial numbers. (Optuna's heartbeat only runs inside
-        ``Study.optimize``; this loop uses ask/tell, so a dead worker is recognised by its host and pid.)"""
+        """Fail the RUNNING trials of workers that are gone and re-enqueue them and interrupted ones, so no
+        evaluation is lost. Returns the recovered trial numbers. A worker is gone when:
+
+        * it ran on this host: its process is dead, or its pid now names another process (start time);
+        * it ran elsewhere: its trial's heartbeat (RDB storages, every ``heartbeat`` s) is older than the
+          storage's grace period (Optuna's ``fail_stale_trials``);
+        * the trial has no worker (killed between asking and naming itself): every other process registered
+          on the study is dead, or the trial started more than ``grace`` s ago.
+
+        (Optuna's own heartbeat runs only inside ``Study.optimize``; this loop uses ask/tell.)"""
+        import datetime
+
         storage = self.study._storage  # BaseStorage's public methods, reached through the study
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)  # other hosts' trials: by their heartbeats
+        trials = self.study.get_trials(deepcopy=False)
+        workers = {k.removeprefix(WORKER_ATTR) for k in storage.get_study_system_attrs(self.study._study_id)
+                   if k.startswith(WORKER_ATTR)}
+        workers |= {str(t.user_attrs["worker"]) for t in trials if "worker" in t.user_attrs}
+        others_maybe_alive = any(worker_alive(w) is not False for w in workers - {self.worker})
+        now = datetime.datetime.now()
         requeued = set(self.study.user_attrs.get("requeued", []))
         recovered = []
-        for t in self.study.get_trials(deepcopy=False):
-            dead = t.state == TrialState.RUNNING and not _pid_alive(str(t.user_attrs.get("worker", "")))
+        for t in trials:
+            dead = False
+            if t.state == TrialState.RUNNING:
+                if "worker" in t.user_attrs:
+                    dead = worker_alive(str(t.user_attrs["worker"])) is False
+                else:
+                    dead = not others_maybe_alive or t.datetime_start is None or \
+                        (now - t.datetime_start).total_seconds() > self.grace
             if dead:
-                storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            lost = dead or (t.state == TrialState.FAIL and t.user_attrs.get("interrupted"))
+                try:
+                    storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+                    storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                except optuna.exceptions.UpdateFinishedTrialError:  # another worker recovered it first
+                    continue
+            # failed without a word of this loop's (no failure, not interrupted): failed by Optuna's heartbeat
+            # check, as its worker was gone
+            lost = dead or (t.state == TrialState.FAIL and (t.user_attrs.get("interrupted")
+                                                             or "failure" not in t.user_attrs))
             if lost and t.params and t.number not in requeued:
                 # what the strategy said of the proposal (e.g. its lineage) goes with it: no strategy sees
                 # the re-queued copy, whose parameters are fixed
@@ -166,9 +212,16 @@ class Search:
         """Run until ``n_trials`` evaluations are in the study (previous runs count), within
         ``max_proposals`` proposals (default 50 x n_trials; infeasible and repeated ones cost no training).
         Proposals come ``parallel`` at a time; their new, feasible genotypes train together."""
+        import time
+
         limit = max_proposals or 50 * n_trials
         proposals = 0
+        self.register()
+        checked = time.monotonic()
         while (left := n_trials - self.trained_count()) > 0:
+            if time.monotonic() - checked > self.heartbeat:  # other workers' dead trials, while this one runs
+                self.recover()
+                checked = time.monotonic()
             if proposals >= limit:
                 raise SearchStopped(f"{proposals} proposals gave only {self.trained_count()} feasible, new "
                                     f"architectures: the budget is too tight for the space, or the space too small")
@@ -180,16 +233,24 @@ class Search:
             self.step(on_trial, k)
 
     def step(self, on_trial: Callable[[FrozenTrial], None] | None = None, k: int = 1) -> None:
-        """Ask ``k`` proposals, price them, train the feasible new ones (together), tell every one."""
+        """Ask ``k`` proposals, price them, train the feasible new ones (together), tell every one. While
+        they are RUNNING, a thread records their heartbeats (RDB storages)."""
+        with _Heartbeat(self.study, self.heartbeat) as beat:
+            self._step(on_trial, k, beat)
+
+    def _step(self, on_trial: Callable[[FrozenTrial], None] | None, k: int, beat: _Heartbeat) -> None:
         p, sp = self.problem, self.problem.space
         asked: list[tuple[optuna.Trial, Any, dict[str, Any], bool]] = []
         trial: optuna.Trial | None = None
         try:
             batch: int | None = None
             for _ in range(k):
-                trial = self.study.ask()
+                with warnings.catch_warnings():  # "heartbeat ... with Study.optimize": _Heartbeat does it here
+                    warnings.filterwarnings("ignore", message=".*[Hh]eartbeat")
+                    trial = self.study.ask()
+                trial.set_user_attr("worker", self.worker)
+                beat.add(trial._trial_id)
                 batch = trial.number if batch is None else batch
-                trial.set_user_attr("worker", _worker_id())
                 trial.set_user_attr("batch", batch)  # proposed together (replayed so: VectorSampler.catch_up)
                 choices = {name: trial.suggest_categorical(name, list(opts)) for name, opts in sp.dims}
                 x = sp.from_choices(choices)
@@ -277,6 +338,49 @@ class Search:
                 on_trial(self.study._storage.get_trial(trial._trial_id))
 
 
+class _Heartbeat:
+    """Records Optuna heartbeats of the trials ``add``ed, now and every ``interval`` s from a thread, until the
+    ``with`` block ends (a no-op on storages without heartbeats, e.g. in memory)."""
+
+    def __init__(self, study: optuna.Study, interval: float) -> None:
+        storage = study._storage  # RDBStorage (BaseHeartbeat) where made with a heartbeat interval
+        beats = hasattr(storage, "record_heartbeat") and getattr(storage, "get_heartbeat_interval", lambda: None)()
+        self.storage: Any = storage if beats else None
+        self.interval, self.ids = interval, list[int]()
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def add(self, trial_id: int) -> None:
+        if self.storage is not None:
+            self.storage.record_heartbeat(trial_id)
+            self.ids.append(trial_id)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.interval):
+            for trial_id in list(self.ids):
+                # a storage hiccup: the next beat tries again; the grace period is long
+                with contextlib.suppress(Exception):
+                    self.storage.record_heartbeat(trial_id)
+
+    def __enter__(self) -> _Heartbeat:
+        if self.storage is not None:
+            self.thread = threading.Thread(target=self._beat, name="hwnas-heartbeat", daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+def storage_of(url: str, heartbeat: float = HEARTBEAT_S, grace: float = GRACE_S) -> optuna.storages.RDBStorage:
+    """An RDB storage for ``url`` whose trials carry heartbeats (dead workers of other hosts are recognised)."""
+    kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=max(1, round(heartbeat)),
+                                      grace_period=max(1, round(grace)))
+
+
 def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage | None, study_name: str,
                   strategy: str, evaluate: Evaluate, seed: int = 0, population: int = 20, resume: bool = False,
                   settings: dict[str, Any] | None = None,
@@ -297,22 +401,26 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
     sampler = VectorSampler(problem.space, custom(feasible), objectives, seed) if custom is not None else \
         make_sampler(strategy, problem.space, seed, len(problem.directions), len(problem.hard_budgets), feasible,
                      objectives, population)
-    if isinstance(storage, str) and storage.startswith("sqlite"):
-        storage = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 30}})
+    if isinstance(storage, str):
+        storage = storage_of(storage)
     study = optuna.create_study(storage=storage, study_name=study_name, directions=problem.directions,
                                 sampler=sampler, load_if_exists=resume)
     existing = study.user_attrs.get("hwnas")
-    if existing is None:
-        study.set_user_attr("hwnas", fingerprint)
-        study.set_metric_names(problem.value_names)
-    else:  # a setting recorded only since a later version is not held against a study made before it
+    if existing is not None and not isinstance(existing, dict):  # NaN, [1], "abc": edited by hand, or damaged
+        raise ValueError(f"study {study_name!r}: its settings record is damaged (its hwnas attribute is a "
+                         f"{type(existing).__name__}, not an object)")
+    if existing is not None:  # a setting recorded only since a later version is not held against a study made before it
         now = _jsonable(fingerprint)
         diff = sorted(k for k in existing if existing[k] != now.get(k))
         if diff:
             raise ValueError(f"study {study_name!r} was run with other settings ({', '.join(diff)}); "
                              f"use the same settings to resume, or another --study-name")
-        check_study_records(study_name, study.user_attrs, study.get_trials(deepcopy=False), len(study.directions),
-                            problem.space.parse)
+    # every resumed study's trials, its settings recorded or not (a study made by hand): before any change to it
+    check_study_records(study_name, study.user_attrs, study.get_trials(deepcopy=False), len(study.directions),
+                        problem.space.parse)
+    if existing is None:
+        study.set_user_attr("hwnas", fingerprint)
+        study.set_metric_names(problem.value_names)
     s = Search(problem, study, evaluate, strategy, seed, population, evaluate_many=evaluate_many,
                parallel=max(1, parallel))
     holder["s"] = s

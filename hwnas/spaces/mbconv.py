@@ -41,6 +41,7 @@ from hwnas.genotype import (
     parse_genotype,
 )
 from hwnas.spaces.base import CategoricalSpace, SpaceError
+from hwnas.units import is_number
 
 STAGE_DIMS: tuple[str, ...] = ("op", "kernel", "expansion", "se", "skip", "layers", "width")
 GLOBAL_DIMS: tuple[str, ...] = ("activation", "width_factor", "depth_factor")
@@ -304,7 +305,7 @@ def _int(x: Any) -> bool:
 
 
 def _num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    return is_number(x)  # finite: a 400-digit integer (valid TOML) overflows the float arithmetic below
 
 
 def _check_space(s: SearchSpace) -> None:
