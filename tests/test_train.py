@@ -362,7 +362,8 @@ def test_train_cli_refuses_to_overwrite_a_checkpoint_without_force(tmp_path: Pat
     ck, other = tmp_path / "ck.pt", tmp_path / "other.pt"
     ck.write_bytes(b"a finished training")
     other.write_bytes(b"an interrupted one")
-    common = [TINY.to_string(), "--epochs", "0.05", "--batch-size", "64", "--device", "cpu"]
+    common = [TINY.to_string(), "--epochs", "0.05", "--batch-size", "64", "--device", "cpu", "--cache-dir",
+              str(tmp_path / "cache")]  # its own cache: that none is made shows the refusal came before any work
     assert_usage_error(hwnas("train", *common, "-o", str(ck)), f"-o {ck} already exists")
     assert_usage_error(hwnas("train", *common, "--resume", str(other), "-o", str(ck)), "pass --force to replace it")
     assert ck.read_bytes() == b"a finished training" and other.read_bytes() == b"an interrupted one"
