@@ -188,7 +188,7 @@ def test_optuna_dashboard_serves_the_study(study) -> None:  # type: ignore[no-un
 
 
 def test_a_search_whose_every_candidate_failed_is_not_a_success(tmp_path: Path) -> None:
-    r = hwnas("search", "--budget-flops", "400M", "--trials", "1", "--epochs", "0.05", "--lr", "1e30", "--device",
+    r = hwnas("search", "--budget-flops", "400M", "--trials", "1", "--epochs", "0.05", "--lr", "1e6", "--device",
               "cpu", "--run-dir", str(tmp_path), "--study-name", "f")
     assert r.returncode == 1, r.stderr  # the report is written (the failure is in the study), but it is no result
     assert "hwnas: error: every trained candidate failed (first failure: non-finite loss" in r.stderr

@@ -121,7 +121,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # inherited by the workers
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # its storage retries: hwnas says what failed, once
     from hwnas.evaluators.tabular import BenchmarkError
     from hwnas.search import bench
     from hwnas.search.problem import ProblemError

@@ -300,7 +300,7 @@ def open_study(storage: str, name: str) -> Any:
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # its storage retries: hwnas says what failed, once
     shown = mask_url(storage)  # never the password
     path = sqlite_path(storage)
     if path is not None:

@@ -27,7 +27,9 @@ from hwnas.search.problem import Problem
 from hwnas.search.records import check_study_records
 from hwnas.search.strategies import VIOLATIONS_ATTR, AskTell, VectorSampler, make_sampler, record_constraints
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Optuna logs its storage retries ("Caught an error from sqlalchemy ...") as warnings: hwnas reports what failed
+# in one line of its own (a damaged study file would otherwise print three)
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 @dataclass
