@@ -194,3 +194,38 @@ def test_resuming_from_an_empty_file_is_refused_and_the_file_left_empty(tmp_path
     assert_usage_error(r, "no study 's' in ")
     assert "to resume" in r.stderr
     assert db.read_bytes() == b""
+
+
+def test_a_storage_another_process_is_still_creating_is_waited_for(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second worker (or a dashboard, a script) may be creating the SQLite storage as the search opens it: its
+    tables appear one by one. That half-made file is looked at again while it changes, not refused."""
+    import threading
+
+    from hwnas.cli import common
+
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    with sqlite3.connect(db) as con:  # what a creator has written so far: one table of Optuna's
+        con.execute("CREATE TABLE studies (study_id INTEGER PRIMARY KEY, study_name VARCHAR(512))")
+    con.close()
+    check, looks = common._check_sqlite_study_file, []
+    creator = threading.Thread(target=optuna.storages.RDBStorage, args=(url,))  # writes the rest
+
+    def look(storage: str, path: Path) -> None:
+        looks.append(path)
+        if not creator.ident:
+            creator.start()  # the creator goes on only after the first look found the file half-made
+        check(storage, path)
+
+    monkeypatch.setattr(common, "_check_sqlite_study_file", look)
+    common.check_sqlite_study_file(url, db)
+    creator.join()
+    assert len(looks) >= 2
+    with sqlite3.connect(db) as con:  # a half-made file nobody writes gets its verdict at the first look
+        con.execute("DROP TABLE study_directions")
+    con.close()
+    looks.clear()
+    with pytest.raises(common.UsageError, match="missing table study_directions"):
+        common.check_sqlite_study_file(url, db)
+    assert len(looks) == 1

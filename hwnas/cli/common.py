@@ -346,11 +346,47 @@ OPTUNA_TABLES = ("studies", "study_directions", "study_user_attributes", "study_
 OPTUNA_VERSION_TABLES = ("version_info", "alembic_version")  # each holds one row
 
 
-def check_sqlite_study_file(storage: str, path: Path) -> None:
+def check_sqlite_study_file(storage: str, path: Path, patience: float = 10.0) -> None:
     """Refuse (one line) an SQLite file that is no complete Optuna study storage: damaged or not SQLite at all
     (its header, its pages: ``PRAGMA quick_check``), an SQLite database without Optuna's tables, or one missing
     any of them or a row of its version tables (which opening it with Optuna would write, even for reading).
-    Looked at read-only: never written."""
+    Looked at read-only: never written.
+
+    Another process may be creating the storage right now (a second worker, a dashboard, a script opening the
+    study): its tables and version rows appear one by one. A verdict on a file that changed since the look
+    before is therefore a second look's, for up to ``patience`` seconds; a file nobody writes gets it at once."""
+    import time
+
+    deadline = time.monotonic() + patience
+    while True:
+        before = _file_state(path)
+        try:
+            _check_sqlite_study_file(storage, path)
+            return
+        except UsageError as e:
+            time.sleep(0.3)
+            busy = isinstance(e, _Unreadable)  # locked: someone is writing it
+            if (not busy and _file_state(path) == before) or time.monotonic() > deadline:
+                raise
+
+
+class _Unreadable(UsageError):
+    """The file could not be read now (locked by a writer): no verdict on it yet."""
+
+
+def _file_state(path: Path) -> tuple[tuple[int, int], ...] | None:
+    """Size and change time of ``path`` and of its write-ahead log: what a writer changes."""
+    state = []
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-journal")):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        state.append((st.st_size, st.st_mtime_ns))
+    return tuple(state) if state else None
+
+
+def _check_sqlite_study_file(storage: str, path: Path) -> None:
     import contextlib
     import sqlite3
 
@@ -362,7 +398,7 @@ def check_sqlite_study_file(storage: str, path: Path) -> None:
             empty = [t for t in OPTUNA_VERSION_TABLES
                      if t in tables and db.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone() is None]
     except sqlite3.OperationalError as e:  # locked, unreadable: not a verdict on the file
-        raise UsageError(f"cannot read {shown_url}: {e}") from None
+        raise (_Unreadable if "locked" in str(e) else UsageError)(f"cannot read {shown_url}: {e}") from None
     except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
         raise UsageError(f"{shown_url} is damaged or not an SQLite database ({e})") from None
     if check != ["ok"]:

@@ -308,6 +308,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.recipe:
         table.check_space(load_space(args.recipe))
     space = table.space
+    res = args.resolution or table.resolutions[0]
+    table.check_resolution(res)
+    prefix = args.output or str(Path(table.source).with_suffix("")) + ".validation" + \
+        ("" if res == table.resolutions[0] else f"-r{res}")  # the shipped reports' names
+    where = Path(prefix).parent
+    try:  # found now, not after minutes of timing
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot write the validation report to {where}/: {e.strerror}; pass -o PREFIX") from None
+    for ext in ("json", "csv", "png"):  # the folder is there now: a directory in the way, or not writable
+        check_output_file(f"{prefix}.{ext}", "validation report")
     from hwnas.latency.measure import Setup, TimingProcessError, device_info, in_workers, now_iso, time_network
 
     _apply_threads(md.get("threads"))
@@ -331,17 +342,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if allocator and allocator["host_allocator"] != md.get("host_allocator", "default"):
         print(f"hwnas: warning: table measured with host allocator {md.get('host_allocator', 'default')!r}, "
               f"validating with {allocator['host_allocator']!r}", file=sys.stderr)
-    res = args.resolution or table.resolutions[0]
-    table.check_resolution(res)
-    prefix = args.output or str(Path(table.source).with_suffix("")) + ".validation" + \
-        ("" if res == table.resolutions[0] else f"-r{res}")  # the shipped reports' names
-    where = Path(prefix).parent
-    try:  # found now, not after minutes of timing
-        where.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot write the validation report to {where}/: {e.strerror}; pass -o PREFIX") from None
-    for ext in ("json", "csv", "png"):  # the folder is there now: a directory in the way, or not writable
-        check_output_file(f"{prefix}.{ext}", "validation report")
     calib = {row["genotype"] for row in table.calibration}
     nets = random_genotypes(space, args.n, args.seed, exclude=calib)
     timer = _timer_from(table, setup)
