@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -78,10 +79,75 @@ def arbitrary_genotype(rng: np.random.Generator, max_channels: int = 96) -> Geno
                     stages=tuple(stages_), head=int(rng.integers(8, 400)))
 
 
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """A folder filled by ``make(folder)`` once per test run and shared by the test processes (pytest-xdist's
+    workers would each make their own module-scoped copy): a measured latency table, a searched study. The
+    first process to ask makes it under a lock; the others wait and read it. Tests only read it: one that
+    changes it works on a copy. A ``make`` that fails leaves nothing: the next test to ask tries again."""
+    import fcntl
+    import shutil
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "made-once"
+    root.mkdir(exist_ok=True)
+    folder, made = root / name, root / f"{name}.made"
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not made.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            try:
+                make(folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            made.touch()
+    return folder
+
+
+def completed_to_file(r: subprocess.CompletedProcess[str], path: Path) -> None:
+    path.write_text(json.dumps({"args": list(r.args), "returncode": r.returncode, "stdout": r.stdout,
+                                "stderr": r.stderr}))
+
+
+def completed_from_file(path: Path) -> subprocess.CompletedProcess[str]:
+    d = json.loads(path.read_text())
+    return subprocess.CompletedProcess(d["args"], d["returncode"], d["stdout"], d["stderr"])
+
+
 def hwnas(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a real subprocess (the console script's code path)."""
     return subprocess.run([sys.executable, "-m", "hwnas", *args], capture_output=True, text=True, timeout=timeout,
                           cwd=cwd)
+
+
+def hwnas_here(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in this process (``hwnas.cli.main``), for the commands that end in a usage error: the same
+    parser, checks and messages as ``hwnas()`` without a new interpreter importing torch (3-4 s each, the
+    better part of the suite's time when every bad input started one). An exception that escapes ``main`` is
+    what the console script would print as a traceback with exit code 1: it is returned as such."""
+    import contextlib
+    import io
+    import traceback
+
+    from hwnas.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    here = Path.cwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main(list(args))
+            except SystemExit as e:  # argparse's own errors and --help
+                rc = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+            except Exception:
+                traceback.print_exc()
+                rc = 1
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(["hwnas", *args], rc, out.getvalue(), err.getvalue())
 
 
 def assert_usage_error(r: subprocess.CompletedProcess[str], fragment: str) -> None:

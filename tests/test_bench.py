@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 import pytest
 
-from conftest import assert_usage_error, hwnas
+from conftest import assert_usage_error, hwnas, hwnas_here
 from hwnas import tabular
 from hwnas.evaluators.tabular import BenchmarkError, TabularEvaluator
 from hwnas.latency.tabular import BenchmarkLatency
@@ -128,14 +128,14 @@ def test_search_on_a_benchmark_end_to_end_and_resume(tmp_path: Path) -> None:
 
 def test_bad_benchmark_input_is_one_line(tmp_path: Path) -> None:
     run = ["--run-dir", str(tmp_path), "--trials", "2"]
-    assert_usage_error(hwnas("search", "--benchmark", "nb201:svhn", *run), "unknown benchmark")
-    assert_usage_error(hwnas("search", "--space", "nb201", *run), "--benchmark")
-    assert_usage_error(hwnas("search", "--benchmark", "macro", "--space", "nb201", *run), "macro space")
-    assert_usage_error(hwnas("search", "--benchmark", "macro", "--table", "nb201:pixel3", "--objectives",
-                             "acc,latency", *run), "nb201")
-    assert_usage_error(hwnas("search", "--benchmark", "nb201:cifar10", "--table", "nb201:pixel9", "--objectives",
-                             "acc,latency", *run), "unknown NAS-Bench-201 device")
-    assert_usage_error(hwnas("search", "--benchmark", "nb201:cifar10", "--seed-mode", "random", *run), "3 seeds")
+    assert_usage_error(hwnas_here("search", "--benchmark", "nb201:svhn", *run), "unknown benchmark")
+    assert_usage_error(hwnas_here("search", "--space", "nb201", *run), "--benchmark")
+    assert_usage_error(hwnas_here("search", "--benchmark", "macro", "--space", "nb201", *run), "macro space")
+    assert_usage_error(hwnas_here("search", "--benchmark", "macro", "--table", "nb201:pixel3", "--objectives",
+                                  "acc,latency", *run), "nb201")
+    assert_usage_error(hwnas_here("search", "--benchmark", "nb201:cifar10", "--table", "nb201:pixel9", "--objectives",
+                                  "acc,latency", *run), "unknown NAS-Bench-201 device")
+    assert_usage_error(hwnas_here("search", "--benchmark", "nb201:cifar10", "--seed-mode", "random", *run), "3 seeds")
     assert not list(tmp_path.glob("*.db"))  # refused before a study was made
 
 
@@ -180,12 +180,12 @@ def test_bench_cli_tiny_study(tmp_path: Path) -> None:
 def test_bench_bad_input_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[search]\nbenchmark = "nb201:cifar10"\nobjectives = ["acc", "latency"]\nbudget_latncy = "3ms"\n')
-    assert_usage_error(hwnas("bench", "--recipes", str(bad), "-o", str(tmp_path / "o")), "budget_latncy")
+    assert_usage_error(hwnas_here("bench", "--recipes", str(bad), "-o", str(tmp_path / "o")), "budget_latncy")
     bad.write_text('[search]\nbenchmark = "nb201:cifar10"\nobjectives = ["acc", "latency"]\n')  # no --table
-    assert_usage_error(hwnas("bench", "--recipes", str(bad), "--no-transfer", "-o", str(tmp_path / "o")),
+    assert_usage_error(hwnas_here("bench", "--recipes", str(bad), "--no-transfer", "-o", str(tmp_path / "o")),
                        "latency")
-    assert_usage_error(hwnas("bench", "--strategies", "nsga2,annealing", "-o", str(tmp_path / "o")), "annealing")
-    assert_usage_error(hwnas("bench", "--recipes", "nope", "-o", str(tmp_path / "o")), "bench recipe not found")
+    assert_usage_error(hwnas_here("bench", "--strategies", "nsga2,annealing", "-o", str(tmp_path / "o")), "annealing")
+    assert_usage_error(hwnas_here("bench", "--recipes", "nope", "-o", str(tmp_path / "o")), "bench recipe not found")
     assert not (tmp_path / "o").exists()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_usage_error, hwnas
+from conftest import assert_usage_error, hwnas, hwnas_here
 from hwnas.data import POOL_PREFIX, pool_dir_prefix, pool_dirs, remove_stale_pool_dirs
 
 
@@ -92,7 +92,7 @@ def test_clear_refuses_a_folder_that_is_not_an_hwnas_cache(tmp_path: Path, monke
     (mine / "photos").mkdir(parents=True)
     (mine / "notes.txt").write_text("keep me")
     (mine / "photos" / "x.npz").write_bytes(b"keep")
-    assert_usage_error(hwnas("cache", "clear", "--cache-dir", str(mine)), "does not look like an hwnas cache")
+    assert_usage_error(hwnas_here("cache", "clear", "--cache-dir", str(mine)), "does not look like an hwnas cache")
     assert (mine / "notes.txt").read_text() == "keep me" and (mine / "photos" / "x.npz").exists()
     assert _info(mine)["is_hwnas_cache"] is False
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_usage_error as one_line_error
-from conftest import hwnas
+from conftest import hwnas, hwnas_here
 from hwnas.references import reference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,22 +78,22 @@ def test_describe_genotype_string_and_json_file(tmp_path: Path) -> None:
     ],
 )
 def test_bad_input_is_one_line_exit_2(args: list[str], fragment: str) -> None:
-    assert_usage_error(hwnas(*args), fragment)
+    assert_usage_error(hwnas_here(*args), fragment)
 
 
 def test_bad_json_and_bad_recipe_files(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"activation": "swish", "stem": 32')
-    assert_usage_error(hwnas("describe", str(bad)), "invalid genotype JSON")
+    assert_usage_error(hwnas_here("describe", str(bad)), "invalid genotype JSON")
     bad.write_bytes(b"\xff\xfe\x00")
-    assert_usage_error(hwnas("describe", str(bad)), "cannot read")
+    assert_usage_error(hwnas_here("describe", str(bad)), "cannot read")
     toml = tmp_path / "r.toml"
     toml.write_text("[space\n")
-    assert_usage_error(hwnas("space", "info", "--recipe", str(toml)), "is not valid TOML")
+    assert_usage_error(hwnas_here("space", "info", "--recipe", str(toml)), "is not valid TOML")
     toml.write_text("[space]\nkernels = [2]\n")
-    assert_usage_error(hwnas("space", "info", "--recipe", str(toml)), "kernels must be odd")
+    assert_usage_error(hwnas_here("space", "info", "--recipe", str(toml)), "kernels must be odd")
     toml.write_bytes(b'name = "\xff"\n')  # not UTF-8
-    assert_usage_error(hwnas("space", "info", "--recipe", str(toml)), "is not valid TOML: 'utf-8' codec")
+    assert_usage_error(hwnas_here("space", "info", "--recipe", str(toml)), "is not valid TOML: 'utf-8' codec")
 
 
 def test_space_info_and_sample() -> None:
@@ -179,13 +179,13 @@ def test_outputs_that_cannot_be_written_are_refused_before_the_work(tmp_path: Pa
     (tmp_path / "afile").write_text("x")
     (tmp_path / "adir" / "r.json").mkdir(parents=True)
     (tmp_path / "adir" / "r.json" / "keep").write_text("x")
-    assert_usage_error(hwnas(*args, cwd=tmp_path, timeout=120), fragment)
+    assert_usage_error(hwnas_here(*args, cwd=tmp_path), fragment)
 
 
 def test_a_bad_cache_variable_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "afile").write_text("x")
     monkeypatch.setenv("HWNAS_CACHE", str(tmp_path / "afile"))
-    assert_usage_error(hwnas("data", "prepare"), f"$HWNAS_CACHE {tmp_path / 'afile'} is a file, not a folder")
+    assert_usage_error(hwnas_here("data", "prepare"), f"$HWNAS_CACHE {tmp_path / 'afile'} is a file, not a folder")
 
 
 def test_broken_data_and_table_files_are_one_line_errors(tmp_path: Path) -> None:
@@ -203,9 +203,9 @@ def test_broken_data_and_table_files_are_one_line_errors(tmp_path: Path) -> None
     table["overhead"] = [1, 2]
     (tmp_path / "t.json").write_text(json.dumps(table))
     cache = ["--cache-dir", str(tmp_path / "cache")]
-    assert_usage_error(hwnas("data", "prepare", "--data-dir", str(tmp_path / "imgs"), *cache),
+    assert_usage_error(hwnas_here("data", "prepare", "--data-dir", str(tmp_path / "imgs"), *cache),
                        "cannot decode image")
-    assert_usage_error(hwnas("data", "prepare", "--data-dir", str(tmp_path / "trunc.npz"), *cache),
+    assert_usage_error(hwnas_here("data", "prepare", "--data-dir", str(tmp_path / "trunc.npz"), *cache),
                        "is not a readable hwnas data cache (File is not a zip file)")
-    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(tmp_path / "t.json")),
+    assert_usage_error(hwnas_here("latency", "predict", "mobilenetv2", "--table", str(tmp_path / "t.json")),
                        "overhead must be an object")

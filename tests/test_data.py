@@ -456,14 +456,16 @@ def test_a_validation_split_that_takes_a_class_s_last_image_is_refused(tmp_path:
 
 # ---- the same through the command line: one line, exit code 2 -------------------------------------------
 def test_train_and_prepare_refuse_data_that_cannot_rank_networks(tmp_path: Path) -> None:
-    from conftest import assert_usage_error, hwnas
+    from conftest import assert_usage_error, hwnas_here
 
     one = _toy(tmp_path / "one", {"cat": (4, 2)})
     cache = ["--cache-dir", str(tmp_path / "cache")]
-    assert_usage_error(hwnas("train", "mobilenetv2", "--data-dir", str(one), "--epochs", "0.1", "--batch-size", "2",
+    assert_usage_error(hwnas_here("train", "mobilenetv2", "--data-dir", str(one), "--epochs", "0.1", "--batch-size",
+                                  "2",
                              "--device", "cpu", *cache), "1 class (cat): at least 2 are needed")
     no_test = _toy(tmp_path / "no-test", {"cat": (4, 2), "dog": (4, 0)})
-    assert_usage_error(hwnas("data", "prepare", "--data-dir", str(no_test), *cache), "class dog has no test images")
+    assert_usage_error(hwnas_here("data", "prepare", "--data-dir", str(no_test), *cache),
+                                  "class dog has no test images")
     small = _toy(tmp_path / "small", {"cat": (2, 1), "dog": (2, 1)})
-    assert_usage_error(hwnas("train", "mobilenetv2", "--data-dir", str(small), "--epochs", "0.1", "--batch-size",
-                             "8", "--device", "cpu", *cache), "4 training images are fewer than one batch (8)")
+    assert_usage_error(hwnas_here("train", "mobilenetv2", "--data-dir", str(small), "--epochs", "0.1", "--batch-size",
+                                  "8", "--device", "cpu", *cache), "4 training images are fewer than one batch (8)")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_search import CheapObjective
 
-from conftest import assert_usage_error, hwnas
+from conftest import assert_usage_error, hwnas, hwnas_here
 from hwnas.cli.latency import load_table
 from hwnas.export import PARITY_TOLERANCE, export_genotype, parity
 from hwnas.genotype import Genotype
@@ -126,17 +126,19 @@ def test_cli_export_a_trained_checkpoint(tmp_path: Path) -> None:
     assert s["parity"]["ok"] and s["measured_latency"] is None
     r = hwnas("export", arch, "--weights", str(ckpt), "-o", str(tmp_path / "m2.onnx"), "--no-latency")
     assert r.returncode == 0, r.stderr
-    assert_usage_error(hwnas("export", "mobilenetv2", "--weights", str(ckpt), "-o", str(tmp_path / "x.onnx")),
+    assert_usage_error(hwnas_here("export", "mobilenetv2", "--weights", str(ckpt), "-o", str(tmp_path / "x.onnx")),
                        "not ARCH")
-    assert_usage_error(hwnas("export", "--weights", str(ckpt), "--num-classes", "5", "-o",
-                             str(tmp_path / "x.onnx")), "checkpoint")
-    assert_usage_error(hwnas("export", "--weights", str(ckpt), "--resolution", "224", "-o", str(tmp_path / "x.onnx")),
+    assert_usage_error(hwnas_here("export", "--weights", str(ckpt), "--num-classes", "5", "-o",
+                                  str(tmp_path / "x.onnx")), "checkpoint")
+    assert_usage_error(hwnas_here("export", "--weights", str(ckpt), "--resolution", "224", "-o",
+                                  str(tmp_path / "x.onnx")),
                        "was trained at 32 px (stem stride 1); at 224 px the stem strides 2: another network")
     r = hwnas("export", "--weights", str(ckpt), "--resolution", "64", "-o", str(tmp_path / "m64.onnx"), "--no-latency")
     assert r.returncode == 0, r.stderr  # still the small-input network
     bare = tmp_path / "bare.pt"  # a state_dict without genotype: ARCH is needed, and only shapes can be checked
     torch.save({k: v for k, v in saved.items() if k != "genotype"}, bare)
-    assert_usage_error(hwnas("export", "--weights", str(bare), "-o", str(tmp_path / "x.onnx")), "carries no genotype")
+    assert_usage_error(hwnas_here("export", "--weights", str(bare), "-o", str(tmp_path / "x.onnx")),
+                                  "carries no genotype")
     r = hwnas("export", arch, "--weights", str(bare), "-o", str(tmp_path / "bare.onnx"), "--no-latency")
     assert r.returncode == 0 and "matched to ARCH by parameter names and shapes only" in r.stderr, r.stderr
     for key, value, fragment in [("num_classes", "ten",
@@ -148,7 +150,8 @@ def test_cli_export_a_trained_checkpoint(tmp_path: Path) -> None:
                                  ("genotype", "relu,stem8", "genotype must be a genotype object")]:
         edited = tmp_path / f"edited-{key}.pt"  # a hand-edited checkpoint: one line naming the field
         torch.save({**saved, key: value}, edited)
-        assert_usage_error(hwnas("export", "--weights", str(edited), "-o", str(tmp_path / "x.onnx"), "--no-latency"),
+        assert_usage_error(hwnas_here("export", "--weights", str(edited), "-o", str(tmp_path / "x.onnx"),
+                                      "--no-latency"),
                            f"checkpoint {edited}: {fragment}")
 
 
@@ -193,23 +196,23 @@ def test_cli_export_study_pareto_and_trial(study_url: str, tmp_path: Path) -> No
 
 def test_cli_export_study_bad_input(study_url: str, tmp_path: Path) -> None:
     base = ["export", "--storage", study_url, "-o", str(tmp_path / "d")]
-    assert_usage_error(hwnas(*base, "--study-name", "ghost", "--pareto"), "no study 'ghost'")
-    assert_usage_error(hwnas(*base, "--study-name", "winners", "--trial", "999"), "no trial 999")
-    assert_usage_error(hwnas(*base, "--study-name", "winners"), "--trial N or --pareto")
+    assert_usage_error(hwnas_here(*base, "--study-name", "ghost", "--pareto"), "no study 'ghost'")
+    assert_usage_error(hwnas_here(*base, "--study-name", "winners", "--trial", "999"), "no trial 999")
+    assert_usage_error(hwnas_here(*base, "--study-name", "winners"), "--trial N or --pareto")
     missing = f"sqlite:///{tmp_path / 'nope.db'}"
-    assert_usage_error(hwnas("export", "--storage", missing, "--study-name", "winners", "--pareto", "-o",
-                             str(tmp_path / "d")), "no such study storage")
+    assert_usage_error(hwnas_here("export", "--storage", missing, "--study-name", "winners", "--pareto", "-o",
+                                  str(tmp_path / "d")), "no such study storage")
     assert not (tmp_path / "nope.db").exists()
     other = tmp_path / "other.db"  # somebody else's SQLite database: refused, and left as it was
     with sqlite3.connect(other) as db:
         db.execute("CREATE TABLE t (x)")
-    assert_usage_error(hwnas("export", "--storage", f"sqlite:///{other}", "--study-name", "winners", "--pareto",
-                             "-o", str(tmp_path / "d")), "is not an Optuna study storage")
+    assert_usage_error(hwnas_here("export", "--storage", f"sqlite:///{other}", "--study-name", "winners", "--pareto",
+                                  "-o", str(tmp_path / "d")), "is not an Optuna study storage")
     with sqlite3.connect(other) as db:
         assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("t",)]
     (tmp_path / "file").write_text("x")
-    assert_usage_error(hwnas("export", "--storage", study_url, "--study-name", "winners", "--pareto", "-o",
-                             str(tmp_path / "file")), "is not a directory")
+    assert_usage_error(hwnas_here("export", "--storage", study_url, "--study-name", "winners", "--pareto", "-o",
+                                  str(tmp_path / "file")), "is not a directory")
 
 
 @pytest.mark.parametrize(("table", "key", "value", "fragment"), [
@@ -223,6 +226,7 @@ def test_cli_export_study_bad_input(study_url: str, tmp_path: Path) -> None:
     ("values", "", "", "trial 1 has 3 objective values, the study 2 directions: damaged"),
     ("no-values", "", "", "trial 0 is complete but has no objective values: damaged"),
     ("no-acc", "", "", "trial 0 is a complete, trained trial without attribute acc: damaged"),
+    ("choices", "", "", "trial 0 parameter 's1_kernel' has a choice of type dict: damaged"),  # Optuna's warning: silent
 ])
 def test_a_damaged_study_is_a_one_line_error(study_url: str, tmp_path: Path, table: str, key: str, value: str,
                                              fragment: str) -> None:
@@ -245,6 +249,13 @@ def test_a_damaged_study_is_a_one_line_error(study_url: str, tmp_path: Path, tab
         elif table == "no-acc":
             n = con.execute("DELETE FROM trial_user_attributes WHERE key = 'acc' AND trial_id = "
                             "(SELECT MIN(trial_id) FROM trials)").rowcount
+        elif table == "choices":  # a categorical choice Optuna cannot store, as the fuzzer made one
+            (raw,) = con.execute("SELECT distribution_json FROM trial_params WHERE trial_id = (SELECT MIN(trial_id) "
+                                 "FROM trials) AND param_name = 's1_kernel'").fetchone()
+            dist = json.loads(raw)
+            dist["attributes"]["choices"][0] = {"value": dist["attributes"]["choices"][0]}
+            n = con.execute("UPDATE trial_params SET distribution_json = ? WHERE param_name = 's1_kernel' AND "
+                            "trial_id = (SELECT MIN(trial_id) FROM trials)", (json.dumps(dist),)).rowcount
         elif table == "trial":
             n = con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE key = ? AND trial_id = "
                             "(SELECT MIN(trial_id) FROM trials)", (value, key)).rowcount

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_usage_error, hwnas
+from conftest import assert_usage_error, hwnas, hwnas_here, made_once
 from hwnas.latency.table import (
     LatencyTable,
     MissingKeyError,
@@ -135,12 +135,14 @@ def test_malformed_tables(mutate, fragment: str) -> None:  # type: ignore[no-unt
 # ---- measuring on this machine (real timings, tiny space) -------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("lat") / "tiny.json"
-    r = hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "10", "--quick",
-              "--threads", "1", "--layers-per-process", "20", "-o", str(out))  # 3 processes of layers
-    assert r.returncode == 0, r.stderr
-    assert "fit on 10 networks" in r.stdout
-    return out
+    """Measured once per run (read by the tests; one that changes a table changes a copy)."""
+    def measure(folder: Path) -> None:
+        r = hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "10",
+                  "--quick", "--threads", "1", "--layers-per-process", "20", "-o", str(folder / "tiny.json"))
+        assert r.returncode == 0, r.stderr  # 3 processes of layers
+        assert "fit on 10 networks" in r.stdout
+
+    return made_once(tmp_path_factory, "tiny-latency-table", measure) / "tiny.json"
 
 
 def test_measured_table_contents(tiny_table: Path) -> None:
@@ -181,12 +183,9 @@ def test_predict_and_validate_cli(tiny_table: Path, tmp_path: Path) -> None:
     assert prefix.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 
-def _measured_and_empty(out: Path, *extra: str) -> tuple[LatencyTable, LatencyTable]:
-    """A tiny table measured by the CLI into ``out``, and an empty table with its settings (to rebuild)."""
-    r = hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "8", "--quick",
-              "--threads", "1", *extra, "-o", str(out))
-    assert r.returncode == 0, r.stderr
-    full = LatencyTable.from_json(out.read_text(), str(out))
+def _empty_like(tiny_table: Path, out: Path) -> tuple[LatencyTable, LatencyTable]:
+    """The measured tiny table, and an empty table with its settings at ``out`` (to rebuild)."""
+    full = LatencyTable.from_json(tiny_table.read_text(), str(tiny_table))
     return full, LatencyTable(dict(full.metadata), source=str(out))
 
 
@@ -199,22 +198,22 @@ def _stop_after(layers: int) -> Callable[[str, int, int], None]:
     return stop
 
 
-def test_resume_keeps_measured_entries(tmp_path: Path) -> None:
+def test_resume_keeps_measured_entries(tiny_table: Path, tmp_path: Path) -> None:
     from hwnas.cli.common import write_text_atomic
     from hwnas.latency.measure import Setup, build_table, default_timer
 
     out = tmp_path / "partial.json"
-    full, fresh = _measured_and_empty(out)
+    full, fresh = _empty_like(tiny_table, out)
     # interrupt a fresh build after 25 layers: what was measured must be on disk
     with pytest.raises(KeyboardInterrupt):  # in fresh processes of 10 layers: the interrupt lands in the third
         build_table(fresh, Setup(threads=1), default_timer(Setup(), quick=True),
-                    calibration_genotypes(TINY_SPACE, 8, full.metadata["calibration_seed"]),
+                    calibration_genotypes(TINY_SPACE, 10, full.metadata["calibration_seed"]),
                     lambda t: write_text_atomic(out, t.to_json()), _stop_after(25), layers_per_process=10)
     partial = LatencyTable.from_json(out.read_text(), str(out))
-    # 43 layers in processes of 10 with 2 of the 8 calibration networks each: 21 layers + 4 networks
+    # 43 layers in processes of 10 with 2 of the 10 calibration networks each: 21 layers + 4 networks
     assert (len(partial.entries), len(partial.calibration)) == (21, 4) and not partial.overhead
-    r = hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "8", "--quick",
-              "--threads", "1", "-o", str(out))
+    r = hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "10", "--quick",
+              "--threads", "1", "--layers-per-process", "20", "-o", str(out))
     assert r.returncode == 0, r.stderr
     resumed = LatencyTable.from_json(out.read_text(), str(out))
     assert set(resumed.entries) == set(full.entries)
@@ -273,16 +272,17 @@ def test_onnxruntime_table_cli(tiny_table: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["runtime"] == "onnxruntime" and rep["n"] == 8 and rep["mape"] < 80
-    assert_usage_error(hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--quick",
-                             "--threads", "1", "--layers-per-process", "30", "--calibration", "10", "-o", str(out)),
+    assert_usage_error(hwnas_here("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--quick",
+                                  "--threads", "1", "--layers-per-process", "30", "--calibration", "10", "-o",
+                                  str(out)),
                        "exists with other settings (runtime, onnxruntime)")
-    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(out)),
+    assert_usage_error(hwnas_here("latency", "predict", "mobilenetv2", "--table", str(out)),
                        "with the same settings: hwnas latency measure --runtime onnxruntime --resolution 32 "
                        "--calibration 10 --quick --threads 1 --layers-per-process 30 --precision fp32 --batch-size 1 "
                        "--recipe RECIPE -o NEW.json")
-    assert_usage_error(hwnas("latency", "measure", "--runtime", "onnxruntime", "--device", "cuda", "-o",
-                             str(tmp_path / "x.json")), "onnxruntime's CPU provider: use --device cpu")
-    assert_usage_error(hwnas("latency", "measure", "--runtime", "tvm"), "invalid choice: 'tvm'")
+    assert_usage_error(hwnas_here("latency", "measure", "--runtime", "onnxruntime", "--device", "cuda", "-o",
+                                  str(tmp_path / "x.json")), "onnxruntime's CPU provider: use --device cpu")
+    assert_usage_error(hwnas_here("latency", "measure", "--runtime", "tvm"), "invalid choice: 'tvm'")
 
 
 def test_the_measure_command_a_table_suggests_is_accepted(tiny_table: Path, tmp_path: Path) -> None:
@@ -324,7 +324,8 @@ def test_a_table_from_before_the_runtime_setting_resumes_as_torch(tiny_table: Pa
     assert f"({len(d['entries'])} entries already there)" in r.stderr
     d["metadata"]["torch"] = "2.0.0"  # other kernels: its entries must not be mixed with this torch's
     old.write_text(json.dumps(d))
-    assert_usage_error(hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration", "10",
+    assert_usage_error(hwnas_here("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--calibration",
+                                  "10",
                              "--quick", "--threads", "1", "--layers-per-process", "20", "-o", str(old)),
                        "exists with other settings (torch)")
     r = hwnas("latency", "validate", "--table", str(old), "-n", "2", "-o", str(tmp_path / "v"))
@@ -494,13 +495,13 @@ def test_measuring_workers_stop_when_their_parent_is_killed(tmp_path: Path) -> N
     assert not [pid for pid in pids if _running(pid)]
 
 
-def test_an_interrupted_measurement_in_workers_keeps_what_was_measured(tmp_path: Path) -> None:
+def test_an_interrupted_measurement_in_workers_keeps_what_was_measured(tiny_table: Path, tmp_path: Path) -> None:
     from hwnas.cli.common import write_text_atomic
     from hwnas.latency.measure import CpuTimer, Setup, build_table
 
     out = tmp_path / "w.json"
-    full, fresh = _measured_and_empty(out, "--layers-per-process", "0")
-    calib = calibration_genotypes(TINY_SPACE, 8, full.metadata["calibration_seed"])
+    full, fresh = _empty_like(tiny_table, out)
+    calib = calibration_genotypes(TINY_SPACE, len(full.calibration), full.metadata["calibration_seed"])
     with pytest.raises(KeyboardInterrupt):
         build_table(fresh, Setup(threads=1), CpuTimer(min_repeats=3, max_repeats=5, target_s=0.005), calib,
                     lambda t: write_text_atomic(out, t.to_json()), _stop_after(12), workers=2)
@@ -550,40 +551,44 @@ def test_bad_tables_and_options(tiny_table: Path, tmp_path: Path) -> None:
     text = tiny_table.read_text()
     trunc = tmp_path / "trunc.json"
     trunc.write_text(text[: len(text) // 2])
-    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(trunc)),
+    assert_usage_error(hwnas_here("latency", "predict", "mobilenetv2", "--table", str(trunc)),
                        "is not valid JSON (corrupt or truncated?)")
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"format": "something-else"}))
-    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(other)), "not an hwnas latency table")
-    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", "no-such-table"),
+    assert_usage_error(hwnas_here("latency", "predict", "mobilenetv2", "--table", str(other)),
+                                  "not an hwnas latency table")
+    assert_usage_error(hwnas_here("latency", "predict", "mobilenetv2", "--table", "no-such-table"),
                        "latency table not found: no-such-table")
-    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", "no-such-table.json"),
+    assert_usage_error(hwnas_here("latency", "predict", "mobilenetv2", "--table", "no-such-table.json"),
                        "latency table not found: no-such-table.json (shipped: ")
-    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(tiny_table)), "no entry for layer")
-    assert_usage_error(hwnas("latency", "predict", "mobilenetv2", "--table", str(tiny_table), "--resolution", "224"),
+    assert_usage_error(hwnas_here("latency", "predict", "mobilenetv2", "--table", str(tiny_table)),
+                                  "no entry for layer")
+    assert_usage_error(hwnas_here("latency", "predict", "mobilenetv2", "--table", str(tiny_table), "--resolution",
+                                  "224"),
                        "covers resolution(s) 32, not 224")
-    assert_usage_error(hwnas("latency", "validate", "--table", str(tiny_table), "--recipe",
-                             str(ROOT / "search" / "space-mnasnet-b0.toml")), "was measured for space 'tiny'")
-    assert_usage_error(hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--quick",
-                             "--batch-size", "2", "-o", str(tiny_table)), "exists with other settings (batch_size")
-    assert_usage_error(hwnas("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--quick",
-                             "--calibration", "10", "--calibration-seed", "5", "-o", str(tiny_table)),
-                       "exists with other settings (threads, timing, calibration_seed)")
-    assert_usage_error(hwnas("latency", "measure", "--recipe", str(TINY), "--calibration", "3", "-o",
-                             str(tmp_path / "x.json")), "--calibration 3 gives 3 calibration networks (with the")
-    assert_usage_error(hwnas("latency", "measure", "--device", "tpu"), "invalid choice: 'tpu'")
-    assert_usage_error(hwnas("latency", "measure", "--precision", "fp8"), "comma-separated list of fp32, fp16")
-    assert_usage_error(hwnas("latency", "measure", "--precision", "fp16", "-o", str(tmp_path / "x.json")),
+    assert_usage_error(hwnas_here("latency", "validate", "--table", str(tiny_table), "--recipe",
+                                  str(ROOT / "search" / "space-mnasnet-b0.toml")), "was measured for space 'tiny'")
+    assert_usage_error(hwnas_here("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--quick",
+                                  "--batch-size", "2", "-o", str(tiny_table)), "exists with other settings (batch_size")
+    assert_usage_error(hwnas_here("latency", "measure", "--recipe", str(TINY), "--resolution", "32", "--quick",
+                                  "--calibration", "10", "--calibration-seed", "5", "-o", str(tiny_table)),
+                       "timing, calibration_seed)")  # and threads, where another worker measured it
+    assert_usage_error(hwnas_here("latency", "measure", "--recipe", str(TINY), "--calibration", "3", "-o",
+                                  str(tmp_path / "x.json")), "--calibration 3 gives 3 calibration networks (with the")
+    assert_usage_error(hwnas_here("latency", "measure", "--device", "tpu"), "invalid choice: 'tpu'")
+    assert_usage_error(hwnas_here("latency", "measure", "--precision", "fp8"), "comma-separated list of fp32, fp16")
+    assert_usage_error(hwnas_here("latency", "measure", "--precision", "fp16", "-o", str(tmp_path / "x.json")),
                        "fp16 timing needs --device cuda")
-    assert_usage_error(hwnas("latency", "measure", "--batch-size", "1,x"), "comma-separated positive integers")
-    assert_usage_error(hwnas("latency", "measure", "--workers", "4", "-o", str(tmp_path / "x.json")),
+    assert_usage_error(hwnas_here("latency", "measure", "--batch-size", "1,x"), "comma-separated positive integers")
+    assert_usage_error(hwnas_here("latency", "measure", "--workers", "4", "-o", str(tmp_path / "x.json")),
                        "--workers needs --device cuda")
-    assert_usage_error(hwnas("latency", "validate", "--table", str(tiny_table), "--workers", "2"),
+    assert_usage_error(hwnas_here("latency", "validate", "--table", str(tiny_table), "--workers", "2"),
                        "--workers needs a CUDA table")
     (tmp_path / "afile").write_text("x")
-    assert_usage_error(hwnas("latency", "validate", "--table", str(tiny_table), "-o", str(tmp_path / "afile" / "r")),
+    assert_usage_error(hwnas_here("latency", "validate", "--table", str(tiny_table), "-o",
+                                  str(tmp_path / "afile" / "r")),
                        "cannot write the validation report to")  # before any network is timed
-    assert_usage_error(hwnas("latency", "measure", "--batch-size", "1,8", "-o", str(tmp_path / "x.json")),
+    assert_usage_error(hwnas_here("latency", "measure", "--batch-size", "1,8", "-o", str(tmp_path / "x.json")),
                        "need {precision}/{batch} in -o")
 
 
@@ -651,7 +656,7 @@ def test_cuda_request_without_cuda_is_a_usage_error(tmp_path: Path) -> None:
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    assert_usage_error(hwnas("latency", "measure", "--device", "cuda", "-o", str(tmp_path / "x.json")),
+    assert_usage_error(hwnas_here("latency", "measure", "--device", "cuda", "-o", str(tmp_path / "x.json")),
                        "torch sees no CUDA device")
 
 

@@ -208,6 +208,27 @@ def test_killed_trial_is_recovered(tmp_path: Path) -> None:
     assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == dead.params
 
 
+def test_a_trial_killed_after_its_result_was_written_is_completed_not_trained_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    s, _ = run("evolution", 2, storage=url, name="w")
+    whole, half = s.study.ask(), s.study.ask()  # both left RUNNING by a process killed before its tell
+    for t in (whole, half):
+        t.set_user_attr("worker", f"{__import__('socket').gethostname()}:999999")
+        for name, opts in SPACE.dims:
+            t.suggest_categorical(name, list(opts))
+        t.set_user_attr("acc", 0.5)
+    whole.set_user_attr("trained", True)  # written last: its result is whole; ``half`` died before it
+    again = create_search(problem(), url, "w", "evolution", CheapObjective(), population=4, resume=True)
+    assert sorted(again.recover()) == sorted([whole.number, half.number])
+    done = again.study.trials[whole.number]
+    g = SPACE.decode(SPACE.from_choices(done.params))
+    assert done.state == TrialState.COMPLETE and done.values == problem().values(0.5, problem().costs(g))
+    assert again.study.trials[half.number].state == TrialState.FAIL  # re-queued to train
+    assert [t.system_attrs["fixed_params"] for t in again.study.trials if t.state == TrialState.WAITING] == \
+        [half.params]
+    assert again.trained_count() == 3
+
+
 def test_settings_mismatch_on_resume(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
     run("random", 2, storage=url, name="m")

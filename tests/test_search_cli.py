@@ -19,7 +19,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import hwnas
+from conftest import completed_from_file, completed_to_file, hwnas, hwnas_here, made_once
 from hwnas.genotype import parse_genotype
 from hwnas.walker import flops
 
@@ -29,10 +29,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, subprocess.CompletedProcess[str]]:
-    root = tmp_path_factory.mktemp("search")
-    r = hwnas("search", "--budget-flops", "400M", "--trials", "4", *FAST, "--run-dir", str(root),
-              "--study-name", "e2e")
-    return root, f"sqlite:///{root / 'e2e.db'}", r
+    """One 4-trial search, run once for the test processes; a test that changes it works on a ``_copy``."""
+    def search(root: Path) -> None:
+        completed_to_file(hwnas("search", "--budget-flops", "400M", "--trials", "4", *FAST, "--run-dir", str(root),
+                                "--study-name", "e2e"), root / "completed.json")
+
+    root = made_once(tmp_path_factory, "search-e2e", search)
+    return root, f"sqlite:///{root / 'e2e.db'}", completed_from_file(root / "completed.json")
+
+
+def _copy(study, to: Path) -> tuple[Path, str]:  # type: ignore[no-untyped-def]
+    """The shared study's run folder copied to ``to``: its root and storage URL."""
+    shutil.copytree(study[0], to / "copy")
+    return to / "copy", f"sqlite:///{to / 'copy' / 'e2e.db'}"
 
 
 def test_search_end_to_end(study) -> None:  # type: ignore[no-untyped-def]
@@ -57,8 +66,8 @@ def test_search_end_to_end(study) -> None:  # type: ignore[no-untyped-def]
             assert key in t.user_attrs, key
 
 
-def test_existing_study_needs_resume_and_resume_extends(study) -> None:  # type: ignore[no-untyped-def]
-    root, url, _ = study
+def test_existing_study_needs_resume_and_resume_extends(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root, url = _copy(study, tmp_path)
     r = hwnas("search", "--budget-flops", "400M", "--trials", "4", *FAST, "--run-dir", str(root),
               "--study-name", "e2e")
     assert r.returncode == 2 and "already exists" in r.stderr and "--resume" in r.stderr
@@ -167,11 +176,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_optuna_dashboard_serves_the_study(study) -> None:  # type: ignore[no-untyped-def]
+def test_optuna_dashboard_serves_the_study(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).with_name("optuna-dashboard"))
     if not Path(exe).exists():
         pytest.skip("optuna-dashboard is not installed (pip install 'hwnas[dashboard]')")
-    _, url, _ = study
+    _, url = _copy(study, tmp_path)  # the dashboard may write to the database
     port = _free_port()
     server = subprocess.Popen([exe, url, "--host", "127.0.0.1", "--port", str(port), "--quiet"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -258,7 +267,7 @@ def test_recipe_values_of_the_wrong_type_are_one_line_errors(tmp_path: Path, old
     assert old in text
     recipe = tmp_path / "r.toml"
     recipe.write_text(text.replace(old, new, 1))
-    assert_usage_error(hwnas("search", "--recipe", str(recipe), "--device", "cpu", "--run-dir", str(tmp_path)),
+    assert_usage_error(hwnas_here("search", "--recipe", str(recipe), "--device", "cpu", "--run-dir", str(tmp_path)),
                        fragment)
 
 
@@ -276,7 +285,7 @@ def test_a_recipe_section_that_is_not_a_table_is_refused(tmp_path: Path, command
     recipe.write_text(text)
     args = ["--recipe", str(recipe), "--device", "cpu", "--run-dir", str(tmp_path / "runs")] if command == "search" \
         else ["--recipes", str(recipe), "--strategies", "random", "-o", str(tmp_path / "out")]
-    assert_usage_error(hwnas(command, *args), f"recipe {recipe}: {fragment}")
+    assert_usage_error(hwnas_here(command, *args), f"recipe {recipe}: {fragment}")
 
 
 def test_search_refuses_a_foreign_sqlite_file_and_a_missing_study_to_resume(tmp_path: Path) -> None:
@@ -287,11 +296,11 @@ def test_search_refuses_a_foreign_sqlite_file_and_a_missing_study_to_resume(tmp_
     with sqlite3.connect(tmp_path / "other.db") as db:
         db.execute("CREATE TABLE t (x)")
     before = (tmp_path / "other.db").read_bytes()
-    assert_usage_error(hwnas("search", "--storage", f"sqlite:///{tmp_path / 'other.db'}", "--device", "cpu"),
+    assert_usage_error(hwnas_here("search", "--storage", f"sqlite:///{tmp_path / 'other.db'}", "--device", "cpu"),
                        "is not an Optuna study storage")
     assert (tmp_path / "other.db").read_bytes() == before
-    assert_usage_error(hwnas("search", "--resume", "--study-name", "nope", "--run-dir", str(tmp_path / "runs"),
-                             "--device", "cpu"), "to resume (file not found)")
+    assert_usage_error(hwnas_here("search", "--resume", "--study-name", "nope", "--run-dir", str(tmp_path / "runs"),
+                                  "--device", "cpu"), "to resume (file not found)")
     assert not (tmp_path / "runs").exists()
 
 
@@ -303,7 +312,7 @@ def test_a_budget_nothing_meets_leaves_no_study_behind(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     args = ["search", "--trials", "1", "--epochs", "0.05", "--device", "cpu", "--run-dir", str(runs), "--study-name",
             "s"]
-    assert_usage_error(hwnas(*args, "--budget-flops", "1k"), "no acceptable architecture")
+    assert_usage_error(hwnas_here(*args, "--budget-flops", "1k"), "no acceptable architecture")
     assert not runs.exists()
     r = hwnas(*args, "--budget-flops", "400M")
     assert r.returncode == 0, r.stderr
@@ -319,7 +328,7 @@ def test_a_failed_search_in_a_shared_storage_keeps_the_other_studies(tmp_path: P
     r = hwnas(*args, "--study-name", "kept", "--budget-flops", "100M")
     assert r.returncode == 0, r.stderr
     before = sorted(p.relative_to(runs) for p in runs.rglob("*"))
-    assert_usage_error(hwnas(*args, "--study-name", "tight", "--budget-flops", "1k"), "no acceptable architecture")
+    assert_usage_error(hwnas_here(*args, "--study-name", "tight", "--budget-flops", "1k"), "no acceptable architecture")
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["kept"]
     assert sorted(p.relative_to(runs) for p in runs.rglob("*")) == before
     r = hwnas(*args, "--study-name", "tight", "--budget-flops", "100M")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import hwnas
+from conftest import hwnas, hwnas_here
 from hwnas.data import load_dataset
 from hwnas.genotype import Genotype, parse_genotype
 from hwnas.model import build_model
@@ -364,8 +364,9 @@ def test_train_cli_refuses_to_overwrite_a_checkpoint_without_force(tmp_path: Pat
     other.write_bytes(b"an interrupted one")
     common = [TINY.to_string(), "--epochs", "0.05", "--batch-size", "64", "--device", "cpu", "--cache-dir",
               str(tmp_path / "cache")]  # its own cache: that none is made shows the refusal came before any work
-    assert_usage_error(hwnas("train", *common, "-o", str(ck)), f"-o {ck} already exists")
-    assert_usage_error(hwnas("train", *common, "--resume", str(other), "-o", str(ck)), "pass --force to replace it")
+    assert_usage_error(hwnas_here("train", *common, "-o", str(ck)), f"-o {ck} already exists")
+    assert_usage_error(hwnas_here("train", *common, "--resume", str(other), "-o", str(ck)),
+                                  "pass --force to replace it")
     assert ck.read_bytes() == b"a finished training" and other.read_bytes() == b"an interrupted one"
     assert sorted(os.listdir(tmp_path)) == ["ck.pt", "other.pt"]  # refused before any work (no data cache)
     r = hwnas("train", *common, "-o", str(ck), "--force", "--json")

@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pytest
 
-from conftest import assert_usage_error, hwnas
+from conftest import assert_usage_error, hwnas, hwnas_here, made_once
 from hwnas.references import reference
 from hwnas.search.problem import Problem
 from hwnas.search.transfer import ELEMENTS, EATEvolution, OffspringGenerator, SourceTrial, select_basic
@@ -118,10 +118,13 @@ def test_basic_architecture_selection_under_the_target_budget() -> None:
 # ---- CLI, end to end on real images --------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    d = tmp_path_factory.mktemp("source")
-    r = hwnas("search", "--budget-flops", "400M", "--trials", "2", "--population", "2", "--epochs", "0.2",
-              "--run-dir", str(d), "--study-name", "cifar", "--device", "cpu")
-    assert r.returncode == 0, r.stderr
+    """A 2-trial source search, run once for the test processes (the tests only read it)."""
+    def search(d: Path) -> None:
+        r = hwnas("search", "--budget-flops", "400M", "--trials", "2", "--population", "2", "--epochs", "0.2",
+                  "--run-dir", str(d), "--study-name", "cifar", "--device", "cpu")
+        assert r.returncode == 0, r.stderr
+
+    d = made_once(tmp_path_factory, "transfer-source", search)
     return d, f"sqlite:///{d / 'cifar.db'}"
 
 
@@ -157,8 +160,8 @@ def test_transfer_end_to_end_records_lineage(source: tuple[Path, str], tmp_path:
 )
 def test_transfer_bad_input(source: tuple[Path, str], tmp_path: Path, args: list[str], fragment: str) -> None:
     _, storage = source
-    r = hwnas("transfer", "--source-storage", storage, *args, "--trials", "1", "--epochs", "0.1", "--device", "cpu",
-              "--run-dir", str(tmp_path))
+    r = hwnas_here("transfer", "--source-storage", storage, *args, "--trials", "1", "--epochs", "0.1", "--device",
+                   "cpu", "--run-dir", str(tmp_path))
     assert_usage_error(r, fragment)
 
 
@@ -181,4 +184,5 @@ def test_transfer_recipe_values_are_checked_like_flags(tmp_path: Path, line: str
     recipe.write_text("\n".join(kept).replace("[transfer]", f"[transfer]\n{line}", 1) + "\n")
     flags = [x for k, v in (("source_storage", "sqlite:///none.db"), ("source_study", "s")) if k != key
              for x in (f"--{k.replace('_', '-')}", v)]  # a flag would override the recipe's value
-    assert_usage_error(hwnas("transfer", "--recipe", str(recipe), *flags, "--device", "cpu", cwd=tmp_path), fragment)
+    assert_usage_error(hwnas_here("transfer", "--recipe", str(recipe), *flags, "--device", "cpu", cwd=tmp_path),
+                                  fragment)

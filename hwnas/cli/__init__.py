@@ -10,6 +10,7 @@ import contextlib
 import errno
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 
 from hwnas import __version__
@@ -18,6 +19,7 @@ from hwnas.cli.common import FLOPS_HELP, Parser, UsageError
 from hwnas.data import DataError
 from hwnas.genotype import GenotypeError
 from hwnas.latency.table import TableError
+from hwnas.search.records import CHOICES_WARNING
 from hwnas.space import SpaceError
 from hwnas.tabular import TabularError
 from hwnas.units import NumberError
@@ -53,7 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.suppress(ValueError):  # not in the main thread (embedded use): keep the default
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _run(args)
+        with warnings.catch_warnings():
+            # Optuna warns as it reads a damaged study's categorical choices back: check_study_records refuses
+            # that study in one line where it is opened
+            warnings.filterwarnings("ignore", message=CHOICES_WARNING)
+            return _run(args)
     finally:  # called from Python (embedded, tests): the caller's handler is put back
         with contextlib.suppress(ValueError, TypeError):
             signal.signal(signal.SIGTERM, term)

@@ -43,6 +43,10 @@ def _parses(parse: Callable[[str], Any]) -> Callable[[Any], bool]:
 _genotype = _parses(parse_genotype)
 
 
+PRIMITIVE = (bool, int, float, str)  # what a categorical parameter's choices may be (and None), as Optuna stores them
+# Optuna warns (a UserWarning) when it reads other choices back: the openers silence it, as this check refuses them
+CHOICES_WARNING = "Choices for a categorical distribution"
+
 # trial attribute -> (check, what it must be); None is "not recorded" for every attribute
 TRIAL_ATTRS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "genotype": (_genotype, "a genotype string"),
@@ -99,6 +103,11 @@ def check_study_records(name: str, study_attrs: dict[str, Any], trials: Iterable
         if directions is not None and t.values is not None and len(t.values) != directions:
             raise StudyRecordError(f"study {name!r}: trial {t.number} has {len(t.values)} objective values, the "
                                    f"study {directions} directions: damaged")
+        for param, dist in (getattr(t, "distributions", None) or {}).items():  # Optuna's, as stored
+            odd = [c for c in getattr(dist, "choices", ()) if c is not None and not isinstance(c, PRIMITIVE)]
+            if odd:
+                raise StudyRecordError(f"study {name!r}: trial {t.number} parameter {str(param)[:60]!r} has a "
+                                       f"choice of type {type(odd[0]).__name__}: damaged")
         a = t.user_attrs
         for key, (ok, what) in checks.items():
             if a.get(key) is not None and not ok(a[key]):

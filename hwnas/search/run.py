@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hwnas.procs import process_alive, process_tag
 from hwnas.search.problem import Problem
-from hwnas.search.records import check_study_records
+from hwnas.search.records import CHOICES_WARNING, check_study_records
 from hwnas.search.strategies import VIOLATIONS_ATTR, AskTell, VectorSampler, make_sampler, record_constraints
 
 # Optuna logs its storage retries ("Caught an error from sqlalchemy ...") as warnings: hwnas reports what failed
@@ -164,6 +164,9 @@ class Search:
                 else:
                     dead = not others_maybe_alive or t.datetime_start is None or \
                         (now - t.datetime_start).total_seconds() > self.grace
+            if dead and self._finish_recorded(t):  # killed after its result was written, before its tell
+                recovered.append(t.number)
+                continue
             if dead:
                 try:
                     storage.set_trial_user_attr(t._trial_id, "interrupted", True)
@@ -185,6 +188,24 @@ class Search:
         if recovered:
             self.study.set_user_attr("requeued", sorted(requeued))
         return recovered
+
+    def _finish_recorded(self, t: FrozenTrial) -> bool:
+        """Complete the dead RUNNING trial ``t`` if its training result is fully written (``_tell`` writes
+        ``trained`` last, after the accuracy and details): the training is kept, not run again. Its
+        objective values are recomputed from its parameters (costs are pure) and told as this loop tells them."""
+        a = t.user_attrs
+        if a.get("trained") is not True or "acc" not in a or "failure" in a or not t.params:
+            return False
+        p = self.problem
+        try:
+            values = p.values(float(a["acc"]), p.costs(p.space.decode(p.space.from_choices(t.params))))
+        except (KeyError, ValueError):  # parameters this space does not know: trained again instead
+            return False
+        try:
+            self.study.tell(t.number, values)
+        except ValueError:  # another worker finished it first ("Cannot tell a COMPLETE trial")
+            return False
+        return True
 
     def seed_population(self, n_trials: int | None = None) -> int:
         """For Optuna's evolutionary/model samplers on a fresh study: enqueue feasible random first
@@ -327,9 +348,10 @@ class Search:
             else:
                 first[key] = trial.number
                 res = trained[key]
-                outcome = {**res.details, "acc": res.acc or 0.0, "trained": res.acc is not None}
+                outcome = {**res.details, "acc": res.acc or 0.0}
                 if res.acc is None:
                     outcome["failure"] = res.failure or "unknown failure"
+                outcome["trained"] = res.acc is not None  # written last: a result with it is whole (recover)
             for name, v in outcome.items():
                 trial.set_user_attr(name, v)
             if "failure" in outcome:
@@ -418,8 +440,10 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
             raise ValueError(f"study {study_name!r} was run with other settings ({', '.join(diff)}); "
                              f"use the same settings to resume, or another --study-name")
     # every resumed study's trials, its settings recorded or not (a study made by hand): before any change to it
-    check_study_records(study_name, study.user_attrs, study.get_trials(deepcopy=False), len(study.directions),
-                        problem.space.parse)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=CHOICES_WARNING)  # refused by the check
+        trials = study.get_trials(deepcopy=False)
+    check_study_records(study_name, study.user_attrs, trials, len(study.directions), problem.space.parse)
     if existing is None:
         study.set_user_attr("hwnas", fingerprint)
         study.set_metric_names(problem.value_names)
