@@ -18,6 +18,8 @@ from typing import Any
 
 _COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*$")
 _TIME = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ms|us|µs|μs|s)?\s*$", re.IGNORECASE)
+_WALL = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(s|sec|m|min|h)?\s*$", re.IGNORECASE)
+_WALL_SECONDS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _SI = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _SECONDS = {"s": 1e3, "ms": 1.0, "us": 1e-3, "µs": 1e-3, "μs": 1e-3}  # micro sign and Greek mu
 _NOT_FINITE = {"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity", "nan", "+nan", "-nan"}
@@ -146,6 +148,11 @@ def _scaled(text: str, m: re.Match[str] | None, scale: dict[str, float], default
 def parse_count(text: str) -> float:
     """``400M``, ``0.4G``, ``4e8``, ``6m``, ``1500k`` -> a positive number (M = 10^6, G = 10^9)."""
     return _scaled(text, _COUNT.match(str(text)), _SI, "", "count", "400M, 0.4G, 4e8")
+
+
+def parse_seconds(text: str) -> float:
+    """A wall-clock time: ``300``, ``300s``, ``4.5m``, ``4.5min``, ``1h`` -> seconds (m is minutes here)."""
+    return _scaled(text, _WALL.match(str(text)), _WALL_SECONDS, "s", "time limit", "300s, 4.5m, 1h")
 
 
 def parse_ms(text: str) -> float:

@@ -117,8 +117,8 @@ def test_search_recipe_numbers(capsys: pytest.CaptureFixture[str], tmp_path: Pat
 
 
 @pytest.mark.parametrize(("old", "new", "fragment"), [
-    ("trials = 10\n", f"trials = {BIG}\n", "trials must be a positive integer (at most 1000000), got 1000000000"),
-    ("trials = 10\n", "trials = 1000001\n", "trials must be a positive integer (at most 1000000), got 1000001"),
+    ("trials = 24\n", f"trials = {BIG}\n", "trials must be a positive integer (at most 1000000), got 1000000000"),
+    ("trials = 24\n", "trials = 1000001\n", "trials must be a positive integer (at most 1000000), got 1000001"),
     ("epochs = 1.5\n", "epochs = 1e300\n", "epochs must be a positive number (at most 100000), got 1e+300"),
 ])
 def test_recipe_values_that_would_run_without_end(tmp_path: Path, old: str, new: str, fragment: str) -> None:

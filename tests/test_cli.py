@@ -209,3 +209,14 @@ def test_broken_data_and_table_files_are_one_line_errors(tmp_path: Path) -> None
                        "is not a readable hwnas data cache (File is not a zip file)")
     assert_usage_error(hwnas_here("latency", "predict", "mobilenetv2", "--table", str(tmp_path / "t.json")),
                        "overhead must be an object")
+
+
+@pytest.mark.parametrize("command", ["search", "transfer"])
+def test_every_search_option_says_what_it_does(command: str) -> None:
+    import argparse
+
+    from hwnas.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    silent = [a.option_strings[-1] for a in sub.choices[command]._actions if a.option_strings and not a.help]
+    assert not silent, f"options of hwnas {command} without help: {silent}"

@@ -156,7 +156,7 @@ def test_published_efficientnet_family_against_paper_table_2() -> None:
         # (torchvision, timm and the TF reference all have 9.11M: a gap in the paper, not in the scaling)
         unit = 10 ** (math.floor(math.log10(p_m)) - 1)
         assert abs(m.params / 1e6 - p_m) <= (unit if m.name == "B2" else unit / 2), m.name
-        # FLOPs within 5 % (B4: 4.39 B vs 4.2 B, +4.6 %, is the largest gap; see the README note)
+        # FLOPs within 5 % (B4: 4.39 B vs 4.2 B, +4.6 %, is the largest gap; see docs/results.md, "Compound scaling")
         assert m.flops / 1e9 == pytest.approx(f_b, rel=0.05), m.name
 
 

@@ -229,6 +229,27 @@ def test_a_trial_killed_after_its_result_was_written_is_completed_not_trained_ag
     assert again.trained_count() == 3
 
 
+def test_a_deadline_starts_no_batch_that_would_end_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    clock = [1000.0]  # each evaluation takes 10 s of this clock; the loop estimates from the ones done
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+
+    class TenSeconds(CheapObjective):
+        def __call__(self, g: Genotype) -> EvalResult:
+            clock[0] += 10.0
+            return super().__call__(g)
+
+    obj = TenSeconds()
+    s = create_search(problem(), None, "d", "random", obj, seed=0, population=4)
+    assert s.run(10, deadline=1000.0 + 35.0) == "time"  # at 30 s the next would end at 40 s
+    assert len(obj.calls) == s.trained_count() == 3 and clock[0] == 1030.0
+    assert s.run(4, deadline=clock[0] + 35.0) == "trials"  # 3 were in: one more
+    assert s.trained_count() == 4
+    clock[0] += 100.0  # past the deadline before any batch of this run: the first one still starts
+    assert s.run(6, deadline=clock[0] - 1.0) == "time" and s.trained_count() == 5
+
+
 def test_settings_mismatch_on_resume(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'm.db'}"
     run("random", 2, storage=url, name="m")

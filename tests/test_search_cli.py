@@ -161,10 +161,12 @@ def test_mnas_reward_run(tmp_path: Path) -> None:
         (["--study-name", "ghost", "--resume"], "no study 'ghost'"),
         (["--data-dir", "/no/data/here"], "data not found"),
         (["--table", "missing-table", "--budget-latency", "2ms"], "latency table not found"),
+        (["--time-limit", "5ms"], "argument --time-limit: not a time limit: '5ms' (e.g. 300s, 4.5m, 1h)"),
+        (["--time-limit", "1e9"], "argument --time-limit: time limit must be at most 1e+07 s"),
     ],
 )
 def test_bad_input(args: list[str], fragment: str, tmp_path: Path) -> None:
-    r = hwnas("search", *args, "--run-dir", str(tmp_path), "--trials", "1", "--device", "cpu")
+    r = hwnas_here("search", *args, "--run-dir", str(tmp_path), "--trials", "1", "--device", "cpu")
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert lines and fragment in lines[-1] and "Traceback" not in r.stderr, r.stderr
@@ -205,6 +207,22 @@ def test_optuna_dashboard_serves_the_study(study, tmp_path: Path) -> None:  # ty
         server.wait(timeout=10)
 
 
+def test_a_time_limit_ends_the_search_with_its_outputs(tmp_path: Path) -> None:
+    """--time-limit 1s: the first candidate runs (nothing to estimate from yet), then no other fits. The output
+    is a file here (not a terminal): one line per trial, the table in 80 columns, the best genotype whole."""
+    r = hwnas("search", "--budget-flops", "400M", "--trials", "5", *FAST, "--time-limit", "1s", "--run-dir",
+              str(tmp_path), "--study-name", "t")
+    assert r.returncode == 0, r.stderr
+    assert "5 trials or 1s (time limit), whichever comes first" in r.stderr
+    assert "hwnas: stopped at the time limit (1s): 1 of 5 trials evaluated" in r.stderr, r.stderr
+    assert "  trial 0: acc " in r.stderr and "(1/5 evaluated, " in r.stderr
+    assert json.loads((tmp_path / "t" / "pareto.json").read_text())["ended"] == "time limit"
+    genotype = next(iter(csv.DictReader((tmp_path / "t" / "pareto.csv").open())))["genotype"]
+    assert "most accurate (trial 0, acc " in r.stdout and f"\n  {genotype}\n" in r.stdout
+    table = r.stdout.split("most accurate")[0]  # the genotype line after it is whole, however long
+    assert max(map(len, table.splitlines())) <= 80 and " 0 │ 0." in table and "…" in table, r.stdout
+
+
 def test_a_search_whose_every_candidate_failed_is_not_a_success(tmp_path: Path) -> None:
     r = hwnas("search", "--budget-flops", "400M", "--trials", "1", "--epochs", "0.05", "--lr", "1e6", "--device",
               "cpu", "--run-dir", str(tmp_path), "--study-name", "f")
@@ -240,21 +258,23 @@ def test_evaluator_processes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("old", "new", "fragment"),
     [
-        ("trials = 10\n", "trials = \"many\"\n", "trials must be a positive integer (at most 1000000), got 'many'"),
-        ("trials = 10\n", "trials = -3\n", "trials must be a positive integer (at most 1000000), got -3"),
+        ("trials = 24\n", "trials = \"many\"\n", "trials must be a positive integer (at most 1000000), got 'many'"),
+        ("trials = 24\n", "trials = -3\n", "trials must be a positive integer (at most 1000000), got -3"),
         ("epochs = 1.5\n", "epochs = -1.0\n", "epochs must be a positive number"),
         ("proxy_width = 0.25\nproxy_resolution = 32", "proxy_width = 0.25\nproxy_resolution = -8",
          "proxy_resolution must be an integer from 8 to 8192"),
         ("val_fraction = 0.2 ", "val_fraction = \"a\" ", "val_fraction must be a number between 0 and 1"),
         ('objectives = ["acc", "flops"]', 'objectives = "acc"', "objectives must be a list of names"),
         ('data_dir = ""', "data_dir = 5", "data_dir must be a string, got 5"),
-        ("[profile.cpu]\ntrials = 10\npopulation = 4\nepochs = 1.5\nbatch_size = 32\nlr = 0.8\nproxy_width = 0.25\n"
+        ("[profile.cpu]\ntrials = 24\npopulation = 4\nepochs = 1.5\nbatch_size = 32\nlr = 0.8\nproxy_width = 0.25\n"
          "proxy_resolution = 32", "[profile]\ncpu = \"fast\"", "[profile.cpu] must be a table"),
         ("epochs = 1.5\n", "epoch = 1.5\n", "unknown key(s) in [profile.cpu]: epoch (known: batch_size, epochs"),
         ('data_dir = ""', 'datadir = ""', "unknown key(s) in [data]: datadir"),
         ('name = "cifar10-400m"', 'name = "cifar10-400m"\nbudget_flop = "1M"', "unknown key(s) in [search]: "
          "budget_flop"),
         ("[profile.cpu]", "[profile.cpuu]", "unknown table [profile.cpuu]"),
+        ('time_limit = "4.5m"', "time_limit = true", "time_limit must be a time like 300s, 4.5m or 1h, or \"none\""),
+        ('time_limit = "4.5m"', 'time_limit = "4.5 fortnights"', "time_limit: not a time limit"),
         ('name = "cifar10-400m"', 'name = "../elsewhere"', "name must be a plain name (the study and its folder "
          "under --run-dir), without / or \\, got '../elsewhere'"),
     ],

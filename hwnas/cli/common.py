@@ -312,7 +312,8 @@ def open_study(storage: str, name: str) -> Any:
     except Exception as e:  # a broken URL or database
         raise UsageError(f"cannot open storage {shown}: {hide_secrets(first_line(e), storage)}") from None
     if name not in names:
-        raise UsageError(f"no study {name!r} in {shown} (studies: {', '.join(sorted(names)) or 'none'})")
+        listed = sorted(n if isinstance(n, str) else repr(n)[:60] for n in names)  # a damaged name: a BLOB
+        raise UsageError(f"no study {name!r} in {shown} (studies: {', '.join(listed) or 'none'})")
     study = optuna.load_study(study_name=name, storage=storage)
     from hwnas.search.records import StudyRecordError, check_study_records
 

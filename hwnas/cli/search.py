@@ -21,6 +21,7 @@ from hwnas.cli.common import (
     MAX_BATCH,
     MAX_EPOCHS,
     MAX_LR,
+    MAX_SECONDS,
     MAX_TRIALS,
     PARALLEL,
     POPULATION,
@@ -39,10 +40,11 @@ from hwnas.cli.common import (
 from hwnas.cli.train import EMBEDDED_NOTE
 from hwnas.compound import MAX_MULTIPLIER
 from hwnas.spaces import SPACE_KINDS, SpaceError, get_space
-from hwnas.units import NumberError, integer, number, parse_count, parse_ms, shown
+from hwnas.units import NumberError, integer, number, parse_count, parse_ms, parse_seconds, shown
 from hwnas.urls import hide_secrets, mask_url, sqlite_path
 
 DEFAULT_RECIPE = "cifar10-400m"
+OUTPUT_RESERVE_S = 10.0  # of a time limit, kept for writing the outputs and plots (about 4 s on 2 cores)
 PARALLEL_CUDA = 4  # proposals trained together on CUDA (the evaluator's lock-step group, at most 4)
 
 
@@ -50,7 +52,8 @@ RECIPE_KEYS = {  # every key a recipe's tables may hold ([space] is checked by S
     "search": {"name", "strategy", "seed", "objectives", "reward", "resolution", "table", "budget_flops",
                "budget_latency", "budget_params", "benchmark", "seed_mode", "description"},
     "data": {"dataset", "data_dir", "val_fraction"},
-    "profile": {"trials", "population", "epochs", "batch_size", "lr", "proxy_width", "proxy_resolution"},
+    "profile": {"trials", "population", "epochs", "batch_size", "lr", "proxy_width", "proxy_resolution",
+                "time_limit"},
 }
 
 
@@ -135,7 +138,7 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
         "epochs": profile.get("epochs", 2.0), "batch_size": profile.get("batch_size", 128),
         "lr": profile.get("lr", 0.2),
         "proxy_width": profile.get("proxy_width", 1.0), "proxy_resolution": profile.get("proxy_resolution"),
-        "eval_processes": args.eval_processes,
+        "time_limit": profile.get("time_limit"), "eval_processes": args.eval_processes,
         "parallel": args.parallel or (PARALLEL_CUDA if device == "cuda" else 1) * args.eval_processes,
     }
     if cli_budgets:  # budgets on the command line replace the recipe's, and are what gets optimised
@@ -144,7 +147,7 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
             s["objectives"] = ["acc", *[k for k in ("latency", "flops", "params") if k in cli_budgets]]
     s["budgets"] = budgets
     for flag in ("strategy", "seed", "reward", "trials", "population", "epochs", "batch_size", "lr", "table",
-                 "data_dir", "dataset", "resolution", "seed_mode"):
+                 "data_dir", "dataset", "resolution", "seed_mode", "time_limit"):
         v = getattr(args, flag, None)
         if v is not None:
             s[flag] = v
@@ -214,6 +217,7 @@ def _check_settings(s: dict[str, Any], recipe: Path) -> None:
     need(0 < s["val_fraction"] < 1, "val_fraction", "a number between 0 and 1")
     if s["proxy_resolution"] is not None:
         checked("proxy_resolution", integer, low=8, high=8192)
+    s["time_limit"] = time_limit(s["time_limit"], f"recipe {recipe}: time_limit")
     for k in ("name", "strategy", "reward", "dataset"):
         need(isinstance(s[k], str) and bool(s[k]), k, "a non-empty string")
     need(not any(c in s["name"] for c in "/\\") and s["name"] not in (".", ".."), "name",
@@ -224,7 +228,32 @@ def _check_settings(s: dict[str, Any], recipe: Path) -> None:
          'a list of names, e.g. ["acc", "flops"]')
 
 
+def time_limit(v: Any, what: str) -> float | None:
+    """A time limit in seconds (300, "300s", "4.5m", "1h"), or None for "none"/"off"."""
+    if v is None or (isinstance(v, str) and v.strip().lower() in ("none", "off")):
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise UsageError(f"{what} must be a time like 300s, 4.5m or 1h, or \"none\", got {repr(v)[:60]}")
+    try:
+        seconds = parse_seconds(str(v))
+    except NumberError as e:
+        raise UsageError(f"{what}: {e}") from None
+    if seconds > MAX_SECONDS:
+        raise UsageError(f"{what} must be at most {MAX_SECONDS:g} s (116 days), got {str(v)[:60]}")
+    return seconds
+
+
+def _time_limit_arg(text: str) -> float | str:
+    """argparse type of --time-limit: seconds, or "none" (no limit, over a recipe's)."""
+    try:
+        v = time_limit(text, "time limit")
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("time limit: ")) from None
+    return "none" if v is None else v
+
+
 def cmd_search(args: argparse.Namespace) -> int:
+    started = time.monotonic()  # a --time-limit counts from here: data loading and outputs included
     check_output_dir(args.run_dir, "--run-dir")  # found now, not after loading the data
     import warnings
 
@@ -252,7 +281,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise UsageError(str(e)) from None
         place.created = not args.resume
-        return drive(search, problem, s, data, storage, study_name, run_root, args)
+        return drive(search, problem, s, data, storage, study_name, run_root, args, started=started)
 
 
 def build_problem(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Any, Any, int]:
@@ -394,8 +423,9 @@ def check_sqlite_storage(storage: str, study_name: str, resume: bool) -> None:
 
 
 def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str, study_name: str, run_root: Path,
-          args: argparse.Namespace, what: str = "hwnas search") -> int:
-    """Run a created search to its trial budget with a progress bar; write and print its outputs."""
+          args: argparse.Namespace, what: str = "hwnas search", started: float | None = None) -> int:
+    """Run a created search to its trial budget (or its time limit, counted from ``started``, a
+    ``time.monotonic()`` value: default now) with a progress bar; write and print its outputs."""
     from hwnas.search.run import EvaluationStopped, SearchStopped
 
     recovered = search.recover() if args.resume else []
@@ -404,7 +434,9 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
     shown = mask_url(storage)  # printed and stored without its password
     dashboard = f"optuna-dashboard {shown}"
     err = sys.stderr
-    print(f"{what}: study {study_name} in {shown}\n  strategy {s['strategy']}, {s['trials']} trials, "
+    limit = s.get("time_limit")
+    print(f"{what}: study {study_name} in {shown}\n  strategy {s['strategy']}, {s['trials']} trials"
+          f"{f' or {_duration(limit)} (time limit), whichever comes first' if limit else ''}, "
           f"objectives {', '.join(problem.value_names)}, budgets "
           f"{', '.join(f'{k} <= {_fmt(k, v)}' for k, v in problem.budgets.items()) or 'none'} at "
           f"{problem.resolution} px ({FLOPS_HELP})", file=err)
@@ -434,19 +466,25 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
     from hwnas.search.report import feasible_rows, write_outputs
 
     best = {"acc": None}
+    console = Console(stderr=True)
+    deadline = None if not limit else (started or t0) + float(limit) - OUTPUT_RESERVE_S
+    ended = "trials"
 
     def on_trial(t: Any) -> None:
-        if t.user_attrs.get("feasible") and t.user_attrs.get("acc") is not None and t.state.name == "COMPLETE":
-            a = float(t.user_attrs["acc"])
-            best["acc"] = a if best["acc"] is None else max(best["acc"], a)
-        bar.update(task, completed=min(search.trained_count(), s["trials"]),
+        a = t.user_attrs
+        if a.get("feasible") and a.get("acc") is not None and t.state.name == "COMPLETE":
+            best["acc"] = float(a["acc"]) if best["acc"] is None else max(best["acc"], float(a["acc"]))
+        done = min(search.trained_count(), s["trials"])
+        bar.update(task, completed=done,
                    description=f"trials (best acc {best['acc'] if best['acc'] is not None else '-'})")
+        if not console.is_terminal and (a.get("trained") or a.get("failure")):  # a log file, CI, nohup: a line
+            print(_trial_line(t, done, int(s["trials"]), time.monotonic() - t0), file=err, flush=True)
 
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
-                      TimeRemainingColumn(), console=Console(stderr=True)) as bar:
+                      TimeRemainingColumn(), console=console) as bar:
             task = bar.add_task("trials", total=s["trials"], completed=min(search.trained_count(), s["trials"]))
-            search.run(int(s["trials"]), on_trial)
+            ended = search.run(int(s["trials"]), on_trial, deadline=deadline)
     except KeyboardInterrupt:
         if not args.resume and not _any_trial_ran(search):  # nothing to resume: the study is undone
             raise
@@ -462,8 +500,13 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
         print(f"hwnas: search stopped: {e}. Every finished trial is in {shown}; continue with: "
               f"{_resume_cmd(study_name, storage, args)}", file=err)
         status = 1
+    if ended == "time":
+        print(f"hwnas: stopped at the time limit ({_duration(limit)}): {search.trained_count()} of {s['trials']} "
+              f"trials evaluated, the next would have ended after it. Continue with: "
+              f"{_resume_cmd(study_name, storage, args)}", file=err)
     trials = search.study.get_trials(deepcopy=False)
-    summary = write_outputs(trials, problem, run_dir, {**meta, "seconds": round(time.monotonic() - t0, 1)})
+    summary = write_outputs(trials, problem, run_dir, {**meta, "seconds": round(time.monotonic() - t0, 1),
+                                                       "ended": "time limit" if ended == "time" else ended})
     _print_front(summary, problem)
     rows = feasible_rows(trials)
     print(f"{len(rows)} architectures evaluated, {summary['infeasible']} infeasible (not trained), "
@@ -483,18 +526,51 @@ def _any_trial_ran(search: Any) -> bool:
 
 
 def _print_front(summary: dict[str, Any], problem: Any) -> None:
+    """The Pareto front as a table that fits 80 columns (a genotype cut to what is left; the whole strings are
+    in pareto.csv), then the most accurate member's genotype in full, ready for `hwnas train` / `export`."""
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"Pareto front: {len(summary['pareto'])} of {summary['evaluated']} evaluated")
-    for col in ("trial", "acc", "FLOPs (M)", "params (M)", "latency (ms)", "genotype"):
-        t.add_column(col, justify="left" if col == "genotype" else "right", overflow="fold")
-    for r in summary["pareto"]:
-        lat = f"{r['latency_ms']:.4f}" if r["latency_ms"] is not None else "-"
-        fl = f"{r['flops'] / 1e6:.1f}" if r["flops"] is not None else "-"
-        pa = f"{r['params'] / 1e6:.2f}" if r["params"] is not None else "-"
-        t.add_row(str(r["trial"]), f"{r['acc']:.4f}", fl, pa, lat, r["genotype"])
-    Console().print(t)
+    front = summary["pareto"]
+    cols = ["trial", "acc", "MFLOPs", "Mparams"]
+    if any(r["latency_ms"] is not None for r in front):
+        cols.append("ms")
+    rows = []
+    for r in front:
+        row = [str(r["trial"]), f"{r['acc']:.4f}", f"{r['flops'] / 1e6:.1f}" if r["flops"] is not None else "-",
+               f"{r['params'] / 1e6:.2f}" if r["params"] is not None else "-"]
+        if "ms" in cols:
+            row.append(f"{r['latency_ms']:.3f}" if r["latency_ms"] is not None else "-")
+        rows.append([*row, r["genotype"]])
+    t = Table(title=f"Pareto front: {len(front)} of {summary['evaluated']} evaluated"
+              f"{' (ms: predicted latency)' if 'ms' in cols else ''}")
+    widths = [max([len(col), *(len(r[i]) for r in rows)]) for i, col in enumerate(cols)]
+    for col, w in zip(cols, widths, strict=True):  # numbers keep their width; the genotype gets the rest, cut
+        t.add_column(col, justify="right", no_wrap=True, min_width=w)
+    t.add_column("genotype (whole: pareto.csv)", overflow="ellipsis", no_wrap=True,
+                 max_width=max(12, 80 - 1 - sum(w + 3 for w in widths) - 3))  # borders and padding: 3 a column
+    for row in rows:
+        t.add_row(*row)
+    out = Console(width=80) if not sys.stdout.isatty() else Console()
+    out.print(t)
+    if front:
+        top = max(front, key=lambda r: r["acc"])
+        print(f"most accurate (trial {top['trial']}, acc {top['acc']:.4f}):\n  {top['genotype']}")
+
+
+def _trial_line(t: Any, done: int, total: int, seconds: float) -> str:
+    """One line per evaluated trial, for output that is not a terminal (no live progress bar there)."""
+    a = t.user_attrs
+    what = f"failed: {str(a['failure'])[:80]}" if a.get("failure") else f"acc {float(a.get('acc') or 0):.4f}"
+    costs = ", ".join(f"{a[k] / 1e6:.1f}M {name}" for k, name in (("flops", "FLOPs"), ("params", "params"))
+                      if isinstance(a.get(k), int | float))
+    lat = f", {a['latency_ms']:.3f} ms" if isinstance(a.get("latency_ms"), int | float) else ""
+    return f"  trial {t.number}: {what}, {costs}{lat} ({done}/{total} evaluated, {seconds:.0f} s)"
+
+
+def _duration(seconds: float) -> str:
+    m, sec = divmod(round(float(seconds)), 60)
+    return f"{m}m{sec:02d}s" if m else f"{sec}s"
 
 
 def _fmt(k: str, v: float) -> str:
@@ -638,18 +714,31 @@ def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...],
     p.add_argument("--table", help="latency source for latency objectives/budgets: a table (file or shipped name) "
                    "or a benchmark's device, nb201:DEVICE (`hwnas latency list`)")
     p.add_argument("--objectives", help="comma list of acc,latency,flops,params (default: acc + budgeted costs)")
-    p.add_argument("--reward", choices=["pareto", "mnas-soft", "mnas-hard"], default=None)
-    p.add_argument("--strategy", choices=strategies, default=None)
+    p.add_argument("--reward", choices=["pareto", "mnas-soft", "mnas-hard"], default=None,
+                   help="pareto: a front of acc and the costs, budgets as hard constraints; mnas-soft/mnas-hard: "
+                        "one MnasNet reward acc x (cost/budget)^w (default: recipe, pareto)")
+    p.add_argument("--strategy", choices=strategies, default=None,
+                   help="search strategy (default: recipe, nsga2); see docs/search.md")
     p.add_argument("--trials", type=TRIALS, default=None,
                    help=f"evaluated architectures, at most {MAX_TRIALS} (default: recipe)")
-    p.add_argument("--population", type=POPULATION, default=None)
-    p.add_argument("--seed", type=SEED, default=None)
+    p.add_argument("--time-limit", type=_time_limit_arg, default=None, metavar="TIME",
+                   help="wall-clock limit of the whole command: 300s, 4.5m, 1h, or none; no candidate starts that "
+                        "would not end before it (estimated from the ones done), and the outputs are written "
+                        "(default: recipe; the CPU profile of the default recipe: 4.5m)")
+    p.add_argument("--population", type=POPULATION, default=None,
+                   help="population of the evolutionary strategies, first random trials of the model-based ones "
+                        "(default: recipe)")
+    p.add_argument("--seed", type=SEED, default=None, help="seed of the strategy and of proxy training "
+                   "(default: recipe, 0)")
     p.add_argument("--epochs", type=EPOCHS, default=None,
                    help=f"proxy training epochs per candidate (at most {MAX_EPOCHS:g})")
-    p.add_argument("--batch-size", type=BATCH_SIZE, default=None)
+    p.add_argument("--batch-size", type=BATCH_SIZE, default=None,
+                   help="proxy training batch size (default: recipe profile)")
     p.add_argument("--lr", type=LR, default=None, help="peak learning rate per 512 images")
     p.add_argument("--resolution", type=RESOLUTION, default=None, help="deployment resolution for costs")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where candidates train; auto: CUDA if present (then the recipe's gpu profile), else CPU "
+                        "(its cpu profile)")
     p.add_argument("--parallel", type=PARALLEL, default=None,
                    help=f"proposals trained together (default {PARALLEL_CUDA} on CUDA: the evaluator trains them in "
                         "lock-step on separate streams, 3.3x the naive loop vs 2.6x one at a time on an H100; "
@@ -666,11 +755,15 @@ def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...],
                         "nb201:imagenet16-120, macro, transnas:TASK (sets --space; see docs/benchmarks.md)")
     p.add_argument("--seed-mode", choices=["mean", "random"], default=None,
                    help="macro benchmark: mean of its 3 training seeds (default) or one drawn per query")
-    p.add_argument("--dataset", default=None)
+    p.add_argument("--dataset", default=None,
+                   help="dataset name of --data-dir: cifar10 or an ImageFolder name (default: recipe, cifar10)")
     p.add_argument("--data-dir", default=None, help=data_help)
-    p.add_argument("--download", action="store_true")
-    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--download", action="store_true",
+                   help="download CIFAR-10 into --data-dir with torchvision if it is not there")
+    p.add_argument("--cache-dir", default=None,
+                   help="where decoded data is cached (default $HWNAS_CACHE or ~/.cache/hwnas; `hwnas cache info`)")
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///RUN_DIR/STUDY.db)")
-    p.add_argument("--study-name")
+    p.add_argument("--study-name", help="the study's name, and its output folder under --run-dir (default: the "
+                   "recipe's name and the date and time, e.g. cifar10-400m-20261206-081500)")
     p.add_argument("--resume", action="store_true", help="continue --study-name to its trial budget")
     p.add_argument("--run-dir", default="search/runs", help="where studies and outputs go (default search/runs)")

@@ -110,6 +110,13 @@ class Search:
         f = [-v if d == "maximize" else v for v, d in zip(vals, self.problem.directions, strict=True)]
         return f, list(a.get(VIOLATIONS_ATTR, []))
 
+    def pareto(self) -> list[Any]:
+        """The study's Pareto front as ``hwnas.search.report.Row``s (trial, genotype, acc, flops, params,
+        latency_ms): non-dominated feasible trials over accuracy and the problem's cost axes, by first cost."""
+        from hwnas.search.report import feasible_rows, pareto_front
+
+        return pareto_front(feasible_rows(self.study.get_trials(deepcopy=False)), self.problem)
+
     def trained_count(self) -> int:
         """Evaluations spent: trials trained to completion plus genuine failures (not interruptions);
         infeasible proposals and repeats of a known genotype cost nothing and do not count."""
@@ -231,17 +238,24 @@ class Search:
 
     # ---- the loop -------------------------------------------------------------------------------------
     def run(self, n_trials: int, on_trial: Callable[[FrozenTrial], None] | None = None,
-            max_proposals: int | None = None) -> None:
+            max_proposals: int | None = None, deadline: float | None = None) -> str:
         """Run until ``n_trials`` evaluations are in the study (previous runs count), within
         ``max_proposals`` proposals (default 50 x n_trials; infeasible and repeated ones cost no training).
-        Proposals come ``parallel`` at a time; their new, feasible genotypes train together."""
+        Proposals come ``parallel`` at a time; their new, feasible genotypes train together.
+
+        ``deadline`` (a ``time.monotonic()`` value): no batch starts that would not end before it, by the mean
+        wall time of this run's batches that trained (the first batch always starts). Returns why it ended:
+        ``"trials"`` (the budget is in) or ``"time"`` (the next batch would end after ``deadline``)."""
         import time
 
         limit = max_proposals or 50 * n_trials
         proposals = 0
         self.register()
         checked = time.monotonic()
+        took: list[float] = []  # wall seconds of this run's batches that trained a candidate
         while (left := n_trials - self.trained_count()) > 0:
+            if deadline is not None and took and time.monotonic() + sum(took) / len(took) > deadline:
+                return "time"
             if time.monotonic() - checked > self.heartbeat:  # other workers' dead trials, while this one runs
                 self.recover()
                 checked = time.monotonic()
@@ -253,7 +267,11 @@ class Search:
             if waiting:  # re-queued (or seeded) trials first, as a batch of their own: they were one
                 k = min(k, waiting)
             proposals += k
+            before, t0 = self.trained_count(), time.monotonic()
             self.step(on_trial, k)
+            if self.trained_count() > before:
+                took.append(time.monotonic() - t0)
+        return "trials"
 
     def step(self, on_trial: Callable[[FrozenTrial], None] | None = None, k: int = 1) -> None:
         """Ask ``k`` proposals, price them, train the feasible new ones (together), tell every one. While
@@ -446,7 +464,9 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
     check_study_records(study_name, study.user_attrs, trials, len(study.directions), problem.space.parse)
     if existing is None:
         study.set_user_attr("hwnas", fingerprint)
-        study.set_metric_names(problem.value_names)
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2: the dashboard shows the names
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(problem.value_names)
     s = Search(problem, study, evaluate, strategy, seed, population, evaluate_many=evaluate_many,
                parallel=max(1, parallel))
     holder["s"] = s
