@@ -84,7 +84,7 @@ run() {
         step throughput 420 python3 benchmarks/train_throughput.py --device cuda --data-dir $DATA
     # which blocks the batch-1 table misjudges inside a network (prefix timings; ~1.5 min)
     [ -e benchmarks/results/layer_context-h100-fp16-bs1-r224-32-r224.json ] ||
-        step layer-context 300 python3 benchmarks/layer_context.py --table latency_tables/h100-fp16-bs1-r224-32.json -n 16
+        step layer-context 300 python3 benchmarks/investigations/layer_context.py --table latency_tables/h100-fp16-bs1-r224-32.json -n 16
     # do other processes' training hide a fresh candidate's set-up? (~3 min; before the other proxies)
     [ -e benchmarks/results/proxy_cost-cuda.json ] ||
         step proxy-cost 420 python3 benchmarks/proxy_cost.py --device cuda --data-dir $DATA --processes 1,3

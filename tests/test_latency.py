@@ -805,3 +805,23 @@ def test_error_stats_are_strict_json() -> None:
     assert error_stats([1.0, 2.0], [1.0, 2.0])["spearman"] is None  # undefined: not NaN, which JSON lacks
     assert error_stats([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])["spearman"] is None
     json.loads(json.dumps(error_stats([1.0, 2.0], [1.0, 2.0])), parse_constant=lambda c: 1 / 0)
+
+
+def test_a_cpu_table_whose_probe_runs_otherwise_here_is_warned_of(tiny_table: Path, tmp_path: Path) -> None:
+    """A table describes one machine: its probe network, timed here, outside the table's own spread (times
+    scaled a thousandfold either way) is a warning with the command that measures a table for this machine."""
+    from hwnas.cli.latency import load_table, probe_warning
+
+    d = json.loads(tiny_table.read_text())
+    ms = d["metadata"]["probe"]["ms"]
+    for scale, ratio in ((1e-3, "x the"), (1e3, "x the")):
+        d["metadata"]["probe"]["ms"] = [m * scale for m in ms]
+        path = tmp_path / f"t{scale:g}.json"
+        path.write_text(json.dumps(d))
+        warning = probe_warning(load_table(str(path)))
+        assert warning is not None and ratio in warning, warning
+        assert "hwnas latency measure --device cpu --threads" in warning and "--resolution 32 " in warning
+    d["metadata"]["probe"]["ms"] = [min(ms) * 1e-3, max(ms) * 1e3]  # a spread that holds any machine
+    path = tmp_path / "wide.json"
+    path.write_text(json.dumps(d))
+    assert probe_warning(load_table(str(path))) is None

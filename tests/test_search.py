@@ -365,6 +365,7 @@ def test_reports(tmp_path: Path) -> None:
     accs = [r["acc"] for r in front]
     assert accs == sorted(accs), "sorted by cost, accuracy rises along the front"
     assert 0 < summary["hypervolume"] <= 1
+    assert summary["hypervolume_axes"] == "(1 - acc, flops / 250M multiply-adds (its budget)), reference point (1, 1)"
     rows = feasible_rows(s.study.trials)
     assert hypervolume(rows, s.problem) == pytest.approx(summary["hypervolume"])
     assert hypervolume(rows[:3], s.problem) <= summary["hypervolume"] + 1e-12

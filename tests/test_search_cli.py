@@ -179,29 +179,72 @@ def _free_port() -> int:
 
 
 def test_optuna_dashboard_serves_the_study(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).with_name("optuna-dashboard"))
-    if not Path(exe).exists():
-        pytest.skip("optuna-dashboard is not installed (pip install 'hwnas[dashboard]')")
     _, url = _copy(study, tmp_path)  # the dashboard may write to the database
-    port = _free_port()
-    server = subprocess.Popen([exe, url, "--host", "127.0.0.1", "--port", str(port), "--quiet"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, port = _serve(url)
     try:
-        body = None
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as resp:
-                    body = json.loads(resp.read())
-                break
-            except OSError:
-                time.sleep(0.2)
-        assert body is not None, "dashboard did not answer"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as resp:
+            body = json.loads(resp.read())
         studies = {st["study_name"]: st["study_id"] for st in body["study_summaries"]}
         assert "e2e" in studies
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies['e2e']}", timeout=5) as resp:
             detail = json.loads(resp.read())
-        attrs = [{a["key"] for a in t["user_attrs"]} for t in detail["trials"]]
-        assert any({"genotype", "flops", "acc"} <= a for a in attrs)
+        attrs = [{a["key"]: a["value"] for a in t["user_attrs"]} for t in detail["trials"]]
+        assert any({"genotype", "flops", "acc"} <= set(a) for a in attrs)
+        for t, a in zip(detail["trials"], attrs, strict=True):  # the budget as a constraint the dashboard shows
+            assert t["constraints"] and (max(t["constraints"]) <= 0) == (a["feasible"] == "True"), (t, a)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _serve(url: str) -> tuple[subprocess.Popen[bytes], int]:
+    """optuna-dashboard serving ``url`` on a free loopback port, once its API answers."""
+    exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).with_name("optuna-dashboard"))
+    port = _free_port()
+    server = subprocess.Popen([exe, url, "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(150):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2):
+                return server, port
+        except OSError:
+            time.sleep(0.2)
+    server.terminate()
+    raise AssertionError("optuna-dashboard did not answer")
+
+
+def _rendered(url: str) -> str:
+    """The page's DOM after headless Chromium ran its scripts (the dashboard is a single-page app)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser
+    r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                        "--virtual-time-budget=20000", "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
+                    reason="needs Chromium (Debian's chromium package; .ci/run installs it)")
+def test_the_dashboard_renders_the_study_in_a_browser(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A real search's study in optuna-dashboard, loaded in headless Chromium: the study and each of its trials
+    render; a study with infeasible trials shows them as infeasible on its Pareto front."""
+    from test_search import CheapObjective, problem
+
+    from hwnas.search.run import create_search
+
+    _, url = _copy(study, tmp_path)
+    tight = create_search(problem(), url, "tight", "nsga2", CheapObjective(), seed=0, population=4)
+    tight.run(8)  # its first generation is drawn at random: about half is over the budget
+    assert any(not t.user_attrs["feasible"] for t in tight.study.trials)
+    server, port = _serve(url)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as resp:
+            ids = {st["study_name"]: st["study_id"] for st in json.loads(resp.read())["study_summaries"]}
+        page = _rendered(f"http://127.0.0.1:{port}/dashboard/studies/{ids['e2e']}/trials")
+        assert f"e2e (id={ids['e2e']})" in page
+        numbers = [t.number for t in optuna.load_study(study_name="e2e", storage=url).trials]
+        assert numbers and all(f"Trial {n}" in page for n in numbers), page[-3000:]
+        assert "Infeasible" in _rendered(f"http://127.0.0.1:{port}/dashboard/studies/{ids['tight']}")
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -274,6 +274,45 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 # ---- validate -----------------------------------------------------------------------------------
+def probe_warning(table: Any) -> str | None:
+    """Time a CPU table's probe network on this machine, as the table was measured (threads, batch, precision,
+    timer): a warning when it runs outside the table's own spread (its measuring processes' probe times) by
+    more than PROBE_WARN, with the command that measures a table for this machine; None when it runs within
+    it, or for a table without a probe (GPU tables, benchmark latencies). The probe takes about a second."""
+    import statistics
+
+    md = getattr(table, "metadata", {})
+    probe = md.get("probe") or {}
+    if md.get("device") != "cpu" or not probe.get("genotype") or not probe.get("ms"):
+        return None
+    import torch
+
+    from hwnas.latency.measure import Setup, device_info, time_network
+
+    threads = torch.get_num_threads()
+    try:
+        _apply_threads(md.get("threads"))
+        setup = Setup("cpu", md["precision"], int(md["batch_size"]), bool(md.get("channels_last")), md.get("threads"),
+                      table.runtime)
+        now = time_network(parse_genotype(probe["genotype"]), int(probe["resolution"]), table.num_classes, setup,
+                           _timer_from(table, setup)).ms
+        here = device_info(setup)["device_name"]
+    except ValueError:  # a runtime not installed here (onnxruntime): nothing to compare
+        return None
+    finally:
+        torch.set_num_threads(threads)  # the search's training keeps its own
+    lo, hi, mid = min(probe["ms"]), max(probe["ms"]), statistics.median(probe["ms"])
+    if lo * (1 - PROBE_WARN) <= now <= hi * (1 + PROBE_WARN):
+        return None
+    same = "a machine of the same name" if here == md.get("device_name") else repr(md.get("device_name"))
+    res = ",".join(str(r) for r in table.resolutions)
+    return (f"this machine ({here}) runs the latency table's probe network in {now:.3g} ms, {now / mid:.2f}x the "
+            f"{mid:.3g} ms measured on {same} (its own spread {lo:.3g}-{hi:.3g} ms): the table's latencies describe "
+            f"that machine. To search for this one, measure a table here: hwnas latency measure --device cpu "
+            f"--threads {md.get('threads') or torch.get_num_threads()} --batch-size {md['batch_size']} "
+            f"--resolution {res}{'' if table.runtime == 'torch' else f' --runtime {table.runtime}'} -o my-cpu.json")
+
+
 def _timer_from(table: LatencyTable, setup: Any) -> Any:
     from hwnas.latency.measure import CpuTimer, CudaGraphTimer
 

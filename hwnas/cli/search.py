@@ -445,6 +445,11 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
         n = int(t.metadata["batch_size"])
         print(f"  latency {'source' if s['benchmark'] else 'table'}: {t.describe()} (one batch of {n} "
               f"image{'s' * (n > 1)}), {t.source}", file=err)
+        if "latency" in problem.value_names or "latency" in problem.budgets:  # a CPU table describes one machine
+            from hwnas.cli.latency import probe_warning
+
+            if (warning := probe_warning(t)) is not None:  # the study is open: no refusal follows this line
+                print(f"hwnas: warning: {warning}", file=err)
     print(f"  watch it live: {dashboard}", file=err)
     if recovered:
         print(f"  recovered {len(recovered)} interrupted trial(s): {recovered} (re-queued)", file=err)

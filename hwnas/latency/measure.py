@@ -146,7 +146,7 @@ def steady_host_allocator(policy: str = "reuse") -> str:
     With glibc's defaults a block above its mmap threshold (128 KiB, raised dynamically up to 32 MiB as
     blocks are freed) is mapped anew and handed back on free, so whether a 3 MB activation costs
     page faults depends on the history of the process: the same network measured 22 ms or 35 ms from
-    one build to the next on the 2-core EPYC (``benchmarks/cpu_allocator.py``). Deployments that care
+    one build to the next on the 2-core EPYC (``benchmarks/investigations/cpu_allocator.py``). Deployments that care
     use jemalloc or tcmalloc, which reuse memory; ``reuse`` does the same with glibc (no mmap, no trim);
     ``threshold`` fixes the threshold at 32 MiB and turns trimming off (larger blocks are still mapped)."""
     import ctypes

@@ -164,7 +164,8 @@ def write_outputs(trials: list[FrozenTrial], problem: Problem, run_dir: Path, me
                    and "cached_from" not in t.user_attrs)  # a failed genotype asked twice failed once
     summary = {**meta, "problem": problem.describe(), "trials": len(trials), "evaluated": len(rows),
                "infeasible": n_infeasible, "failed": n_failed,
-               "hypervolume": curve[-1][1] if curve else 0.0, "pareto": [r.to_dict() for r in front]}
+               "hypervolume": curve[-1][1] if curve else 0.0, "hypervolume_axes": hypervolume_axes(problem),
+               "pareto": [r.to_dict() for r in front]}
     write_text_atomic(run_dir / "pareto.json", dumps_strict(summary, indent=2) + "\n")
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -175,7 +176,7 @@ def write_outputs(trials: list[FrozenTrial], problem: Problem, run_dir: Path, me
                     *(r.values[i] for i in extra)])
     write_text_atomic(run_dir / "pareto.csv", buf.getvalue())
     _plot_front(trials, rows, front, problem, run_dir / "pareto.png", meta)
-    _plot_hv(curve, run_dir / "hypervolume.png", meta)
+    _plot_hv(curve, run_dir / "hypervolume.png", meta, summary["hypervolume_axes"])
     return summary
 
 
@@ -242,7 +243,18 @@ def _plot_front(trials: list[FrozenTrial], rows: list[Row], front: list[Row], pr
     plt.close(fig)
 
 
-def _plot_hv(curve: list[tuple[int, float]], path: Path, meta: dict[str, Any]) -> None:
+def hypervolume_axes(problem: Problem) -> str:
+    """What the hypervolume is taken over, in words: its axes, scale and reference point."""
+    if not problem.cost_axes:
+        return "accuracy alone: the best accuracy"
+    cost = problem.cost_axes[0]
+    k = scale_of(problem, cost)
+    unit = {"latency": f"{k:.4g} ms", "flops": f"{k / 1e6:.4g}M multiply-adds", "params": f"{k / 1e6:.4g}M params"}
+    why = "its budget" if cost in problem.budgets else "the scale"
+    return f"(1 - acc, {cost} / {unit.get(cost, f'{k:.4g}')} ({why})), reference point (1, 1)"
+
+
+def _plot_hv(curve: list[tuple[int, float]], path: Path, meta: dict[str, Any], axes: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -251,7 +263,7 @@ def _plot_hv(curve: list[tuple[int, float]], path: Path, meta: dict[str, Any]) -
     fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=120)
     if curve:
         ax.step([n for n, _ in curve], [h for _, h in curve], where="post")
-    ax.set(xlabel="trial", ylabel="hypervolume (1-acc, cost/scale)", title=f"{meta.get('study', '')}")
+    ax.set(xlabel="trial", ylabel="hypervolume", title=f"{meta.get('study', '')}\nover {axes}")
     ax.title.set_fontsize(9)
     fig.tight_layout()
     save_figure(fig, path)

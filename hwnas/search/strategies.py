@@ -48,9 +48,9 @@ def constraints_func(trial: FrozenTrial) -> Sequence[float]:
 def record_constraints(trial: optuna.Trial, violations: dict[str, float]) -> None:
     """Store relative budget violations (<= 0 is feasible) where every sampler and the dashboard see them."""
     trial.set_user_attr(VIOLATIONS_ATTR, list(violations.values()))
-    if NATIVE_CONSTRAINTS:
-        for name, v in violations.items():
-            trial.set_constraint(name, v)
+    if NATIVE_CONSTRAINTS:  # the list form Optuna's samplers wrote before 5.0 and still read: optuna-dashboard
+        # reads only this form (the named keys of Trial.set_constraint leave infeasible trials unmarked there)
+        trial.study._storage.set_trial_system_attr(trial._trial_id, "constraints", list(violations.values()))
 
 
 def _constraints_kw(n_constr: int) -> dict[str, Any]:

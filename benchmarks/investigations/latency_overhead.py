@@ -9,7 +9,7 @@ networks is printed beside it, since that is all a model could be chosen by with
 The shipped model's errors are also split by the network's first block (an expanded inverted residual or
 not), on both sets: where the batch-1 H100 table goes wrong (see ``layer_context.py``).
 
-    python benchmarks/latency_overhead.py latency_tables/h100-fp16-bs1-r224-32.json
+    python benchmarks/investigations/latency_overhead.py latency_tables/h100-fp16-bs1-r224-32.json
 
 Models (per resolution; S = sum of entries, n = number of layers, _kind = restricted to ir / ds layers):
   naive            S
@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/_common.py, one folder up
 from _common import RESULTS, write_json
 
 from hwnas.genotype import parse_genotype
@@ -128,7 +131,8 @@ def main() -> None:
     p.add_argument("tables", nargs="+", type=Path)
     p.add_argument("-o", "--output", default="latency_overhead.json")
     a = p.parse_args()
-    report: dict[str, Any] = {"benchmark": "latency_overhead", "command": "python benchmarks/latency_overhead.py "
+    report: dict[str, Any] = {"benchmark": "latency_overhead",
+                              "command": "python benchmarks/investigations/latency_overhead.py "
                               + " ".join(map(str, a.tables)), "tables": {}}
     for path in a.tables:
         table = LatencyTable.from_json(path.read_text(), str(path))

@@ -16,7 +16,7 @@ Networks: the first ``-n``/2 networks of the table's validation report whose fir
 inverted residual, and the first ``-n``/2 whose first block is not. Same timer as the table's networks
 (CUDA graph + events, or the CPU repeat-median).
 
-    python benchmarks/layer_context.py --table latency_tables/h100-fp16-bs1-r224-32.json -n 16
+    python benchmarks/investigations/layer_context.py --table latency_tables/h100-fp16-bs1-r224-32.json -n 16
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ from __future__ import annotations
 import argparse
 import csv
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/_common.py, one folder up
 from _common import RESULTS, environment, write_json
 
 

@@ -11,7 +11,7 @@ reports per network the spread of its medians (max/min - 1) and their coefficien
 Policies (``hwnas.latency.measure.steady_host_allocator``): ``default`` (glibc as it comes; the baseline),
 ``threshold`` (mmap threshold fixed at 32 MiB, no trim), ``reuse`` (no mmap, no trim: what hwnas uses).
 
-    python benchmarks/cpu_allocator.py --networks 12 --builds 3 --rounds 2 --threads 1
+    python benchmarks/investigations/cpu_allocator.py --networks 12 --builds 3 --rounds 2 --threads 1
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/_common.py, one folder up
 from _common import RESULTS, environment, load_data, write_json
 
 POLICIES = ("default", "threshold", "reuse")
