@@ -8,8 +8,8 @@
 * On CUDA the whole training step (forward, backward, optimizer) is captured in one CUDA graph, with
   channels_last and bf16 autocast (``Recipe.precision="auto"``); several candidates train in lock-step on
   separate streams sharing one input batch, so their kernels overlap. On CPU the same loop runs eagerly
-  in fp32, channels_last too (tests, CI). Measured on an H100 (benchmarks/train_variants.py, EfficientNet-B0 at 32 px,
-  batch 512): plain fp32 eager 14.1k img/s; channels_last + graph 28.9k; + bf16 autocast 39.2k; fp16
+  in fp32, channels_last too (tests, CI). Measured on an H100 (benchmarks/train_variants.py, EfficientNet-B0
+  at 32 px, batch 512): plain fp32 eager 14.1k img/s; channels_last + graph 28.9k; + bf16 autocast 39.2k; fp16
   autocast 45.1k but it needs loss scaling, whose overflow checks do not fit a graph without host syncs.
 * A candidate that fails (CUDA out of memory, a non-finite loss) returns ``Metrics`` with ``failure``
   set; the others keep training.
@@ -322,8 +322,8 @@ class _Candidate:
         torch.manual_seed(seed)  # init on the CPU generator: the same weights on every device
         model = build_model(genotype, num_classes, input_size=resolution, dropout=recipe.dropout,
                             drop_path=recipe.drop_path, zero_init_last=recipe.zero_init_residual)
-        # channels_last on every device: on CPU (oneDNN) a proxy's step is 1.3-2.2x faster than in NCHW, the
-        # depthwise backward most (median 1.48x on the default CPU proxies: benchmarks/cpu_proxy_step.py)
+        # channels_last on every device: on CPU (oneDNN) the default recipe's proxies step 1.0-2.05x faster than
+        # in NCHW, median 1.48x, the depthwise backward gaining most (benchmarks/cpu_proxy_step.py)
         self.channels_last = True
         self.model = model.to(device, memory_format=torch.channels_last)
         self.genotype, self.seed, self.recipe, self.device = genotype, seed, recipe, device
