@@ -487,7 +487,7 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
 
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
-                      TimeRemainingColumn(), console=console) as bar:
+                      TimeRemainingColumn(), console=console, disable=not console.is_terminal) as bar:
             task = bar.add_task("trials", total=s["trials"], completed=min(search.trained_count(), s["trials"]))
             ended = search.run(int(s["trials"]), on_trial, deadline=deadline)
     except KeyboardInterrupt:
