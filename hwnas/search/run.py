@@ -253,25 +253,29 @@ class Search:
         self.register()
         checked = time.monotonic()
         took: list[float] = []  # wall seconds of this run's batches that trained a candidate
-        while (left := n_trials - self.trained_count()) > 0:
+        last: tuple[int, float] | None = None  # the batch before: evaluations in the study before it, its start
+        while True:
+            done = self.trained_count()
+            if last is not None and done > last[0]:
+                took.append(time.monotonic() - last[1])
+            if (left := n_trials - done) <= 0:
+                return "trials"
             if deadline is not None and took and time.monotonic() + sum(took) / len(took) > deadline:
                 return "time"
             if time.monotonic() - checked > self.heartbeat:  # other workers' dead trials, while this one runs
                 self.recover()
                 checked = time.monotonic()
+                done = self.trained_count()  # a recovered trial is no evaluation of the next batch
             if proposals >= limit:
-                raise SearchStopped(f"{proposals} proposals gave only {self.trained_count()} feasible, new "
+                raise SearchStopped(f"{proposals} proposals gave only {done} feasible, new "
                                     f"architectures: the budget is too tight for the space, or the space too small")
             k = max(1, min(self.parallel, left, limit - proposals))
             waiting = len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
             if waiting:  # re-queued (or seeded) trials first, as a batch of their own: they were one
                 k = min(k, waiting)
             proposals += k
-            before, t0 = self.trained_count(), time.monotonic()
+            last = (done, time.monotonic())
             self.step(on_trial, k)
-            if self.trained_count() > before:
-                took.append(time.monotonic() - t0)
-        return "trials"
 
     def step(self, on_trial: Callable[[FrozenTrial], None] | None = None, k: int = 1) -> None:
         """Ask ``k`` proposals, price them, train the feasible new ones (together), tell every one. While
