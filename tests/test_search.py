@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -560,3 +561,55 @@ def test_a_reused_pid_and_a_silent_remote_worker_are_recognised(tmp_path: Path) 
     states = {t.number: t.state for t in again.study.trials}
     assert states[remote.number] == TrialState.RUNNING  # its heartbeat is fresh: left to its owner
     assert states[reused.number] == states[silent.number] == TrialState.FAIL
+
+
+def by_params(gs: list[Genotype]) -> list[tuple[float, dict]]:  # type: ignore[type-arg]
+    """A deterministic prefilter: more parameters rank higher."""
+    return [(float(params(g)), {"prefilter_scores": {"params": params(g)}}) for g in gs]
+
+
+@pytest.mark.parametrize("strategy", ["random", "evolution", "nsga2", "tpe"])
+def test_a_prefilter_trains_only_the_best_scored_fraction_of_each_batch(strategy: str) -> None:
+    obj = CheapObjective()
+    s = create_search(problem(), None, "p", strategy, obj, seed=0, population=4, evaluate_many=obj.many,
+                      prefilter=by_params, prefilter_keep=0.25)
+    s.seed_population()
+    s.run(8)
+    assert s.trained_count() == 8 == len(obj.calls) == len(set(obj.calls))
+    pruned = [t for t in s.study.trials if t.state == TrialState.PRUNED]
+    assert pruned and all(t.user_attrs["prefiltered"] and not t.user_attrs["trained"] for t in pruned)
+    batches: dict[int, list] = {}  # type: ignore[type-arg]
+    for t in s.study.trials:
+        if "prefiltered" in t.user_attrs:
+            batches.setdefault(t.user_attrs["batch"], []).append(t)
+    assert batches
+    for ts in batches.values():  # the trained one of each prefiltered batch is its best scored
+        kept = [t for t in ts if not t.user_attrs["prefiltered"]]
+        assert len(kept) == 1 and kept[0].user_attrs["genotype"] in obj.calls
+        best = max(t.user_attrs["prefilter_scores"]["params"] for t in ts)
+        assert kept[0].user_attrs["prefilter_scores"]["params"] == best
+    assert not any(t.user_attrs["genotype"] in obj.calls for t in pruned if t.user_attrs["genotype"] not in
+                   {k.user_attrs["genotype"] for k in s.study.trials if k.state == TrialState.COMPLETE})
+
+
+def test_a_prefiltered_search_resumes_exactly(tmp_path: Path) -> None:
+    """Pruned proposals are replayed into an ask/tell strategy like the others (told as accuracy 0)."""
+    def go(n: int, storage: str | None, resume: bool = False) -> Any:
+        obj = CheapObjective()
+        s = create_search(problem(), storage, "x", "evolution", obj, seed=3, population=4, resume=resume,
+                          evaluate_many=obj.many, prefilter=by_params, prefilter_keep=0.5)
+        s.run(n)
+        return s
+
+    whole = go(10, None)
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    go(5, url)
+    resumed = go(10, url, resume=True)
+    assert [t.user_attrs["genotype"] for t in resumed.study.trials] == \
+           [t.user_attrs["genotype"] for t in whole.study.trials]
+    assert any(t.state == TrialState.PRUNED for t in whole.study.trials)
+
+
+def test_a_prefilter_keeps_a_fraction() -> None:
+    with pytest.raises(ValueError, match="fraction"):
+        create_search(problem(), None, "k", "random", CheapObjective(), prefilter=by_params, prefilter_keep=0)

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 
 from hwnas import __version__
-from hwnas.cli import arch, bench, cache, export, latency, scale, search, train, transfer
+from hwnas.cli import arch, bench, cache, export, latency, scale, score, search, train, transfer
 from hwnas.cli.common import FLOPS_HELP, Parser, UsageError
 from hwnas.data import DataError
 from hwnas.genotype import GenotypeError
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     latency.register(sub)
     train.register(sub)
     search.register(sub)
+    score.register(sub)
     export.register(sub)
     scale.register(sub)
     transfer.register(sub)

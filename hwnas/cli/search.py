@@ -34,6 +34,7 @@ from hwnas.cli.common import (
     check_sqlite_study_file,
     first_line,
     load_recipe,
+    positive_float_at_most,
     recipe_table,
     shipped_dir,
 )
@@ -46,11 +47,13 @@ from hwnas.urls import hide_secrets, mask_url, sqlite_path
 DEFAULT_RECIPE = "cifar10-400m"
 OUTPUT_RESERVE_S = 10.0  # of a time limit, kept for writing the outputs and plots (about 4 s on 2 cores)
 PARALLEL_CUDA = 4  # proposals trained together on CUDA (the evaluator's lock-step group, at most 4)
+ZERO_COST_REFERENCE = 32  # random architectures of the space that normalise a zero-cost objective
 
 
 RECIPE_KEYS = {  # every key a recipe's tables may hold ([space] is checked by SearchSpace, [transfer] by transfer)
     "search": {"name", "strategy", "seed", "objectives", "reward", "resolution", "table", "budget_flops",
-               "budget_latency", "budget_params", "benchmark", "seed_mode", "description"},
+               "budget_latency", "budget_params", "benchmark", "seed_mode", "evaluator", "prefilter", "prefilter_keep",
+               "description"},
     "data": {"dataset", "data_dir", "val_fraction"},
     "profile": {"trials", "population", "epochs", "batch_size", "lr", "proxy_width", "proxy_resolution",
                 "time_limit"},
@@ -131,6 +134,8 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
         "objectives": _get(r, "search", "objectives", ["acc", "flops"]),
         "reward": _get(r, "search", "reward", "pareto"), "resolution": _get(r, "search", "resolution"),
         "benchmark": benchmark, "seed_mode": _get(r, "search", "seed_mode", "mean"),
+        "evaluator": _get(r, "search", "evaluator", "train"), "prefilter": _get(r, "search", "prefilter") or None,
+        "prefilter_keep": _get(r, "search", "prefilter_keep", 0.25),
         "table": _get(r, "search", "table") or None, "device": device,
         "dataset": _get(r, "data", "dataset", "cifar10"), "data_dir": _get(r, "data", "data_dir") or None,
         "val_fraction": _get(r, "data", "val_fraction", 0.2),
@@ -147,7 +152,8 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
             s["objectives"] = ["acc", *[k for k in ("latency", "flops", "params") if k in cli_budgets]]
     s["budgets"] = budgets
     for flag in ("strategy", "seed", "reward", "trials", "population", "epochs", "batch_size", "lr", "table",
-                 "data_dir", "dataset", "resolution", "seed_mode", "time_limit"):
+                 "data_dir", "dataset", "resolution", "seed_mode", "time_limit", "evaluator", "prefilter",
+                 "prefilter_keep"):
         v = getattr(args, flag, None)
         if v is not None:
             s[flag] = v
@@ -181,12 +187,58 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
     if s["space_kind"] != "mbconv" and s["space"]:
         raise UsageError(f"recipe {recipe_path}: the {s['space_kind']} space takes no [space] settings "
                          f"(got {', '.join(sorted(s['space']))})")
-    if s["space_kind"] != "mbconv" and not s["benchmark"]:
-        raise UsageError(f"the {s['space_kind']} space is searched with a tabular benchmark's accuracies: give "
-                         f"--benchmark (proxy training of its networks is not wired into search yet)")
+    s["zero_cost"] = _zero_cost_proxies(s, recipe_path)
+    if s["space_kind"] != "mbconv" and not s["benchmark"] and not s["zero_cost"]:
+        raise UsageError(f"the {s['space_kind']} space is searched with a tabular benchmark's accuracies or a "
+                         f"zero-cost proxy: give --benchmark or --evaluator zero-cost:PROXY (proxy training of its "
+                         f"networks is not wired into search yet)")
+    if s["zero_cost"] and s["space_kind"] == "transnas-micro":
+        raise UsageError("the transnas-micro space has no network hwnas can build to score: search it with "
+                         "--benchmark transnas:TASK")
+    if str(recipe_path) == "(none)":  # no recipe (a benchmark, another space): named after what it searches
+        s["name"] = str(s["benchmark"] or s["space_kind"]).replace(":", "-") + ("-zero-cost" if s["zero_cost"] else "")
     for t in extra_tables:
         s[t] = dict(recipe_table(r, recipe_path, t))
     return s
+
+
+def _proxies_named(text: str, what: str) -> tuple[str, ...]:
+    """``zico`` / ``synflow,jacov`` / ``vote`` (synflow, jacov, snip) as proxy names, or one line naming the fault."""
+    from hwnas.evaluators.zero_cost import VOTE_DEFAULT, ZeroCostError, parse_proxies
+
+    if text.strip() == "all":
+        raise UsageError(f"{what} {text[:80]!r}: name the proxies to vote with (e.g. vote, or zico,synflow)")
+    try:
+        return VOTE_DEFAULT if text.strip() == "vote" else parse_proxies(text)
+    except ZeroCostError as e:
+        raise UsageError(f"{what} {text[:80]!r}: {e}") from None
+
+
+def _zero_cost_proxies(s: dict[str, Any], recipe: Path) -> tuple[str, ...]:
+    """The proxies of ``evaluator = "zero-cost:..."``; () for training. Also checks ``prefilter`` and
+    ``prefilter_keep`` (``s["prefilter_proxies"]``)."""
+    from hwnas.evaluators.zero_cost import PROXIES
+
+    ev, pf, keep = s["evaluator"], s["prefilter"], s["prefilter_keep"]
+    if not isinstance(ev, str) or not (ev == "train" or ev.startswith("zero-cost:")):
+        raise UsageError(f"recipe {recipe}: evaluator must be train or zero-cost:PROXY[,PROXY...] (proxies "
+                         f"{', '.join(PROXIES)}, or vote), got {shown(ev) if not isinstance(ev, str) else ev[:80]!r}")
+    if not isinstance(pf, str | None):
+        raise UsageError(f"recipe {recipe}: prefilter must be a proxy name (or names, or vote), got {shown(pf)}")
+    if isinstance(keep, bool) or not isinstance(keep, int | float) or not 0 < keep <= 1:
+        raise UsageError(f"recipe {recipe}: prefilter_keep must be a fraction in (0, 1], got "
+                         f"{shown(keep) if isinstance(keep, int | float | None) else repr(keep)[:80]}")
+    s["prefilter_proxies"] = _proxies_named(pf, "prefilter") if pf else ()
+    if ev == "train":
+        if pf and s["benchmark"]:
+            raise UsageError("--prefilter scores networks before they train; a --benchmark trains none")
+        return ()
+    proxies = _proxies_named(ev.removeprefix("zero-cost:"), "evaluator")
+    if s["benchmark"]:
+        raise UsageError("--evaluator zero-cost scores the networks, --benchmark looks their accuracy up: give one")
+    if pf:
+        raise UsageError("--prefilter picks which candidates to train; --evaluator zero-cost trains none")
+    return proxies
 
 
 def _check_settings(s: dict[str, Any], recipe: Path) -> None:
@@ -277,7 +329,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         try:
             search = create_search(problem, storage, study_name, s["strategy"], evaluate, seed=int(s["seed"]),
                                    population=int(s["population"]), resume=args.resume, settings=fingerprint,
-                                   evaluate_many=evaluate_many, parallel=int(s["parallel"]))
+                                   evaluate_many=evaluate_many, parallel=int(s["parallel"]),
+                                   prefilter=prefilter_of(data, val_size, s),
+                                   prefilter_keep=float(s["prefilter_keep"]))
         except ValueError as e:
             raise UsageError(str(e)) from None
         place.created = not args.resume
@@ -311,7 +365,7 @@ def build_problem(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Any, Any
         data, val_size = _load_search_data(args, s)
         num_classes = data.num_classes
     if resolution is None:
-        resolution = 224
+        resolution = 224 if s["space_kind"] == "mbconv" else space.default_resolution
     s["resolution"] = resolution
     if "objectives" not in s["explicit"] and not space.has_costs:  # accuracy (and latency) alone
         s["objectives"] = [o for o in s["objectives"] if o not in ("flops", "params")]
@@ -327,8 +381,16 @@ def proxy_fingerprint(s: dict[str, Any], data: Any) -> dict[str, Any]:
     """The evaluator settings a study is tied to (a resume with other settings is refused)."""
     if s["benchmark"]:
         return {"benchmark": s["benchmark"], "seed_mode": s["seed_mode"]}
+    if s["zero_cost"]:
+        from hwnas.evaluators.zero_cost import BATCH_SIZE
+
+        return {"evaluator": s["evaluator"], "zero_cost_batch": BATCH_SIZE, "zero_cost_reference": ZERO_COST_REFERENCE,
+                "proxy_resolution": s["proxy_resolution"], "dataset": s["dataset"], "data_source": data.source,
+                "seed": s["seed"]}
     keys = ("epochs", "batch_size", "lr", "proxy_width", "proxy_resolution", "dataset", "device")
-    return {**{k: s[k] for k in keys}, "data_source": data.source,
+    pf = {"prefilter": list(s["prefilter_proxies"]), "prefilter_keep": s["prefilter_keep"]} \
+        if s["prefilter_proxies"] else {}  # recorded only when used: studies made before it resume
+    return {**{k: s[k] for k in keys}, "data_source": data.source, **pf,
             "val_images": validation_size(s, len(data.train_y))}  # the split every accuracy is measured on
 
 
@@ -458,6 +520,10 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
 
         print(f"  accuracy: {spec(s['benchmark']).description}, looked up (tabular benchmark {s['benchmark']})",
               file=err)
+    elif s["zero_cost"]:
+        print(f"  accuracy: NOT trained. acc is the zero-cost score of {', '.join(s['zero_cost'])} at initialisation "
+              f"as Phi(z) against {ZERO_COST_REFERENCE} random architectures of the space (0..1, ranks as the score; "
+              f"raw scores in each trial's zero_cost), on {s['dataset']} images", file=err)
     elif not s["data_dir"]:
         print(f"  fidelity: LOW. {EMBEDDED_NOTE}; proxy: {s['epochs']:g} epochs at width x{s['proxy_width']:g}, "
               f"{s['proxy_resolution'] or data.resolution} px. Full run: this command with --data-dir "
@@ -512,9 +578,10 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
     trials = search.study.get_trials(deepcopy=False)
     summary = write_outputs(trials, problem, run_dir, {**meta, "seconds": round(time.monotonic() - t0, 1),
                                                        "ended": "time limit" if ended == "time" else ended})
-    _print_front(summary, problem)
+    _print_front(summary, problem, "highest zero-cost score" if s["zero_cost"] else "most accurate")
     rows = feasible_rows(trials)
-    print(f"{len(rows)} architectures evaluated, {summary['infeasible']} infeasible (not trained), "
+    dropped = f", {summary['prefiltered']} dropped by the prefilter" if summary["prefiltered"] else ""
+    print(f"{len(rows)} architectures evaluated, {summary['infeasible']} infeasible (not trained){dropped}, "
           f"{summary['failed']} failed; hypervolume {summary['hypervolume']:.4f}; {time.monotonic() - t0:.0f} s\n"
           f"outputs: {run_dir}/pareto.csv, pareto.json, pareto.png, hypervolume.png\n"
           f"dashboard: {dashboard}\nresume or extend: {_resume_cmd(study_name, storage, args)}", file=err)
@@ -530,7 +597,7 @@ def _any_trial_ran(search: Any) -> bool:
     return any(t.state.name != "WAITING" for t in search.study.get_trials(deepcopy=False))
 
 
-def _print_front(summary: dict[str, Any], problem: Any) -> None:
+def _print_front(summary: dict[str, Any], problem: Any, best: str = "most accurate") -> None:
     """The Pareto front as a table that fits 80 columns (a genotype cut to what is left; the whole strings are
     in pareto.csv), then the most accurate member's genotype in full, ready for `hwnas train` / `export`."""
     from rich.console import Console
@@ -560,7 +627,7 @@ def _print_front(summary: dict[str, Any], problem: Any) -> None:
     out.print(t)
     if front:
         top = max(front, key=lambda r: r["acc"])
-        print(f"most accurate (trial {top['trial']}, acc {top['acc']:.4f}):\n  {top['genotype']}")
+        print(f"{best} (trial {top['trial']}, acc {top['acc']:.4f}):\n  {top['genotype']}")
 
 
 def _trial_line(t: Any, done: int, total: int, seconds: float) -> str:
@@ -641,6 +708,9 @@ def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[An
         tab = TabularEvaluator(s["benchmark"], s["seed_mode"], int(s["seed"]))
         yield tab.evaluate, tab.evaluate_many
         return
+    if s["zero_cost"]:
+        yield zero_cost_evaluators(data, val_size, s)
+        return
     from hwnas.evaluators.training import Budget, Evaluator, EvaluatorError, EvaluatorPool, Metrics, Recipe
     from hwnas.scaling import scale
     from hwnas.search.run import EvalResult, EvaluationStopped
@@ -686,6 +756,80 @@ def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[An
         yield evaluate, evaluate_many
     finally:
         ev.close()
+
+
+def _zero_cost_scorer(data: Any, val_size: int, s: dict[str, Any]) -> Any:
+    """A ``ZeroCostScorer`` on the search's training split (never its validation split), at the profile's
+    proxy resolution."""
+    from hwnas.evaluators.zero_cost import ZeroCostError, ZeroCostScorer
+
+    tx, ty, _, _ = data.split_validation(val_size)
+    res = s["proxy_resolution"]
+    if res and res != data.resolution:
+        tx = _resize(tx, res)
+    try:
+        return ZeroCostScorer(get_space(s["space_kind"], s["space"]), tx, ty, data.num_classes, seed=int(s["seed"]),
+                              device=s["device"])
+    except ZeroCostError as e:
+        raise UsageError(str(e)) from None
+
+
+def prefilter_of(data: Any, val_size: int, s: dict[str, Any]) -> Any:
+    """The search's prefilter (``Search.prefilter``): the candidates of a batch ranked by the rank vote of the
+    ``prefilter`` proxies over that batch (one proxy: its own ranking); None without one."""
+    if not s["prefilter_proxies"]:
+        return None
+    import math
+
+    from hwnas.evaluators.zero_cost import vote_ranks
+
+    scorer, proxies = _zero_cost_scorer(data, val_size, s), s["prefilter_proxies"]
+
+    def rank(gs: list[Any]) -> list[tuple[float, dict[str, Any]]]:
+        raw = []
+        for g in gs:
+            try:
+                raw.append(scorer.score(g, proxies))
+            except Exception:  # unscorable (e.g. out of memory): ranked last, and trained only if kept
+                raw.append({p: float("nan") for p in proxies})
+        votes = vote_ranks({p: [r[p] for r in raw] for p in proxies})
+        return [(float(v), {"prefilter_scores": {p: x if math.isfinite(x) else None for p, x in r.items()}})
+                for v, r in zip(votes, raw, strict=True)]
+
+    return rank
+
+
+def zero_cost_evaluators(data: Any, val_size: int, s: dict[str, Any]) -> tuple[Any, Any]:
+    """Score each candidate (at full width) with the zero-cost proxies on a minibatch of the training split,
+    normalised against ``ZERO_COST_REFERENCE`` random architectures of the space (``Normalizer``)."""
+    import math
+
+    import numpy as np
+
+    from hwnas.evaluators.zero_cost import Normalizer, ZeroCostError
+    from hwnas.search.run import EvalResult
+
+    space = get_space(s["space_kind"], s["space"])
+    rng = np.random.default_rng(int(s["seed"]))
+    reference = [space.decode(space.sample(rng)) for _ in range(ZERO_COST_REFERENCE)]
+    print(f"  zero-cost: scoring {len(reference)} random architectures of the space to normalise "
+          f"{', '.join(s['zero_cost'])}", file=sys.stderr, flush=True)
+    scorer = _zero_cost_scorer(data, val_size, s)
+    try:
+        norm = Normalizer(scorer, reference, s["zero_cost"])
+    except ZeroCostError as e:
+        raise UsageError(str(e)) from None
+
+    def evaluate(g: Any) -> EvalResult:
+        t0 = time.perf_counter()
+        try:
+            value, raw = norm.score(g)
+        except Exception as e:  # one candidate's failure (e.g. out of memory): a failed trial, not a dead study
+            return EvalResult(None, f"zero-cost scoring failed: {first_line(e)}")
+        return EvalResult(value, details={"zero_cost": {k: v if math.isfinite(v) else None for k, v in raw.items()},
+                                          "score_seconds": round(time.perf_counter() - t0, 3)})
+
+    return evaluate, lambda gs: [evaluate(g) for g in gs]
 
 
 def _resize(x: Any, res: int) -> Any:
@@ -758,6 +902,16 @@ def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...],
     p.add_argument("--benchmark", default=None,
                    help="look accuracy up in a tabular benchmark instead of training: nb201:cifar10, nb201:cifar100, "
                         "nb201:imagenet16-120, macro, transnas:TASK (sets --space; see docs/benchmarks.md)")
+    p.add_argument("--evaluator", default=None, metavar="EVALUATOR",
+                   help="where acc comes from: train (proxy training, the default) or zero-cost:PROXY[,PROXY...] / "
+                        "zero-cost:vote (synflow+jacov+snip): scores at initialisation, no training, on any space "
+                        "hwnas builds; see docs/evaluators.md")
+    p.add_argument("--prefilter", default=None, metavar="PROXY",
+                   help="zero-cost proxy (or proxies, or vote) that picks which proposals train: each batch draws "
+                        "1/--prefilter-keep as many and trains the best-scored fraction; the others are PRUNED "
+                        "trials with their scores (default: recipe, none)")
+    p.add_argument("--prefilter-keep", type=positive_float_at_most(1.0), default=None, metavar="F",
+                   help="fraction of the proposals the prefilter keeps (default: recipe, 0.25)")
     p.add_argument("--seed-mode", choices=["mean", "random"], default=None,
                    help="macro benchmark: mean of its 3 training seeds (default) or one drawn per query")
     p.add_argument("--dataset", default=None,

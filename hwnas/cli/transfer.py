@@ -41,6 +41,8 @@ MAX_TOURNAMENT = 10_000  # a population's size at most
 
 def transfer_settings(args: argparse.Namespace) -> dict[str, Any]:
     s = settings_from(args, DEFAULT_RECIPE, extra_tables=("transfer",))
+    if s["zero_cost"]:  # transfer's elastic search ranks trained candidates
+        raise UsageError("transfer trains its candidates: --evaluator zero-cost is for hwnas search")
     t = s.pop("transfer")
     known = {"source_storage", "source_study", "source_trial", "select", "quality_lambda", "tournament", "elements"}
     if set(t) - known:

@@ -162,8 +162,9 @@ def write_outputs(trials: list[FrozenTrial], problem: Problem, run_dir: Path, me
     n_infeasible = sum(1 for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("feasible"))
     n_failed = sum(1 for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("interrupted")
                    and "cached_from" not in t.user_attrs)  # a failed genotype asked twice failed once
+    n_dropped = sum(t.state == TrialState.PRUNED and bool(t.user_attrs.get("prefiltered")) for t in trials)
     summary = {**meta, "problem": problem.describe(), "trials": len(trials), "evaluated": len(rows),
-               "infeasible": n_infeasible, "failed": n_failed,
+               "infeasible": n_infeasible, "failed": n_failed, "prefiltered": n_dropped,
                "hypervolume": curve[-1][1] if curve else 0.0, "hypervolume_axes": hypervolume_axes(problem),
                "pareto": [r.to_dict() for r in front]}
     write_text_atomic(run_dir / "pareto.json", dumps_strict(summary, indent=2) + "\n")

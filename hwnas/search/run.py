@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import socket
 import threading
 import warnings
@@ -43,6 +44,8 @@ class EvalResult:
 
 Evaluate = Callable[[Any], EvalResult]  # an architecture of the problem's space -> its result
 EvaluateMany = Callable[[list[Any]], list[EvalResult]]
+# architectures -> (value ranking them, higher is better; attributes to store) each, e.g. zero-cost scores
+Prefilter = Callable[[list[Any]], list[tuple[float, dict[str, Any]]]]
 
 
 ANNOTATED = "annotated"  # user attribute: the keys ``Search.annotate`` set on a trial
@@ -96,6 +99,10 @@ class Search:
     grace: float = GRACE_S  # seconds without news after which a RUNNING trial of an unseen worker is lost
     heartbeat: float = HEARTBEAT_S  # seconds between heartbeats of this worker's RUNNING trials
     worker: str = field(default_factory=_worker_id)
+    # pre-filtering: a batch of k evaluations asks k / ``prefilter_keep`` proposals, and only the k of its new
+    # feasible ones that ``prefilter`` ranks highest are evaluated; the others are PRUNED trials
+    prefilter: Prefilter | None = None
+    prefilter_keep: float = 1.0
 
     # ---- study bookkeeping -----------------------------------------------------------------------
     def objectives_of(self, t: FrozenTrial) -> tuple[list[float], list[float]] | None:
@@ -271,19 +278,24 @@ class Search:
                                     f"architectures: the budget is too tight for the space, or the space too small")
             k = max(1, min(self.parallel, left, limit - proposals))
             waiting = len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            keep = None  # how many the prefilter lets through (None: no prefilter)
             if waiting:  # re-queued (or seeded) trials first, as a batch of their own: they were one
                 k = min(k, waiting)
+            elif self.prefilter is not None:  # 1/keep proposals for each evaluation, the best k evaluated
+                keep, k = k, max(1, min(math.ceil(k / self.prefilter_keep - 1e-9), limit - proposals))
             proposals += k
             last = (done, time.monotonic())
-            self.step(on_trial, k)
+            self.step(on_trial, k, keep)
 
-    def step(self, on_trial: Callable[[FrozenTrial], None] | None = None, k: int = 1) -> None:
-        """Ask ``k`` proposals, price them, train the feasible new ones (together), tell every one. While
-        they are RUNNING, a thread records their heartbeats (RDB storages)."""
+    def step(self, on_trial: Callable[[FrozenTrial], None] | None = None, k: int = 1, keep: int | None = None) -> None:
+        """Ask ``k`` proposals, price them, train the feasible new ones (together; ``keep``: only the ``keep``
+        the prefilter ranks highest), tell every one. While they are RUNNING, a thread records their
+        heartbeats (RDB storages)."""
         with _Heartbeat(self.study, self.heartbeat) as beat:
-            self._step(on_trial, k, beat)
+            self._step(on_trial, k, beat, keep)
 
-    def _step(self, on_trial: Callable[[FrozenTrial], None] | None, k: int, beat: _Heartbeat) -> None:
+    def _step(self, on_trial: Callable[[FrozenTrial], None] | None, k: int, beat: _Heartbeat,
+              keep: int | None = None) -> None:
         p, sp = self.problem, self.problem.space
         asked: list[tuple[optuna.Trial, Any, dict[str, Any], bool]] = []
         trial: optuna.Trial | None = None
@@ -324,6 +336,13 @@ class Search:
         for _, g, _, feasible in asked:
             if feasible and g.to_string() not in cache:
                 todo.setdefault(g.to_string(), g)
+        notes: dict[str, dict[str, Any]] = {}  # genotype -> what the prefilter said of it
+        try:
+            if keep is not None and self.prefilter is not None and todo:
+                notes = self._prefilter(todo, keep)
+        except BaseException:  # Ctrl-C while scoring: nothing of the batch is lost
+            self._interrupt([a[0] for a in asked])
+            raise
         genos = list(todo.values())
         results: list[EvalResult] = []
         try:
@@ -333,12 +352,27 @@ class Search:
                 for g in genos:
                     results.append(self.evaluate(g))
         except EvaluationStopped as e:  # what it finished is kept; the rest is interrupted, re-queued on resume
-            self._tell(asked, cache, dict(zip(todo, [*results, *e.results], strict=False)), on_trial)
+            self._tell(asked, cache, dict(zip(todo, [*results, *e.results], strict=False)), on_trial, notes)
             raise
         except BaseException:  # Ctrl-C: nothing of the batch is lost
             self._interrupt([a[0] for a in asked])
             raise
-        self._tell(asked, cache, dict(zip(todo, results, strict=True)), on_trial)
+        self._tell(asked, cache, dict(zip(todo, results, strict=True)), on_trial, notes)
+
+    def _prefilter(self, todo: dict[str, Any], n_keep: int) -> dict[str, dict[str, Any]]:
+        """Rank ``todo``'s genotypes by the prefilter and drop from it all but the ``n_keep`` best; returns what
+        the prefilter said of each, ``prefiltered`` True for those dropped."""
+        assert self.prefilter is not None
+        keys = list(todo)
+        scored = self.prefilter([todo[key] for key in keys])
+        order = sorted(range(len(keys)), key=lambda i: -scored[i][0])  # stable: ties keep the proposal order
+        kept = set(order[:n_keep])
+        notes = {}
+        for i, key in enumerate(keys):
+            notes[key] = {**scored[i][1], "prefiltered": i not in kept}
+            if i not in kept:
+                del todo[key]
+        return notes
 
     def _interrupt(self, trials: list[optuna.Trial]) -> None:
         """Fail ``trials`` as interrupted: re-queued on resume (those with their parameters), not counted."""
@@ -347,14 +381,25 @@ class Search:
             self.study.tell(t, state=TrialState.FAIL)
 
     def _tell(self, asked: list[tuple[optuna.Trial, Any, dict[str, Any], bool]], cache: dict[str, FrozenTrial],
-              trained: dict[str, EvalResult], on_trial: Callable[[FrozenTrial], None] | None) -> None:
+              trained: dict[str, EvalResult], on_trial: Callable[[FrozenTrial], None] | None,
+              notes: dict[str, dict[str, Any]] | None = None) -> None:
         """Tell every trial of a batch its outcome; one whose genotype is neither priced out, known nor in
-        ``trained`` (its evaluation stopped) is failed as interrupted."""
+        ``trained`` (its evaluation stopped) is failed as interrupted; one the prefilter dropped (``notes``)
+        is PRUNED, with what the prefilter said of it."""
         p = self.problem
         first: dict[str, int] = {}
+        notes = notes or {}
         for trial, g, costs, feasible in asked:
             key = g.to_string()
             outcome: dict[str, Any]
+            for name, v in notes.get(key, {}).items():
+                trial.set_user_attr(name, v)
+            if notes.get(key, {}).get("prefiltered"):
+                trial.set_user_attr("trained", False)
+                self.study.tell(trial, state=TrialState.PRUNED)
+                if on_trial is not None:
+                    on_trial(self.study._storage.get_trial(trial._trial_id))
+                continue
             if feasible and key not in cache and key not in trained:
                 self._interrupt([trial])
                 continue
@@ -431,7 +476,8 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
                   strategy: str, evaluate: Evaluate, seed: int = 0, population: int = 20, resume: bool = False,
                   settings: dict[str, Any] | None = None,
                   custom: Callable[[Callable[[np.ndarray], bool]], AskTell] | None = None,
-                  evaluate_many: EvaluateMany | None = None, parallel: int = 1) -> Search:
+                  evaluate_many: EvaluateMany | None = None, parallel: int = 1, prefilter: Prefilter | None = None,
+                  prefilter_keep: float = 1.0) -> Search:
     """Create (or, with ``resume``, load) the study and wire the strategy's sampler. ``custom`` builds an
     ask/tell strategy from the feasibility test (used instead of ``strategy``'s own, which then only names it)."""
     fingerprint = {"problem": problem.describe(), "strategy": strategy, "seed": seed, "population": population,
@@ -471,8 +517,10 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2: the dashboard shows the names
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(problem.value_names)
+    if not 0 < prefilter_keep <= 1:
+        raise ValueError(f"the prefilter keeps a fraction in (0, 1] of the proposals, not {prefilter_keep}")
     s = Search(problem, study, evaluate, strategy, seed, population, evaluate_many=evaluate_many,
-               parallel=max(1, parallel))
+               parallel=max(1, parallel), prefilter=prefilter, prefilter_keep=prefilter_keep)
     holder["s"] = s
     return s
 

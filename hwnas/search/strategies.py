@@ -233,7 +233,8 @@ class VectorSampler(BaseSampler):
         -- so the strategy's random state and generations advance exactly as they did then: a resumed search
         continues as the uninterrupted one would have. Enqueued trials (re-queued after an interrupt, seeds)
         took no proposal and are only told."""
-        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        # PRUNED: dropped by a prefilter, told as a result of accuracy 0 (Search.objectives_of)
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
         batches: dict[int, list[FrozenTrial]] = {}
         for t in sorted(finished, key=lambda t: t.number):
             if t.number not in self.told:
