@@ -30,11 +30,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--benchmark", default="nb201:cifar10", choices=("nb201:cifar10", "macro"))
     p.add_argument("-n", type=int, default=1000, help="architectures drawn uniformly from the space")
-    p.add_argument("--seed", type=int, default=0, help="draws the architectures, the minibatch and the init")
+    p.add_argument("--seed", type=int, default=0, help="draws the architectures (and, by default, the minibatch and "
+                   "the init)")
+    p.add_argument("--score-seed", type=int, default=None, help="draws the minibatch and seeds the init (default "
+                   "--seed): the same architectures scored with another seed")
     p.add_argument("--proxies", default="all", help="comma-separated, or all")
     p.add_argument("--data-dir", help="CIFAR-10 (folder or archive); default: the embedded subset")
     p.add_argument("--cache")
     p.add_argument("--max-minutes", type=float, default=1e9)
+    p.add_argument("--rescore", default="", help="comma-separated proxies to score again on every architecture "
+                   "(after a change to their definition)")
     p.add_argument("-o", "--output")
     p.add_argument("--plot-only", action="store_true")
     a = p.parse_args()
@@ -68,13 +73,16 @@ def main() -> None:
     archs = [space.decode(v) for v in vectors]
     keys = [tab.key(g) for g in archs]
     saved = json.loads(out.read_text()) if out.exists() else {}
+    score_seed = a.seed if a.score_seed is None else a.score_seed
     setup = {"benchmark": a.benchmark, "seed": a.seed, "data": a.data_dir or "embedded", "batch_size": 64}
+    if score_seed != a.seed:  # recorded only when it differs: result files made before it stay valid
+        setup["score_seed"] = score_seed
     if saved and saved.get("setup") != setup:
         raise SystemExit(f"zero_cost_tabular: {out} holds {saved.get('setup')}, not {setup}: write elsewhere (-o)")
     scores: dict[str, dict[str, float]] = saved.get("scores", {})
     seconds: dict[str, dict[str, float]] = saved.get("seconds", {})
     data = load_data(a.data_dir, a.cache)
-    scorer = ZeroCostScorer(space, data.train_x, data.train_y, tab.spec.num_classes, seed=a.seed)
+    scorer = ZeroCostScorer(space, data.train_x, data.train_y, tab.spec.num_classes, seed=score_seed)
     deadline = time.monotonic() + a.max_minutes * 60
     truth = {k: float(tab.evaluate(g).acc) * 100 for k, g in zip(keys, archs, strict=True)}
 
@@ -108,12 +116,17 @@ def main() -> None:
                 "threads": torch.get_num_threads(), "truth": f"{tab.spec.description}, %", "table": table,
                 "truth_acc": {k: truth[k] for k in done}, "scores": scores, "seconds": seconds}
 
+    for p in parse_proxies(a.rescore) if a.rescore else ():
+        for k in scores:
+            scores[k].pop(p, None)
+            seconds.get(k, {}).pop(p, None)
     todo = [(k, g) for k, g in zip(keys, archs, strict=True) if not all(p in scores.get(k, {}) for p in proxies)]
     for i, (k, g) in enumerate(todo):
         if time.monotonic() > deadline:
             break
         row, secs = scores.setdefault(k, {}), seconds.setdefault(k, {})
-        for group in cost_groups(proxies):  # the proxies sharing passes over one network are timed together
+        # the proxies sharing passes over one network are timed together; only what is missing is scored
+        for group in cost_groups([p for p in proxies if p not in row]):
             t0 = time.perf_counter()
             row |= scorer.score(g, group)
             secs["+".join(group)] = round(time.perf_counter() - t0, 4)
@@ -145,6 +158,7 @@ def plot(res: dict[str, Any], path: Any) -> None:
     if pubs:
         ax.scatter([v for _, v in pubs], [i for i, _ in pubs], marker="|", s=300, color="k", label="published")
     ax.axvline(0, color="k", lw=0.5)
+    ax.set_xlim(min(0.0, *(r["spearman"] for _, r in rows)) - 0.02, 1.15)  # room for the legend on the right
     ax.invert_yaxis()
     ax.set_xlabel(f"Spearman rho vs {res['truth']} (n={res['n']})")
     ax.set_title(f"Zero-cost proxies on {res['setup']['benchmark']}, scored on {res['device_name']}", fontsize=9)

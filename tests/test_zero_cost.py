@@ -236,3 +236,10 @@ def test_a_prefiltered_search_trains_the_best_scored_of_each_batch(tmp_path: obj
 ])
 def test_a_prefilter_refuses_bad_settings(args: tuple[str, ...], fragment: str) -> None:
     assert_usage_error(hwnas_here(*args), fragment)
+
+
+def test_zen_leaves_out_a_batchnorm_whose_input_is_all_zero(scorer: zc.ZeroCostScorer) -> None:
+    """Node 1 of this cell is zero (edge 1<-0 is `none`), so the 1x1 convolution's BN after it sees only zeros:
+    its log-variance would be minus infinity."""
+    arch = NB201.parse("|none~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|nor_conv_1x1~1|avg_pool_3x3~2|")
+    assert math.isfinite(scorer.score(arch, ("zen",))["zen"])

@@ -31,7 +31,9 @@ in every reference implementation. float32 except synflow (float64, as its autho
               log sqrt(mean batch variance), f the feature map before global pooling, x and e standard
               normal images (no data), weights re-drawn N(0, 1), BN scale 1 and shift 0. The BN variance
               is the batch variance of the first forward (the paper's definition; the authors' script
-              reads ``running_var`` after two forwards at momentum 0.1).
+              reads ``running_var`` after two forwards at momentum 0.1). A BN whose input is all zero
+              (downstream of an NB201 ``none`` edge; the paper's networks have none) is left out of the sum
+              rather than adding log 0.
 ``flops``     the walker's multiply-adds at the scoring resolution (the baseline every paper reports).
 ``params``    the walker's parameter count.
 ============  =============================================================================================
@@ -166,8 +168,9 @@ class Normalizer:
             t = np.array([_t(p, r[p]) for r in ref])
             t = t[np.isfinite(t)]
             if len(t) < 2 or float(np.std(t)) == 0.0:
-                raise ZeroCostError(f"{p} scores {len(t)} of {len(ref)} reference architectures with distinct finite "
-                                    "values: it cannot rank this space")
+                why = "all equal" if len(t) >= 2 else "too few to compare"
+                raise ZeroCostError(f"{p} cannot rank this space: {len(t)} of {len(ref)} random architectures get a "
+                                    f"finite score, {why}")
             self.stats[p] = (float(np.mean(t)), float(np.std(t)))
 
     def value(self, scores: Mapping[str, float]) -> float:
@@ -363,8 +366,9 @@ def zen(net: Any, x: Any, y: Any, batch: int, seed: int) -> float:
 
     def bn_var(_m: Any, inp: tuple[Any, ...]) -> None:
         if record[0]:
-            v = inp[0].detach().double().var(dim=(0, 2, 3), correction=0).mean()
-            bn_log.append(0.5 * math.log(float(v)) if float(v) > 0 else float("-inf"))
+            v = float(inp[0].detach().double().var(dim=(0, 2, 3), correction=0).mean())
+            if v > 0:  # a BN whose input is all zero (after an NB201 `none` edge) carries no signal: left out
+                bn_log.append(0.5 * math.log(v))
 
     hs = [pools[-1].register_forward_pre_hook(pre_gap)]
     hs += [m.register_forward_pre_hook(bn_var) for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
