@@ -43,3 +43,16 @@ def load_data(data_dir: str | None, cache: str | None) -> Any:
 
     src = Path(data_dir) if data_dir else ROOT / "hwnas" / "datasets" / "cifar10-mini.tar.xz"
     return load_dataset(src, "cifar10", Path(cache or ROOT / "data" / "cache"))
+
+
+def image_subset(data: Any, x: Any, y: Any, n: int | None, seed: int) -> tuple[Any, Any]:
+    """A stratified, seeded subset of ``n`` of the images ``x`` (labels ``y``) of ``data``'s classes; all of them
+    when ``n`` is None or not smaller."""
+    if n is None or n >= len(y):
+        return x, y
+    from hwnas.data import ImageData
+
+    sub = ImageData(name=data.name, classes=data.classes, train_x=x, train_y=y, test_x=x[:0], test_y=y[:0],
+                    source=data.source)
+    _, _, keep_x, keep_y = sub.split_validation(n, seed=seed)
+    return keep_x, keep_y

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, environment, load_data, write_json
+from _common import RESULTS, environment, image_subset, load_data, write_json
 
 # the proxies measured by default; the first is the default proxy
 PROXIES = ("w0.5-e4", "e2", "e1", "w0.5-e2")
@@ -163,15 +163,7 @@ def main() -> None:
         return Recipe(batch_size=spec[k].batch or a.batch_size, lr=spec[k].lr or a.proxy_lr)
 
     def train_subset(k: str) -> tuple[Any, Any]:
-        n = spec[k].images
-        if n is None or n >= len(ty):
-            return tx, ty
-        from hwnas.data import ImageData
-
-        sub = ImageData(name=data.name, classes=data.classes, train_x=tx, train_y=ty, test_x=vx[:0],
-                        test_y=vy[:0], source=data.source)
-        _, _, keep_x, keep_y = sub.split_validation(n, seed=a.seed)  # a stratified, seeded subset
-        return keep_x, keep_y
+        return image_subset(data, tx, ty, spec[k].images, a.seed)
 
     def summary() -> dict[str, Any]:
         res: dict[str, Any] = {

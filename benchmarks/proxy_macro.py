@@ -26,7 +26,7 @@ import json
 import time
 from typing import Any
 
-from _common import RESULTS, environment, load_data, write_json
+from _common import RESULTS, environment, image_subset, load_data, write_json
 from proxy_fidelity import Proxy
 
 # the CPU profile (search/cifar10-400m.toml) first, then cheaper and dearer budgets
@@ -99,15 +99,7 @@ def main() -> None:
     deadline = time.monotonic() + a.max_minutes * 60
 
     def subset(k: str) -> tuple[Any, Any]:
-        n = spec[k].images
-        if n is None or n >= len(ty):
-            return tx, ty
-        from hwnas.data import ImageData
-
-        sub = ImageData(name=data.name, classes=data.classes, train_x=tx, train_y=ty, test_x=vx[:0],
-                        test_y=vy[:0], source=data.source)
-        _, _, keep_x, keep_y = sub.split_validation(n, seed=a.seed)  # a stratified, seeded subset
-        return keep_x, keep_y
+        return image_subset(data, tx, ty, spec[k].images, a.seed)
 
     def summary() -> dict[str, Any]:
         res: dict[str, Any] = {**environment("cpu"), "benchmark": "proxy_macro", "setup": setup,

@@ -243,3 +243,23 @@ def test_zen_leaves_out_a_batchnorm_whose_input_is_all_zero(scorer: zc.ZeroCostS
     its log-variance would be minus infinity."""
     arch = NB201.parse("|none~0|+|skip_connect~0|nor_conv_1x1~1|+|avg_pool_3x3~0|nor_conv_1x1~1|avg_pool_3x3~2|")
     assert math.isfinite(scorer.score(arch, ("zen",))["zen"])
+
+
+def test_a_dead_network_ranks_last_on_real_images(tmp_path: object) -> None:
+    """On a few real CIFAR-10 images, the cell of `none` edges (its output ignores its input) scores below three
+    working cells under every proxy but GRASP, whose sign the papers found unreliable (rho 0.51 on NB201)."""
+    from pathlib import Path
+
+    from hwnas.cli.train import EMBEDDED
+    from hwnas.data import load_dataset
+
+    data = load_dataset(EMBEDDED, "cifar10", Path(str(tmp_path)))
+    scorer = zc.ZeroCostScorer(NB201, data.train_x[:200], data.train_y[:200], 10, batch_size=16)
+    dead = scorer.score(NB201.parse(DEAD))
+    for text in (CONV, POOL, MIXED):
+        live = scorer.score(NB201.parse(text))
+        for p in zc.PROXIES:
+            if p in ("flops", "params"):  # pooling is free: the pooling cell costs what the dead one does
+                assert dead[p] <= live[p], (p, text)
+            elif p != "grasp":
+                assert not dead[p] >= live[p], (p, text, dead[p], live[p])  # NaN counts as lowest
