@@ -263,3 +263,15 @@ def test_a_dead_network_ranks_last_on_real_images(tmp_path: object) -> None:
                 assert dead[p] <= live[p], (p, text)
             elif p != "grasp":
                 assert not dead[p] >= live[p], (p, text, dead[p], live[p])  # NaN counts as lowest
+
+
+def test_a_transform_touches_only_the_drawn_minibatch() -> None:
+    """Resizing the drawn images scores as resizing every image first would (the search's proxy resolution)."""
+    from hwnas.cli.search import _resize
+
+    x, y = images(40)
+    lazy = zc.ZeroCostScorer(NB201, x, y, 10, batch_size=BATCH, transform=lambda a: _resize(a, 16))
+    eager = zc.ZeroCostScorer(NB201, _resize(x, 16), y, 10, batch_size=BATCH)
+    assert lazy.resolution == eager.resolution == 16
+    assert torch.equal(lazy.x, eager.x)
+    assert lazy.score(NB201.parse(MIXED), ("naswot",)) == eager.score(NB201.parse(MIXED), ("naswot",))

@@ -34,7 +34,7 @@ def parse_arch(text: str, kind: str | None) -> tuple[str, Any, Any]:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from hwnas.evaluators.zero_cost import BATCH_SIZE, ZeroCostError, ZeroCostScorer, cost_groups
+    from hwnas.evaluators.zero_cost import BATCH_SIZE, ZeroCostError, ZeroCostScorer
 
     proxies = PROXIES if "all" in args.proxy else tuple(args.proxy)
     archs = [parse_arch(a, args.space) for a in args.arch]  # every ARCH checked before the data loads
@@ -55,10 +55,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             except ZeroCostError as e:
                 raise UsageError(str(e)) from None
         t0 = time.perf_counter()
-        got: dict[str, float] = {}
-        for group in cost_groups(proxies):
-            got |= scorers[kind].score(arch, group)
-        got = {p: got[p] for p in proxies}  # in the order asked
+        got = scorers[kind].score(arch, proxies)  # in the order asked; shared passes computed once
         secs = time.perf_counter() - t0
         name = arch.to_string() if hasattr(arch, "to_string") else str(arch)
         rows.append({"arch": text, "space": kind, "genotype": name, "scores": got, "seconds": round(secs, 3)})

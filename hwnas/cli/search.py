@@ -760,16 +760,15 @@ def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[An
 
 def _zero_cost_scorer(data: Any, val_size: int, s: dict[str, Any]) -> Any:
     """A ``ZeroCostScorer`` on the search's training split (never its validation split), at the profile's
-    proxy resolution."""
+    proxy resolution (only its minibatch is resized)."""
     from hwnas.evaluators.zero_cost import ZeroCostError, ZeroCostScorer
 
     tx, ty, _, _ = data.split_validation(val_size)
     res = s["proxy_resolution"]
-    if res and res != data.resolution:
-        tx = _resize(tx, res)
+    resize = (lambda x: _resize(x, res)) if res and res != data.resolution else None
     try:
         return ZeroCostScorer(get_space(s["space_kind"], s["space"]), tx, ty, data.num_classes, seed=int(s["seed"]),
-                              device=s["device"])
+                              device=s["device"], transform=resize)
     except ZeroCostError as e:
         raise UsageError(str(e)) from None
 
@@ -829,7 +828,7 @@ def zero_cost_evaluators(data: Any, val_size: int, s: dict[str, Any]) -> tuple[A
         return EvalResult(value, details={"zero_cost": {k: v if math.isfinite(v) else None for k, v in raw.items()},
                                           "score_seconds": round(time.perf_counter() - t0, 3)})
 
-    return evaluate, lambda gs: [evaluate(g) for g in gs]
+    return evaluate, None  # one at a time: Search calls ``evaluate`` for each
 
 
 def _resize(x: Any, res: int) -> Any:

@@ -96,10 +96,12 @@ def vote_ranks(scores: Mapping[str, Sequence[float]]) -> np.ndarray:
 
 class ZeroCostScorer:
     """``score(arch, proxies) -> {proxy: value}`` for architectures of ``space`` (anything with ``build``,
-    ``flops`` and ``params``), from a seeded minibatch of ``images`` (uint8 NHWC) and ``labels``."""
+    ``flops`` and ``params``), from a seeded minibatch of ``images`` (uint8 NHWC) and ``labels``. ``transform``
+    (per image, e.g. a resize) is applied to the drawn minibatch only, not to every image."""
 
     def __init__(self, space: Any, images: np.ndarray, labels: np.ndarray, num_classes: int,
-                 batch_size: int = BATCH_SIZE, seed: int = 0, device: str = "cpu") -> None:
+                 batch_size: int = BATCH_SIZE, seed: int = 0, device: str = "cpu",
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         import torch
 
         from hwnas.evaluators.training import DeviceData
@@ -110,10 +112,11 @@ class ZeroCostScorer:
         self.space, self.num_classes, self.seed, self.batch_size = space, num_classes, seed, batch_size
         self.device = torch.device(device)
         ix = np.random.default_rng(seed).choice(len(labels), size=2 * batch_size, replace=False)
-        data = DeviceData(images[ix], labels[ix], self.device)
+        drawn = images[ix] if transform is None else transform(images[ix])
+        data = DeviceData(drawn, labels[ix], self.device)
         # channels_last, as the proxy trainer: the same values, the convolutions faster on CPU
         self.x, self.y = data.plain(0, 2 * batch_size).contiguous(memory_format=torch.channels_last), data.y
-        self.resolution = int(images.shape[1])
+        self.resolution = int(drawn.shape[1])
 
     def build(self, arch: Any) -> Any:
         import torch

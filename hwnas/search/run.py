@@ -337,15 +337,11 @@ class Search:
             if feasible and g.to_string() not in cache:
                 todo.setdefault(g.to_string(), g)
         notes: dict[str, dict[str, Any]] = {}  # genotype -> what the prefilter said of it
-        try:
-            if keep is not None and self.prefilter is not None and todo:
-                notes = self._prefilter(todo, keep)
-        except BaseException:  # Ctrl-C while scoring: nothing of the batch is lost
-            self._interrupt([a[0] for a in asked])
-            raise
-        genos = list(todo.values())
         results: list[EvalResult] = []
         try:
+            if keep is not None and self.prefilter is not None and todo:
+                notes = self._prefilter(todo, keep)  # drops from ``todo`` what it does not keep
+            genos = list(todo.values())
             if len(genos) > 1 and self.evaluate_many is not None:
                 results = self.evaluate_many(genos)
             else:
