@@ -56,3 +56,20 @@ def image_subset(data: Any, x: Any, y: Any, n: int | None, seed: int) -> tuple[A
                     source=data.source)
     _, _, keep_x, keep_y = sub.split_validation(n, seed=seed)
     return keep_x, keep_y
+
+
+def resize_images(x: Any, side: int | None) -> Any:
+    """uint8 NHWC images resized to ``side`` x ``side`` (bilinear, antialiased when shrinking); ``x`` itself when
+    ``side`` is None or already its size."""
+    if side is None or x.shape[1] == side:
+        return x
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    out = []
+    for i in range(0, len(x), 4096):  # bounded memory on 50k images
+        t = torch.from_numpy(np.ascontiguousarray(x[i:i + 4096])).permute(0, 3, 1, 2).float()
+        t = F.interpolate(t, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+        out.append(t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.ascontiguousarray(np.concatenate(out))

@@ -17,8 +17,9 @@ references are trained before the proxies:
 
 A proxy is named by its budget: dash-separated tokens ``e<epochs>``, ``w<width factor>``, ``b<batch>``,
 ``lr<peak lr per 512 images>``, ``i<training images>`` (``i20k`` = the first 20,000 of a seeded stratified
-shuffle of the 45k), e.g. ``w0.5-e1-b128-lr0.2-i20k``; left out: full width, ``--batch-size``,
-``--proxy-lr``, all 45k images. ``--long-from FILE`` starts from the long results of another run (only the
+shuffle of the 45k), ``r<pixels>`` (training and held-out images resized to that side, antialiased), e.g.
+``w0.5-e1-b128-lr0.2-i20k``; left out: full width, ``--batch-size``, ``--proxy-lr``, all 45k images, the
+data's resolution. ``--long-from FILE`` starts from the long results of another run (only the
 missing ones are trained); with ``--skip-long`` none are, and only architectures with one are scored, e.g.
 proxies trained on a CPU against the GPU's long runs (a proxy's ranking does not depend on the device that
 trained it, its cost does and is reported for this device).
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, environment, image_subset, load_data, write_json
+from _common import RESULTS, environment, image_subset, load_data, resize_images, write_json
 
 # the proxies measured by default; the first is the default proxy
 PROXIES = ("w0.5-e4", "e2", "e1", "w0.5-e2")
@@ -49,20 +50,21 @@ class Proxy:
     batch: int | None = None
     lr: float | None = None
     images: int | None = None
+    resolution: int | None = None
 
     @classmethod
     def parse(cls, name: str) -> Proxy:
         got: dict[str, Any] = {}
         for tok in name.split("-"):
-            m = re.fullmatch(r"(lr|e|w|b|i)(\d+(?:\.\d+)?)(k?)", tok)
+            m = re.fullmatch(r"(lr|e|w|b|i|r)(\d+(?:\.\d+)?)(k?)", tok)
             if not m or m.group(1) in got or (m.group(3) and m.group(1) != "i"):
                 raise SystemExit(f"proxy_fidelity: bad proxy name {name!r} (token {tok!r}); "
                                  "expected e.g. e2, w0.5-e4, w0.5-e1-b128-lr0.2-i20k")
             v = float(m.group(2)) * (1000 if m.group(3) else 1)
-            got[m.group(1)] = int(v) if m.group(1) in ("b", "i") else v
+            got[m.group(1)] = int(v) if m.group(1) in ("b", "i", "r") else v
         if "e" not in got:
             raise SystemExit(f"proxy_fidelity: proxy {name!r} names no epochs (e<N>)")
-        return cls(got["e"], got.get("w", 1.0), got.get("b"), got.get("lr"), got.get("i"))
+        return cls(got["e"], got.get("w", 1.0), got.get("b"), got.get("lr"), got.get("i"), got.get("r"))
 
 
 REFERENCES = ("efficientnet-b0", "mnasnet-a1", "mobilenetv2")
@@ -163,7 +165,8 @@ def main() -> None:
         return Recipe(batch_size=spec[k].batch or a.batch_size, lr=spec[k].lr or a.proxy_lr)
 
     def train_subset(k: str) -> tuple[Any, Any]:
-        return image_subset(data, tx, ty, spec[k].images, a.seed)
+        x, y = image_subset(data, tx, ty, spec[k].images, a.seed)
+        return resize_images(x, spec[k].resolution), y
 
     def summary() -> dict[str, Any]:
         res: dict[str, Any] = {
@@ -172,6 +175,7 @@ def main() -> None:
                               **{k: {"epochs": spec[k].epochs, "width": spec[k].width,
                                      "train_images": min(spec[k].images or len(ty), len(ty)), "val_images": len(vy),
                                      "batch_size": recipe(k).batch_size, "lr": recipe(k).lr,
+                                     "resolution": spec[k].resolution or int(tx.shape[1]),
                                      "classifier_init": CLASSIFIER_INIT} for k in proxies}},
             "long_budget": {"epochs": a.long_epochs, "train_images": len(data.train_y),
                             "test_images": len(data.test_y), "batch_size": a.batch_size, "lr": a.long_lr,
@@ -235,7 +239,8 @@ def main() -> None:
             a.seed, keep_failures=False)
         del long
     for k in proxies:
-        ev = Evaluator(train_subset(k), (vx, vy), 10, Budget(epochs=spec[k].epochs), recipe(k), a.device)
+        ev = Evaluator(train_subset(k), (resize_images(vx, spec[k].resolution), vy), 10,
+                       Budget(epochs=spec[k].epochs), recipe(k), a.device)
         store = state["proxies"].setdefault(k, {})
         run(ev, [(n, scale(g, width=spec[k].width)) for n, g in zip(names, archs, strict=True) if n not in store],
             store, a.seed)

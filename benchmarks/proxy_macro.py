@@ -10,9 +10,10 @@ The networks are drawn stratified over the benchmark's accuracy distribution: th
 subset with 1,000 images held out (what the default search sees); ``--data-dir`` for the full CIFAR-10.
 
 A proxy is named as in ``proxy_fidelity.py``: ``e<epochs>``, ``w<width>``, ``b<batch>``, ``lr<peak lr per
-512 images>``, ``i<training images>``; left out: width 1, ``--batch-size``, ``--proxy-lr``, all training
-images. The first proxy listed is the default one (the CPU profile of search/cifar10-400m.toml) and is
-retrained with two more seeds on ``--noise-archs`` networks: the seed noise that bounds any proxy's tau.
+512 images>``, ``i<training images>``, ``r<pixels>`` (training and held-out images resized); left out: width
+1, ``--batch-size``, ``--proxy-lr``, all training images, the data's 32 px. The first proxy listed is the
+default one (the CPU profile of search/cifar10-400m.toml) and is retrained with two more seeds on
+``--noise-archs`` networks: the seed noise that bounds any proxy's tau.
 
 Resumable (every finished network is written at once; ``--max-minutes`` stops cleanly):
 
@@ -26,11 +27,12 @@ import json
 import time
 from typing import Any
 
-from _common import RESULTS, environment, image_subset, load_data, write_json
+from _common import RESULTS, environment, image_subset, load_data, resize_images, write_json
 from proxy_fidelity import Proxy
 
 # the CPU profile (search/cifar10-400m.toml) first, then cheaper and dearer budgets
-PROXIES = ("e1.5-w0.25", "e0.75-w0.25", "e1.5-w0.25-i2k", "e3-w0.25", "e1.5-w0.5")
+PROXIES = ("e1.5-w0.25", "e0.75-w0.25", "e1.5-w0.25-i2k", "e3-w0.25", "e1.5-w0.5", "e1.5-w0.25-r24",
+           "e3-w0.25-r16")
 
 
 def stratified(n: int, seed: int) -> list[str]:
@@ -99,7 +101,8 @@ def main() -> None:
     deadline = time.monotonic() + a.max_minutes * 60
 
     def subset(k: str) -> tuple[Any, Any]:
-        return image_subset(data, tx, ty, spec[k].images, a.seed)
+        x, y = image_subset(data, tx, ty, spec[k].images, a.seed)
+        return resize_images(x, spec[k].resolution), y
 
     def summary() -> dict[str, Any]:
         res: dict[str, Any] = {**environment("cpu"), "benchmark": "proxy_macro", "setup": setup,
@@ -128,7 +131,7 @@ def main() -> None:
         if noise:
             stds = [float(np.std(v, ddof=1)) for v in noise.values() if len(v) >= 2]
             res["default_proxy_seed_std"] = round(float(np.mean(stds)), 4) if stds else None
-        if zero_cost and all(c in zero_cost for c in codes):  # once every network is scored
+        if zero_cost and all(isinstance(zero_cost.get(c, {}).get("_seconds"), dict) for c in codes):  # all scored
             res["zero_cost_table"], res["selection"] = zero_cost_analysis(zero_cost, truth, runs.get(proxies[0], {}),
                                                                           res["table"].get(proxies[0], {}))
         return res | {"truth_acc": truth, "runs": runs, "noise": noise, "retimed": retimed, "zero_cost": zero_cost}
@@ -140,11 +143,12 @@ def main() -> None:
 
     for k in proxies:
         pr = spec[k]
-        ev = Evaluator(subset(k), (vx, vy), data.num_classes, Budget(epochs=pr.epochs),
+        ev = Evaluator(subset(k), (resize_images(vx, pr.resolution), vy), data.num_classes, Budget(epochs=pr.epochs),
                        Recipe(batch_size=pr.batch or a.batch_size, lr=pr.lr or a.proxy_lr), "cpu")
         store = runs.setdefault(k, {})
         store["_budget"] = {"epochs": pr.epochs, "width": pr.width, "train_images": len(ev.train),
-                            "val_images": len(vy), "batch_size": ev.recipe.batch_size, "lr": ev.recipe.lr}
+                            "val_images": len(vy), "batch_size": ev.recipe.batch_size, "lr": ev.recipe.lr,
+                            "resolution": ev.resolution}
         for i, c in enumerate(codes):
             if c in store or time.monotonic() > deadline:
                 continue
@@ -167,14 +171,17 @@ def main() -> None:
                     write_json(out, summary())
     if a.zero_cost:
         from hwnas.evaluators.zero_cost import PROXIES as ZC_PROXIES
-        from hwnas.evaluators.zero_cost import ZeroCostScorer
+        from hwnas.evaluators.zero_cost import ZeroCostScorer, cost_groups
 
         scorer = ZeroCostScorer(space, tx, ty, data.num_classes, seed=a.seed)
-        for c in codes:
-            if c not in zero_cost and time.monotonic() < deadline:
-                t0 = time.perf_counter()
-                zero_cost[c] = scorer.score(space.from_code(c), ZC_PROXIES)
-                zero_cost[c]["_seconds"] = round(time.perf_counter() - t0, 3)
+        for c in codes:  # each group of proxies sharing passes timed alone (seeded: a rescore gives the same values)
+            if not isinstance(zero_cost.get(c, {}).get("_seconds"), dict) and time.monotonic() < deadline:
+                row: dict[str, Any] = {"_seconds": {}}
+                for group in cost_groups(ZC_PROXIES):
+                    t0 = time.perf_counter()
+                    row |= scorer.score(space.from_code(c), group)
+                    row["_seconds"]["+".join(group)] = round(time.perf_counter() - t0, 3)
+                zero_cost[c] = row
                 write_json(out, summary())
     res = summary()
     write_json(out, res)
@@ -189,17 +196,20 @@ def main() -> None:
     print(f"seed std of the default proxy {res.get('default_proxy_seed_std')}; written to {out}")
 
 
-def zero_cost_analysis(zero_cost: dict[str, dict[str, float]], truth: dict[str, float], proxy: dict[str, Any],
+def zero_cost_analysis(zero_cost: dict[str, dict[str, Any]], truth: dict[str, float], proxy: dict[str, Any],
                        proxy_row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Each zero-cost proxy's rank correlation with the truth over the scored networks, and the mean true
-    accuracy of the network picked from every batch of 4 of them by each rule: at random, the best by a
-    zero-cost score, the best by proxy training (4 trainings), a zero-cost prefilter keeping 2 then the best
-    trained (2 trainings), and the best there is. 20,000 batches drawn (seeded) from the scored networks; the
-    vote orders a batch by its networks' rank sums over all the scored ones."""
+    """Each zero-cost proxy's rank correlation with the truth over the scored networks (and that of a hybrid:
+    the rank sum of a zero-cost score and the proxy training's accuracy), and the mean true accuracy of the
+    network picked from every batch of 4 of them by each rule: at random, the best by a zero-cost score, the best
+    by proxy training (4 trainings), the best by the hybrid rank sum (4 scores, 4 trainings), a zero-cost
+    prefilter keeping 2 then the best trained (2 trainings), and the best there is. 20,000 batches drawn (seeded)
+    from the scored networks; the vote and the hybrid order a batch by rank sums over all the scored networks. A
+    rule's seconds: the median time of each group of proxies it needs (a group shares its passes over the
+    network), plus the proxy training's median CPU-seconds per trained network."""
     import math
 
     import numpy as np
-    from scipy.stats import kendalltau, spearmanr
+    from scipy.stats import kendalltau, rankdata, spearmanr
 
     from hwnas.evaluators.zero_cost import VOTE_DEFAULT, vote_ranks
 
@@ -207,14 +217,26 @@ def zero_cost_analysis(zero_cost: dict[str, dict[str, float]], truth: dict[str, 
     names = [k for k in next(iter(zero_cost.values())) if not k.startswith("_")]
     col = {k: np.array([zero_cost[c][k] if math.isfinite(zero_cost[c][k]) else -np.inf for c in codes]) for k in names}
     col["vote"] = vote_ranks({k: col[k] for k in VOTE_DEFAULT})
-    y = np.array([truth[c] for c in codes])
-    table = {k: {"n": len(codes), "kendall_tau": round(float(kendalltau(v, y).statistic), 3),
-                 "spearman": round(float(spearmanr(v, y).statistic), 3)} for k, v in col.items()}
     acc = np.array([proxy[c]["val_acc"] for c in codes])
+    hybrids = ("naswot", "flops", "vote")
+    for k in hybrids:
+        col[f"{k} + training"] = rankdata(col[k]) + rankdata(acc)
+    y = np.array([truth[c] for c in codes])
     train_s = float(proxy_row.get("cpu_seconds") or np.median([proxy[c]["seconds"] for c in codes]))
-    score_s = float(np.median([zero_cost[c]["_seconds"] for c in codes]))  # every proxy: an upper bound
+    groups = zero_cost[codes[0]]["_seconds"]
+    group_s = {g: float(np.median([zero_cost[c]["_seconds"][g] for c in codes])) for g in groups}
+
+    def score_s(rule: str) -> float:  # one network's zero-cost scoring for ``rule``
+        members = set(VOTE_DEFAULT) if rule.startswith("vote") else {rule.split(" ")[0]}
+        return sum(t for g, t in group_s.items() if members & set(g.split("+")))
+
+    table = {k: {"n": len(codes), "kendall_tau": round(float(kendalltau(v, y).statistic), 3),
+                 "spearman": round(float(spearmanr(v, y).statistic), 3),
+                 "cpu_seconds": round(score_s(k) + (train_s if k.endswith("+ training") else 0.0), 3)}
+             for k, v in col.items()}
+
     picks: dict[str, list[float]] = {"random": [], "oracle": [], "proxy training": []}
-    rules = ("synflow", "zico", "naswot", "flops", "vote")
+    rules = ("synflow", "zico", "naswot", "fisher", "flops", "vote")
     rng = np.random.default_rng(0)
     for _ in range(20000):
         ix = rng.choice(len(codes), size=4, replace=False)
@@ -226,11 +248,13 @@ def zero_cost_analysis(zero_cost: dict[str, dict[str, float]], truth: dict[str, 
             picks.setdefault(k, []).append(float(y[ix[np.argmax(z)]]))
             top2 = ix[np.argsort(-z, kind="stable")[:2]]
             picks.setdefault(f"{k} keeps 2, then training", []).append(float(y[top2[np.argmax(acc[top2])]]))
+        for k in hybrids:
+            picks.setdefault(f"{k} + training", []).append(float(y[ix[np.argmax(col[f'{k} + training'][ix])]]))
     cost = {"random": 0.0, "oracle": float("nan"), "proxy training": 4 * train_s}
     selection = {}
     for k, v in picks.items():
-        scored = 0.0 if k.startswith("flops") else 4 * score_s  # score_s: all the proxies, an upper bound
-        c = cost.get(k, scored + (2 * train_s if "then training" in k else 0.0))
+        trained = 2 if "then training" in k else 4 if k.endswith("+ training") else 0
+        c = cost.get(k, 4 * score_s(k) + trained * train_s)
         selection[k] = {"mean_truth": round(float(np.mean(v)), 3), "seconds": round(c, 2)}
     return table, selection
 
@@ -242,21 +266,29 @@ def plot(res: dict[str, Any], path: Any) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    shown = [(k, r) for k, r in res["table"].items() if r.get("kendall_tau") is not None and r.get("cpu_seconds")]
-    for i, (k, row) in enumerate(sorted(shown, key=lambda kr: kr[1]["cpu_seconds"])):
-        ax.scatter(row["cpu_seconds"], row["kendall_tau"], color="C1" if k == res["default_proxy"] else "C0")
-        ax.annotate(f"{k} (n={row['n']})", (row["cpu_seconds"], row["kendall_tau"]), fontsize=8,
-                    xytext=(4, 3 if i % 2 else -11), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    shown = [(k, r, "C1" if k == res["default_proxy"] else "C0") for k, r in res["table"].items()
+             if r.get("kendall_tau") is not None and r.get("cpu_seconds")]
+    best_zc = ("naswot", "fisher", "vote", "synflow", "naswot + training")  # the others crowd the plot
+    shown += [(f"zero-cost {k}" if "+" not in k else k, r, "C2" if "+" not in k else "C3")
+              for k, r in res.get("zero_cost_table", {}).items() if k in best_zc and r.get("cpu_seconds")]
+    for i, (k, row, colour) in enumerate(sorted(shown, key=lambda kr: kr[1]["cpu_seconds"])):
+        ax.scatter(row["cpu_seconds"], row["kendall_tau"], color=colour)
+        ax.annotate(f"{k} (n={row['n']})", (row["cpu_seconds"], row["kendall_tau"]), fontsize=7,
+                    xytext=(4, 3 if i % 2 else -10), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.axhline(0.7, color="k", ls="--", lw=0.8)
+    ax.text(ax.get_xlim()[1], 0.7, "goal 0.7 ", fontsize=8, va="bottom", ha="right")
     for k in ("flops", "params"):
         if k in res["table"]:
             ax.axhline(res["table"][k]["kendall_tau"], ls=":", color="grey")
             ax.text(ax.get_xlim()[0], res["table"][k]["kendall_tau"], f" {k} (free)", fontsize=8, va="bottom")
     ax.set_xlabel("seconds per candidate (wall, 2-core build VM, idle)")
     ax.set_ylabel("Kendall tau vs NAS-Bench-Macro accuracy")
-    ax.set_title(f"Proxy training vs ground truth, {res['setup']['n']} stratified NAS-Bench-Macro networks\n"
-                 f"(orange: the CPU profile; its seed std {res.get('default_proxy_seed_std', 0) * 100:.1f} points)",
-                 fontsize=9)
+    std = res.get("default_proxy_seed_std")
+    ax.set_title(f"Proxy training (blue; orange: the CPU profile{f', seed std {std * 100:.1f} points' if std else ''})"
+                 f",\nzero-cost scores (green), rank sum of both (red) vs {res['setup']['n']} stratified "
+                 "NAS-Bench-Macro networks", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -160,7 +160,7 @@ def plot(res: dict[str, Any], path: Any) -> None:
     ax.axvline(0, color="k", lw=0.5)
     ax.set_xlim(min(0.0, *(r["spearman"] for _, r in rows)) - 0.02, 1.15)  # room for the legend on the right
     ax.invert_yaxis()
-    ax.set_xlabel(f"Spearman rho vs {res['truth']} (n={res['n']})")
+    ax.set_xlabel(f"Spearman rho vs {res['truth']} (n={res['n']})".replace(" (", "\n(", 1), fontsize=9)
     ax.set_title(f"Zero-cost proxies on {res['setup']['benchmark']}, scored on {res['device_name']}", fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="x", alpha=0.3)

@@ -600,7 +600,9 @@ def _read_index(cache_root: Path) -> dict[str, list[Any]]:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Best effort (the hash index only saves time): a reader sees the old file or the new one."""
+    """Best effort (the hash index only saves time): a reader sees the old file or the new one. Not
+    ``hwnas.atomic.write_atomic``: a cache file's temporary name carries the writer's ``process_tag`` (pid and
+    start time), which is how ``hwnas cache`` tells a write under way from one a dead process left behind."""
     tmp = path.with_name(f".{path.name}.{process_tag()}.tmp")
     try:
         _mark_cache(path.parent)
