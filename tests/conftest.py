@@ -167,3 +167,19 @@ def _signal_handlers_put_back() -> Iterator[None]:
     for sig, handler in saved.items():
         if handler is not None:
             signal.signal(sig, handler)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """A PostgreSQL cluster of this test session (tests/pgcluster.py); each test makes its own database."""
+    import pgcluster as pg
+
+    why = pg.available()
+    if why:
+        pytest.skip(why)
+    cluster = pg.Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()

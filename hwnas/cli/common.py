@@ -301,20 +301,25 @@ def open_study(storage: str, name: str) -> Any:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # its storage retries: hwnas says what failed, once
+    from hwnas.search.run import journal_path, storage_of
+
     shown = mask_url(storage)  # never the password
     path = sqlite_path(storage)
     if path is not None:
         if not path.is_file():
             raise UsageError(f"no such study storage: {shown} (file not found)")
         check_sqlite_study_file(storage, path)  # opening it would write Optuna's tables into someone else's file
+    if (journal := journal_path(storage)) is not None and not Path(journal).is_file():
+        raise UsageError(f"no such study storage: {shown} (journal file not found)")
     try:
-        names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+        opened = storage_of(storage)
+        names = {s.study_name for s in optuna.get_all_study_summaries(opened)}
     except Exception as e:  # a broken URL or database
         raise UsageError(f"cannot open storage {shown}: {hide_secrets(first_line(e), storage)}") from None
     if name not in names:
         listed = sorted(n if isinstance(n, str) else repr(n)[:60] for n in names)  # a damaged name: a BLOB
         raise UsageError(f"no study {name!r} in {shown} (studies: {', '.join(listed) or 'none'})")
-    study = optuna.load_study(study_name=name, storage=storage)
+    study = optuna.load_study(study_name=name, storage=opened)
     from hwnas.search.records import StudyRecordError, check_study_records
 
     hw = study.user_attrs.get("hwnas")

@@ -318,23 +318,28 @@ def cmd_search(args: argparse.Namespace) -> int:
     s = settings_from(args)
     if s["strategy"] not in STRATEGIES:
         raise UsageError(f"unknown strategy {s['strategy']!r} (choose from {', '.join(STRATEGIES)})")
+    if args.join and not args.study_name:
+        raise UsageError("--join needs --study-name: the study every worker joins")
+    if args.join and args.resume:
+        raise UsageError("--join already resumes the study if it exists: give --join or --resume")
     if args.storage or args.study_name:  # a given or named storage is known now: checked before the data load
         check_sqlite_storage(storage_url(args, args.study_name or ""), args.study_name or "", args.resume)
-    if args.storage and sqlite_path(args.storage) is None:  # a database server: reachable, and the study as said
-        _check_study(args.storage, args.study_name or "", args.resume and bool(args.study_name))
+    if args.storage and sqlite_path(args.storage) is None:  # a server or a journal: reachable, the study as said
+        _check_study(args.storage, args.study_name or "", args.resume and bool(args.study_name), args.join)
     problem, data, val_size = build_problem(args, s)
     with located_study(args, s) as place, evaluators(data, val_size, s) as (evaluate, evaluate_many):
         run_root, study_name, storage = place.run_root, place.study_name, place.storage
         fingerprint = proxy_fingerprint(s, data)
         try:
             search = create_search(problem, storage, study_name, s["strategy"], evaluate, seed=int(s["seed"]),
-                                   population=int(s["population"]), resume=args.resume, settings=fingerprint,
+                                   population=int(s["population"]), resume=args.resume or args.join,
+                                   settings=fingerprint,
                                    evaluate_many=evaluate_many, parallel=int(s["parallel"]),
                                    prefilter=prefilter_of(data, val_size, s),
                                    prefilter_keep=float(s["prefilter_keep"]))
         except ValueError as e:
             raise UsageError(str(e)) from None
-        place.created = not args.resume
+        place.created = not args.resume and not args.join  # a joined study may be another worker's: never undone
         return drive(search, problem, s, data, storage, study_name, run_root, args, started=started)
 
 
@@ -406,11 +411,18 @@ def study_location(args: argparse.Namespace, s: dict[str, Any], study_name: str 
     study_name = study_name or args.study_name or f"{s['name']}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     storage = storage_url(args, study_name)
     check_sqlite_storage(storage, study_name, args.resume)
-    db = sqlite_path(storage)
+    db = sqlite_path(storage) or _journal_file(storage)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
-    _check_study(storage, study_name, args.resume)
+    _check_study(storage, study_name, args.resume, getattr(args, "join", False))
     return run_root, study_name, storage
+
+
+def _journal_file(storage: str) -> Path | None:
+    from hwnas.search.run import journal_path
+
+    path = journal_path(storage)
+    return Path(path) if path is not None else None
 
 
 @dataclass
@@ -431,7 +443,7 @@ def located_study(args: argparse.Namespace, s: dict[str, Any]) -> Iterator[Study
     else is in them: the corrected command is not refused as 'already exists', and no empty run is left."""
     study_name = args.study_name or f"{s['name']}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     storage = storage_url(args, study_name)
-    db = sqlite_path(storage)
+    db = sqlite_path(storage) or _journal_file(storage)
     made = _missing_folders(Path(args.run_dir)) | (_missing_folders(db.parent) if db is not None else set())
     new_db = db is not None and not db.exists()
     place = StudyPlace(*study_location(args, s, study_name))
@@ -454,14 +466,18 @@ def _undo_new_study(place: StudyPlace, new_db: Path | None, made: set[Path]) -> 
     import optuna
     from optuna.trial import TrialState
 
+    from hwnas.search.run import storage_of
+
     with contextlib.suppress(Exception):
         if place.created:
-            study = optuna.load_study(study_name=place.study_name, storage=place.storage)
+            study = optuna.load_study(study_name=place.study_name, storage=storage_of(place.storage))
             if all(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
-                optuna.delete_study(study_name=place.study_name, storage=place.storage)
+                optuna.delete_study(study_name=place.study_name, storage=storage_of(place.storage))
     with contextlib.suppress(Exception):
-        if new_db is not None and new_db.is_file() and not optuna.get_all_study_summaries(place.storage):
+        if new_db is not None and new_db.is_file() and not optuna.get_all_study_summaries(storage_of(place.storage)):
             new_db.unlink()
+            for extra in new_db.parent.glob(f"{new_db.name}.hwnas-claims-*.json"):  # a journal's claims record
+                extra.unlink()
     for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(OSError):
             folder.rmdir()  # only if empty
@@ -490,7 +506,7 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
     ``time.monotonic()`` value: default now) with a progress bar; write and print its outputs."""
     from hwnas.search.run import EvaluationStopped, SearchStopped
 
-    recovered = search.recover() if args.resume else []
+    recovered = search.recover() if args.resume or getattr(args, "join", False) else []
     search.seed_population(int(s["trials"]))
     run_dir = run_root / study_name
     shown = mask_url(storage)  # printed and stored without its password
@@ -661,11 +677,11 @@ def _resume_cmd(study: str, storage: str, args: argparse.Namespace) -> str:
     """The command that continues the study: this one, with --study-name, --storage and --resume. Storage URLs
     are shown without their password; then a note says so (put it back to run the command)."""
     argv = [a for a in sys.argv[1:]]
-    for flag in ("--study-name", "--storage", "--resume"):
+    for flag in ("--study-name", "--storage", "--resume", "--join"):
         argv = [a for a in argv if not a.startswith(f"{flag}=")]
         while flag in argv:
             i = argv.index(flag)
-            del argv[i:i + (1 if flag == "--resume" else 2)]
+            del argv[i:i + (1 if flag in ("--resume", "--join") else 2)]
     words = [*argv, "--study-name", study, "--storage", storage, "--resume"]
     shown = [mask_url(w) for w in words]
     cmd = "hwnas " + " ".join(shlex.quote(w) for w in shown)
@@ -674,14 +690,20 @@ def _resume_cmd(study: str, storage: str, args: argparse.Namespace) -> str:
     return cmd
 
 
-def _check_study(storage: str, name: str, resume: bool) -> None:
+def _check_study(storage: str, name: str, resume: bool, join: bool = False) -> None:
     import optuna
 
+    from hwnas.search.run import journal_path, storage_of
+
+    if resume and (path := journal_path(storage)) is not None and not Path(path).is_file():
+        raise UsageError(f"no study {name!r} in {mask_url(storage)} to resume (journal file not found)")
     try:
-        names = {st.study_name for st in optuna.get_all_study_summaries(storage)}
+        names = {st.study_name for st in optuna.get_all_study_summaries(storage_of(storage))}
     except Exception as e:  # a broken URL or database
         raise UsageError(f"cannot open storage {mask_url(storage)}: {hide_secrets(first_line(e), storage)}") \
             from None
+    if join:  # created by the first worker, joined by the others
+        return
     if resume and name not in names:
         raise UsageError(f"no study {name!r} in {mask_url(storage)} to resume")
     if not resume and name in names:
@@ -920,8 +942,12 @@ def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...],
                    help="download CIFAR-10 into --data-dir with torchvision if it is not there")
     p.add_argument("--cache-dir", default=None,
                    help="where decoded data is cached (default $HWNAS_CACHE or ~/.cache/hwnas; `hwnas cache info`)")
-    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///RUN_DIR/STUDY.db)")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///RUN_DIR/STUDY.db; postgresql+psycopg://... "
+                   "for workers on several machines), or the path of a journal file (a shared file system)")
     p.add_argument("--study-name", help="the study's name, and its output folder under --run-dir (default: the "
                    "recipe's name and the date and time, e.g. cifar10-400m-20261206-081500)")
     p.add_argument("--resume", action="store_true", help="continue --study-name to its trial budget")
+    p.add_argument("--join", action="store_true",
+                   help="search --study-name together with the other workers started with it: created by the first, "
+                        "joined by the others (one shared --trials budget; docs/search.md)")
     p.add_argument("--run-dir", default="search/runs", help="where studies and outputs go (default search/runs)")

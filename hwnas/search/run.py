@@ -24,6 +24,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hwnas.procs import process_alive, process_tag
+from hwnas.search.claims import RETRY_S, Claims, MemoryClaims, claims_of, connection_lost
 from hwnas.search.problem import Problem
 from hwnas.search.records import CHOICES_WARNING, check_study_records
 from hwnas.search.strategies import VIOLATIONS_ATTR, AskTell, VectorSampler, make_sampler, record_constraints
@@ -103,6 +104,10 @@ class Search:
     # feasible ones that ``prefilter`` ranks highest are evaluated; the others are PRUNED trials
     prefilter: Prefilter | None = None
     prefilter_keep: float = 1.0
+    poll: float = 1.0  # seconds between looks at a trial another worker is training (a genotype both proposed)
+    rank: int = 0  # this worker's rank among the study's live workers (``take_rank``): its strategy's seed offset
+    _claims: Claims | None = field(default=None, repr=False)
+    _budget: int | None = field(default=None, repr=False)  # ``run``'s n_trials: claims never exceed it
 
     # ---- study bookkeeping -----------------------------------------------------------------------
     def objectives_of(self, t: FrozenTrial) -> tuple[list[float], list[float]] | None:
@@ -151,7 +156,8 @@ class Search:
 
         * it ran on this host: its process is dead, or its pid now names another process (start time);
         * it ran elsewhere: its trial's heartbeat (RDB storages, every ``heartbeat`` s) is older than the
-          storage's grace period (Optuna's ``fail_stale_trials``);
+          storage's grace period (Optuna's ``fail_stale_trials``), or it has not said it is alive in the claims
+          record (``see``, every ``heartbeat`` s: every storage, journal files included) for ``grace`` s;
         * the trial has no worker (killed between asking and naming itself): every other process registered
           on the study is dead, or the trial started more than ``grace`` s ago.
 
@@ -166,15 +172,22 @@ class Search:
         workers = {k.removeprefix(WORKER_ATTR) for k in storage.get_study_system_attrs(self.study._study_id)
                    if k.startswith(WORKER_ATTR)}
         workers |= {str(t.user_attrs["worker"]) for t in trials if "worker" in t.user_attrs}
-        others_maybe_alive = any(worker_alive(w) is not False for w in workers - {self.worker})
         now = datetime.datetime.now()
+        seen = {str(v.get("worker")): float(v.get("seen", 0)) for v in self.claims.read().get("ranks", {}).values()}
+
+        def gone(worker: str) -> bool:  # this host: its process; elsewhere: not seen in the claims record lately
+            alive = worker_alive(worker)
+            return alive is False or (alive is None and worker in seen and now.timestamp() - seen[worker] > self.grace)
+
+        others_maybe_alive = any(not gone(w) for w in workers - {self.worker})
         requeued = set(self.study.user_attrs.get("requeued", []))
         recovered = []
+
         for t in trials:
             dead = False
             if t.state == TrialState.RUNNING:
                 if "worker" in t.user_attrs:
-                    dead = worker_alive(str(t.user_attrs["worker"])) is False
+                    dead = gone(str(t.user_attrs["worker"]))
                 else:
                     dead = not others_maybe_alive or t.datetime_start is None or \
                         (now - t.datetime_start).total_seconds() > self.grace
@@ -191,7 +204,7 @@ class Search:
             # check, as its worker was gone
             lost = dead or (t.state == TrialState.FAIL and (t.user_attrs.get("interrupted")
                                                              or "failure" not in t.user_attrs))
-            if lost and t.params and t.number not in requeued:
+            if lost and t.params and t.number not in requeued and not t.user_attrs.get("over_budget"):
                 # what the strategy said of the proposal (e.g. its lineage) goes with it: no strategy sees
                 # the re-queued copy, whose parameters are fixed
                 said = {k: t.user_attrs[k] for k in t.user_attrs.get(ANNOTATED, []) if k in t.user_attrs}
@@ -201,6 +214,7 @@ class Search:
                 recovered.append(t.number)
         if recovered:
             self.study.set_user_attr("requeued", sorted(requeued))
+        self.reconcile()
         return recovered
 
     def _finish_recorded(self, t: FrozenTrial) -> bool:
@@ -231,6 +245,8 @@ class Search:
             return 0
         rng = np.random.default_rng(self.seed)
         sp = self.problem.space
+        if self.strategy in ("nsga2", "nsga3", "tpe", "gp") and not self.claims.transact(_first("seeded")):
+            return 0  # another worker starting on the same fresh study seeds it
         if self.strategy in ("random", "evolution", "pymoo-nsga2", "pymoo-agemoea"):
             sp.sample_where(rng, lambda g: self.problem.feasible(self.problem.costs(g)))
             return 0
@@ -242,6 +258,151 @@ class Search:
             x = sp.sample_where(rng, lambda g: self.problem.feasible(self.problem.costs(g)))
             self.study.enqueue_trial(sp.to_choices(x))
         return n
+
+    # ---- claims: what every worker of the study has taken (hwnas.search.claims) --------------------
+    # The record: ``running`` {genotype: {trial, worker}} under training, ``trained`` {genotype: trial} trained to
+    # completion, ``evaluations`` (trained ones plus genuine failures: the budget spent), ``synced`` (started from
+    # the study's trials). A genotype is trained only by the worker that claimed it; the budget is ``evaluations``
+    # plus what is running, so N workers never start more than ``n_trials`` evaluations between them.
+    @property
+    def claims(self) -> Claims:
+        if self._claims is None:
+            self._claims = claims_of(self.study)
+        return self._claims
+
+    def take_rank(self) -> int:
+        """The lowest rank no live worker of the study holds (a worker of this host whose process is gone, or
+        one not seen for ``grace`` s, holds none); held by this worker from now on (``see``). Each rank seeds
+        its strategy with ``seed + rank``, so workers propose different architectures, and a restarted worker
+        that takes a dead one's rank replays that rank's own proposals (``VectorSampler``)."""
+        import time
+
+        now = time.time()
+
+        def take(r: dict[str, Any]) -> int:
+            ranks = r.setdefault("ranks", {})
+            for k, v in ranks.items():
+                if v.get("worker") == self.worker:
+                    v["seen"] = now
+                    return int(k)
+            i = 0
+            while True:
+                held = ranks.get(str(i))
+                if held is None or worker_alive(str(held.get("worker"))) is False or \
+                        now - float(held.get("seen", 0)) > self.grace:
+                    ranks[str(i)] = {"worker": self.worker, "seen": now}
+                    return i
+                i += 1
+
+        self.rank = int(self.claims.transact(take))
+        return self.rank
+
+    def see(self) -> None:
+        """Say in the claims record that this worker (its rank) is alive; from the heartbeat thread."""
+        import time
+
+        def seen(r: dict[str, Any]) -> None:
+            held = r.get("ranks", {}).get(str(self.rank))
+            if held is not None and held.get("worker") == self.worker:
+                held["seen"] = time.time()
+
+        self.claims.transact(seen)
+
+    def sync_claims(self) -> None:
+        """Start the claims record of a study from its trials (a study searched before claims were kept), or
+        again when the record is stale: it names trials the study does not hold (a deleted study whose id a new
+        one reuses, as SQLite does). The record is read before the trials: every trial it names exists by then."""
+        record = self.claims.read()
+        trials = self.study.get_trials(deepcopy=False)
+
+        def names(number: Any, genotype: str | None = None) -> bool:
+            return 0 <= int(number) < len(trials) and (genotype is None or
+                                                       trials[int(number)].user_attrs.get("genotype") == genotype)
+
+        stale = not all(names(n, g) for g, n in record.get("trained", {}).items()) or \
+            not all(names(c.get("trial", -1)) for c in record.get("running", {}).values()) or \
+            (int(record.get("evaluations", 0)) > 0 and not trials)
+        if record.get("synced") and not stale:
+            return
+        trained = {g: t.number for g, t in self.cache().items()}
+        spent = self.trained_count()
+        was = record.get("version")
+
+        def init(r: dict[str, Any]) -> None:
+            if not r.get("synced") or (stale and r.get("version") == was):  # unless another worker did it meanwhile
+                r.clear()
+                r.update(synced=True, running={}, trained=trained, evaluations=spent, version=(was or 0) + 1)
+
+        self.claims.transact(init)
+
+    def spent(self) -> tuple[int, int]:
+        """(evaluations finished, evaluations under way) by every worker of the study."""
+        r = self.claims.read()
+        return int(r.get("evaluations", 0)), len(r.get("running", {}))
+
+    def _claim(self, todo: dict[str, Any], numbers: dict[str, int]) -> tuple[list[str], dict[str, int], list[str]]:
+        """Claim ``todo``'s genotypes (``numbers``: the trial of each) within the budget. Returns (those this
+        worker trains, {genotype: trial of another worker training or having trained it}, those over budget)."""
+        budget = self._budget
+
+        def take(r: dict[str, Any]) -> tuple[list[str], dict[str, int], list[str]]:
+            running, trained = r.setdefault("running", {}), r.setdefault("trained", {})
+            used = int(r.setdefault("evaluations", 0)) + len(running)
+            won, taken, over = [], {}, []
+            for key in todo:
+                if key in trained:
+                    taken[key] = int(trained[key])
+                elif key in running and running[key]["worker"] != self.worker:
+                    taken[key] = int(running[key]["trial"])
+                elif budget is not None and used >= budget:
+                    over.append(key)
+                else:
+                    running[key] = {"trial": numbers[key], "worker": self.worker}
+                    used += 1
+                    won.append(key)
+            return won, taken, over
+
+        return self.claims.transact(take)
+
+    def _release(self, outcomes: dict[str, tuple[int, str]]) -> None:
+        """End this worker's claims: {genotype: (trial, "trained" | "failed" | "interrupted")}; a trained one
+        joins ``trained``, a trained or failed one counts as an evaluation, an interrupted one is freed."""
+        if not outcomes:
+            return
+
+        def end(r: dict[str, Any]) -> None:
+            running = r.setdefault("running", {})
+            for key, (number, how) in outcomes.items():
+                if running.get(key, {}).get("trial") != number:
+                    continue  # not this claim (already reconciled by another worker)
+                del running[key]
+                if how == "trained":
+                    r.setdefault("trained", {})[key] = number
+                if how in ("trained", "failed"):
+                    r["evaluations"] = int(r.get("evaluations", 0)) + 1
+
+        self.claims.transact(end)
+
+    def reconcile(self) -> list[int]:
+        """End the claims of trials that are no longer RUNNING (their worker died between the trial's end and the
+        claim's, or ``recover`` failed them): a completed training is kept, a lost one freed. Returns the trials."""
+        running = self.claims.read().get("running", {})
+        if not running:
+            return []
+        ended: dict[str, tuple[int, str]] = {}
+        states = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        for key, claim in running.items():
+            t = states.get(int(claim["trial"]))
+            if t is None or t.state in (TrialState.RUNNING, TrialState.WAITING):
+                continue
+            a = t.user_attrs
+            how = "trained" if t.state == TrialState.COMPLETE and a.get("trained") else \
+                "failed" if t.state == TrialState.FAIL and a.get("failure") and not a.get("interrupted") else \
+                "interrupted"
+            ended[key] = (int(claim["trial"]), how)
+
+        self._release(ended)
+        return sorted(n for n, _ in ended.values())
 
     # ---- the loop -------------------------------------------------------------------------------------
     def run(self, n_trials: int, on_trial: Callable[[FrozenTrial], None] | None = None,
@@ -257,22 +418,32 @@ class Search:
 
         limit = max_proposals or 50 * n_trials
         proposals = 0
+        self._budget = n_trials
         self.register()
+        self.sync_claims()
+        self.reconcile()
         checked = time.monotonic()
         took: list[float] = []  # wall seconds of this run's batches that trained a candidate
         last: tuple[int, float] | None = None  # the batch before: evaluations in the study before it, its start
         while True:
-            done = self.trained_count()
+            done, elsewhere = self.spent()
             if last is not None and done > last[0]:
                 took.append(time.monotonic() - last[1])
-            if (left := n_trials - done) <= 0:
+                last = None
+            if done >= n_trials:
                 return "trials"
             if deadline is not None and took and time.monotonic() + sum(took) / len(took) > deadline:
                 return "time"
             if time.monotonic() - checked > self.heartbeat:  # other workers' dead trials, while this one runs
+                self.see()
                 self.recover()
                 checked = time.monotonic()
-                done = self.trained_count()  # a recovered trial is no evaluation of the next batch
+                continue  # a recovered trial is no evaluation of the next batch
+            if (left := n_trials - done - elsewhere) <= 0:  # the rest of the budget is under way in other workers
+                if deadline is not None and time.monotonic() > deadline:
+                    return "time"
+                time.sleep(self.poll)  # until they finish it (or die, and ``recover`` frees what they held)
+                continue
             if proposals >= limit:
                 raise SearchStopped(f"{proposals} proposals gave only {done} feasible, new "
                                     f"architectures: the budget is too tight for the space, or the space too small")
@@ -291,7 +462,8 @@ class Search:
         """Ask ``k`` proposals, price them, train the feasible new ones (together; ``keep``: only the ``keep``
         the prefilter ranks highest), tell every one. While they are RUNNING, a thread records their
         heartbeats (RDB storages)."""
-        with _Heartbeat(self.study, self.heartbeat) as beat:
+        shared = not isinstance(self.claims, MemoryClaims)  # other processes may search the study
+        with _Heartbeat(self.study, self.heartbeat, self.see if shared else None) as beat:
             self._step(on_trial, k, beat, keep)
 
     def _step(self, on_trial: Callable[[FrozenTrial], None] | None, k: int, beat: _Heartbeat,
@@ -306,6 +478,8 @@ class Search:
                     warnings.filterwarnings("ignore", message=".*[Hh]eartbeat")
                     trial = self.study.ask()
                 trial.set_user_attr("worker", self.worker)
+                if self.rank:  # whose strategy proposed it (replayed so: VectorSampler.catch_up); unset: rank 0
+                    trial.set_user_attr("rank", self.rank)
                 beat.add(trial._trial_id)
                 batch = trial.number if batch is None else batch
                 trial.set_user_attr("batch", batch)  # proposed together (replayed so: VectorSampler.catch_up)
@@ -337,23 +511,75 @@ class Search:
             if feasible and g.to_string() not in cache:
                 todo.setdefault(g.to_string(), g)
         notes: dict[str, dict[str, Any]] = {}  # genotype -> what the prefilter said of it
+        numbers: dict[str, int] = {}  # genotype -> the first trial of the batch that proposed it
+        for trial, g, _, _ in asked:
+            numbers.setdefault(g.to_string(), trial.number)
+        won: list[str] = []  # genotypes this worker claimed: it trains them
+        mine: list[str] = []  # those of them claimed first (trained together; the others by ``_await``)
+        over: set[str] = set()  # proposed beyond the budget (other workers spent it meanwhile): not trained
         results: list[EvalResult] = []
+        later: dict[str, EvalResult] = {}  # results of genotypes claimed again after their first claim was lost
         try:
             if keep is not None and self.prefilter is not None and todo:
                 notes = self._prefilter(todo, keep)  # drops from ``todo`` what it does not keep
-            genos = list(todo.values())
+            mine, taken, over_list = self._claim(todo, numbers)
+            won.extend(mine)
+            over.update(over_list)
+            genos = [todo[key] for key in mine]
             if len(genos) > 1 and self.evaluate_many is not None:
                 results = self.evaluate_many(genos)
             else:
                 for g in genos:
                     results.append(self.evaluate(g))
+            later = self._await(taken, todo, numbers, cache, won, over)
         except EvaluationStopped as e:  # what it finished is kept; the rest is interrupted, re-queued on resume
-            self._tell(asked, cache, dict(zip(todo, [*results, *e.results], strict=False)), on_trial, notes)
+            got = dict(zip(mine, [*results, *e.results], strict=False)) | later
+            self._tell(asked, cache, got, on_trial, notes, over)
+            self._release({k: (numbers[k], _how(got.get(k))) for k in won})
             raise
         except BaseException:  # Ctrl-C: nothing of the batch is lost
             self._interrupt([a[0] for a in asked])
+            self._release({k: (numbers[k], "interrupted") for k in won})
             raise
-        self._tell(asked, cache, dict(zip(todo, results, strict=True)), on_trial, notes)
+        got = dict(zip(mine, results, strict=True)) | later
+        self._tell(asked, cache, got, on_trial, notes, over)
+        self._release({k: (numbers[k], _how(got.get(k))) for k in won})
+
+    def _await(self, taken: dict[str, int], todo: dict[str, Any], numbers: dict[str, int],
+               cache: dict[str, FrozenTrial], won: list[str], over: set[str]) -> dict[str, EvalResult]:
+        """Wait for the genotypes of this batch that other workers claimed first (``taken``: genotype -> their
+        trial): a training they complete joins ``cache``; one that fails is this batch's failure too (returned,
+        ``cached_from`` their trial); one whose worker died is claimed again and, if this worker wins it (added
+        to ``won``), trained here (returned). Other workers' dead trials are recovered while it waits."""
+        import time
+
+        out: dict[str, EvalResult] = {}
+        recovered = time.monotonic()
+        while taken:
+            trials = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+            for key, number in list(taken.items()):
+                t = trials.get(number)
+                if t is not None and t.state in (TrialState.RUNNING, TrialState.WAITING):
+                    continue
+                del taken[key]
+                a = t.user_attrs if t is not None else {}
+                if t is not None and t.state == TrialState.COMPLETE and a.get("trained"):
+                    cache[key] = t
+                elif t is not None and t.state == TrialState.FAIL and a.get("failure") and not a.get("interrupted"):
+                    out[key] = EvalResult(None, f"as trial {number}: {a['failure']}", {"cached_from": number})
+                else:  # interrupted or lost: whoever claims it now trains it
+                    mine, again, beyond = self._claim({key: todo[key]}, numbers)
+                    taken.update(again)
+                    over.update(beyond)
+                    if mine:
+                        won.append(key)
+                        out[key] = self.evaluate(todo[key])
+            if taken:
+                time.sleep(self.poll)
+                if time.monotonic() - recovered > self.heartbeat:  # (the step's heartbeat thread calls ``see``)
+                    self.recover()
+                    recovered = time.monotonic()
+        return out
 
     def _prefilter(self, todo: dict[str, Any], n_keep: int) -> dict[str, dict[str, Any]]:
         """Rank ``todo``'s genotypes by the prefilter and drop from it all but the ``n_keep`` best; returns what
@@ -378,10 +604,11 @@ class Search:
 
     def _tell(self, asked: list[tuple[optuna.Trial, Any, dict[str, Any], bool]], cache: dict[str, FrozenTrial],
               trained: dict[str, EvalResult], on_trial: Callable[[FrozenTrial], None] | None,
-              notes: dict[str, dict[str, Any]] | None = None) -> None:
+              notes: dict[str, dict[str, Any]] | None = None, over: set[str] | None = None) -> None:
         """Tell every trial of a batch its outcome; one whose genotype is neither priced out, known nor in
-        ``trained`` (its evaluation stopped) is failed as interrupted; one the prefilter dropped (``notes``)
-        is PRUNED, with what the prefilter said of it."""
+        ``trained`` (its evaluation stopped) is failed as interrupted (``over``: proposed beyond the budget,
+        marked ``over_budget`` and never re-queued); one the prefilter dropped (``notes``) is PRUNED, with what
+        the prefilter said of it."""
         p = self.problem
         first: dict[str, int] = {}
         notes = notes or {}
@@ -397,6 +624,8 @@ class Search:
                     on_trial(self.study._storage.get_trial(trial._trial_id))
                 continue
             if feasible and key not in cache and key not in trained:
+                if key in (over or ()):
+                    trial.set_user_attr("over_budget", True)
                 self._interrupt([trial])
                 continue
             if not feasible:  # priced, never trained
@@ -425,14 +654,37 @@ class Search:
                 on_trial(self.study._storage.get_trial(trial._trial_id))
 
 
-class _Heartbeat:
-    """Records Optuna heartbeats of the trials ``add``ed, now and every ``interval`` s from a thread, until the
-    ``with`` block ends (a no-op on storages without heartbeats, e.g. in memory)."""
+def _first(flag: str) -> Callable[[dict[str, Any]], bool]:
+    """A claims transaction: True for the first worker that runs it (it sets ``flag``), False for the others."""
 
-    def __init__(self, study: optuna.Study, interval: float) -> None:
+    def take(r: dict[str, Any]) -> bool:
+        if r.get(flag):
+            return False
+        r[flag] = True
+        return True
+
+    return take
+
+
+def _how(result: EvalResult | None) -> str:
+    """How a claimed training ended, for ``Search._release``."""
+    if result is None:
+        return "interrupted"
+    if result.acc is not None:
+        return "trained"
+    return "failed" if "cached_from" not in result.details else "interrupted"
+
+
+class _Heartbeat:
+    """Records Optuna heartbeats of the trials ``add``ed (storages with heartbeats: RDB), and calls ``hook`` (the
+    worker's own liveness in the claims record: every storage), every ``interval`` s from a thread, until the
+    ``with`` block ends."""
+
+    def __init__(self, study: optuna.Study, interval: float, hook: Callable[[], None] | None = None) -> None:
         storage = study._storage  # RDBStorage (BaseHeartbeat) where made with a heartbeat interval
         beats = hasattr(storage, "record_heartbeat") and getattr(storage, "get_heartbeat_interval", lambda: None)()
         self.storage: Any = storage if beats else None
+        self.hook = hook
         self.interval, self.ids = interval, list[int]()
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
@@ -444,13 +696,16 @@ class _Heartbeat:
 
     def _beat(self) -> None:
         while not self.stop.wait(self.interval):
-            for trial_id in list(self.ids):
-                # a storage hiccup: the next beat tries again; the grace period is long
+            # a storage hiccup: the next beat tries again; the grace period is long
+            for trial_id in list(self.ids) if self.storage is not None else []:
                 with contextlib.suppress(Exception):
                     self.storage.record_heartbeat(trial_id)
+            if self.hook is not None:
+                with contextlib.suppress(Exception):
+                    self.hook()
 
     def __enter__(self) -> _Heartbeat:
-        if self.storage is not None:
+        if self.storage is not None or self.hook is not None:
             self.thread = threading.Thread(target=self._beat, name="hwnas-heartbeat", daemon=True)
             self.thread.start()
         return self
@@ -461,11 +716,71 @@ class _Heartbeat:
             self.thread.join()
 
 
-def storage_of(url: str, heartbeat: float = HEARTBEAT_S, grace: float = GRACE_S) -> optuna.storages.RDBStorage:
-    """An RDB storage for ``url`` whose trials carry heartbeats (dead workers of other hosts are recognised)."""
-    kwargs = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=max(1, round(heartbeat)),
-                                      grace_period=max(1, round(grace)))
+def _retrying(name: str) -> Callable[..., Any]:
+    method = getattr(optuna.storages.RDBStorage, name)
+
+    def call(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        import time
+
+        waited, pause, again = 0.0, 0.2, False
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if again and name == "set_trial_state_values":  # the lost answer was to a commit that went in
+                    return True
+                raise
+            except Exception as e:
+                if not connection_lost(e) or waited >= self.retry_s:
+                    raise
+                with contextlib.suppress(Exception):  # this thread's session holds the dead connection's transaction
+                    self.remove_session()
+            time.sleep(pause)
+            waited, pause, again = waited + pause, min(10.0, pause * 2), True
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"``RDBStorage.{name}``, retried through a lost connection."
+    return call
+
+
+class RetryingRDBStorage(optuna.storages.RDBStorage):
+    """An RDB storage whose calls are retried, with backoff (0.2 s doubling to 10 s), for up to ``retry_s``
+    seconds while the database cannot be reached (restarted, a network cut): a worker waits for it instead of
+    dying with a finished training in hand. Other errors are raised at once."""
+
+    retry_s: float = RETRY_S
+
+
+for _name in ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+              "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+              "get_study_system_attrs", "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies",
+              "create_new_trial", "set_trial_param", "get_trial_param", "set_trial_state_values",
+              "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+              "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "get_best_trial",
+              "record_heartbeat",  # and the private ones Optuna's _CachedStorage calls on its backend:
+              "_create_new_trial", "_get_best_trial_id", "_get_stale_trial_ids", "_get_trials", "_set_trial_param"):
+    if hasattr(optuna.storages.RDBStorage, _name):
+        setattr(RetryingRDBStorage, _name, _retrying(_name))
+
+
+def journal_path(storage: str) -> str | None:
+    """The file of a journal storage: a ``--storage`` that is a path, not a URL (``scheme://...``); else None."""
+    return None if "://" in storage else storage
+
+
+def storage_of(url: str, heartbeat: float = HEARTBEAT_S,
+               grace: float = GRACE_S) -> optuna.storages.RDBStorage | optuna.storages.JournalStorage:
+    """The storage ``url`` names: an RDB storage whose trials carry heartbeats (dead workers of other hosts are
+    recognised), or, for a file path, Optuna's journal file (``JournalFileBackend``, locked by ``O_EXCL`` lock
+    files: a shared file system of NFSv3 or later, for workers without a database server)."""
+    if (path := journal_path(url)) is not None:
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        return optuna.storages.JournalStorage(JournalFileBackend(path, JournalFileOpenLock(path)))
+    # SQLite: wait for another writer's lock; a server: a connection dropped (a restart) is replaced before use
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return RetryingRDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=max(1, round(heartbeat)),
+                              grace_period=max(1, round(grace)))
 
 
 def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage | None, study_name: str,
@@ -486,9 +801,12 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
     def feasible(x: np.ndarray) -> bool:
         return problem.feasible(problem.costs(problem.space.decode(x)))
 
-    sampler = VectorSampler(problem.space, custom(feasible), objectives, seed) if custom is not None else \
-        make_sampler(strategy, problem.space, seed, len(problem.directions), len(problem.hard_budgets), feasible,
-                     objectives, population)
+    def sampler_of(rank: int) -> optuna.samplers.BaseSampler:
+        return VectorSampler(problem.space, custom(feasible), objectives, seed + rank, rank) if custom is not None \
+            else make_sampler(strategy, problem.space, seed, len(problem.directions), len(problem.hard_budgets),
+                              feasible, objectives, population, rank)
+
+    sampler = sampler_of(0)
     if isinstance(storage, str):
         storage = storage_of(storage)
     study = optuna.create_study(storage=storage, study_name=study_name, directions=problem.directions,
@@ -518,6 +836,9 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
     s = Search(problem, study, evaluate, strategy, seed, population, evaluate_many=evaluate_many,
                parallel=max(1, parallel), prefilter=prefilter, prefilter_keep=prefilter_keep)
     holder["s"] = s
+    s.sync_claims()  # before anything else reads the record: a stale one (a deleted study's) is started afresh
+    if s.take_rank():  # another worker is searching the study: this one proposes with its own seed
+        study.sampler = sampler_of(s.rank)
     return s
 
 

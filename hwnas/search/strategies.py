@@ -201,8 +201,10 @@ class PymooStrategy:
 class VectorSampler(BaseSampler):
     """Proposes whole choice vectors from an ask/tell strategy; replays finished trials into it."""
 
-    def __init__(self, space: CategoricalSpace, strategy: AskTell, objectives: Objectives, seed: int = 0) -> None:
+    def __init__(self, space: CategoricalSpace, strategy: AskTell, objectives: Objectives, seed: int = 0,
+                 rank: int = 0) -> None:
         self.space, self.strategy, self.objectives = space, strategy, objectives
+        self.rank = rank  # the worker rank whose proposals this sampler makes (trials' ``rank``; 0 if unset)
         self.dists = {name: CategoricalDistribution(list(opts)) for name, opts in space.dims}
         self.told: set[int] = set()
         self.proposed: set[int] = set()
@@ -232,7 +234,8 @@ class VectorSampler(BaseSampler):
         by an earlier process (resume) is first re-asked -- all of its batch before any is told, as they were
         -- so the strategy's random state and generations advance exactly as they did then: a resumed search
         continues as the uninterrupted one would have. Enqueued trials (re-queued after an interrupt, seeds)
-        took no proposal and are only told."""
+        took no proposal and are only told, and so are the trials other workers proposed (another ``rank``):
+        with several workers, every finished trial is told exactly once, in trial order."""
         # PRUNED: dropped by a prefilter, told as a result of accuracy 0 (Search.objectives_of)
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
         batches: dict[int, list[FrozenTrial]] = {}
@@ -242,7 +245,8 @@ class VectorSampler(BaseSampler):
         for batch in batches.values():
             for t in batch:
                 self.told.add(t.number)
-                if t.number not in self.proposed and "fixed_params" not in t.system_attrs:
+                if t.number not in self.proposed and "fixed_params" not in t.system_attrs \
+                        and int(t.user_attrs.get("rank", 0)) == self.rank:
                     self.strategy.ask()
                     self.proposed.add(t.number)
             for t in batch:
@@ -254,9 +258,11 @@ class VectorSampler(BaseSampler):
 
 def make_sampler(name: str, space: CategoricalSpace, seed: int, n_obj: int, n_constr: int,
                  feasible: Callable[[np.ndarray], bool], objectives: Objectives,
-                 population: int = 20) -> BaseSampler:
-    """The sampler for strategy ``name`` (see ``STRATEGIES``)."""
+                 population: int = 20, rank: int = 0) -> BaseSampler:
+    """The sampler for strategy ``name`` (see ``STRATEGIES``) of the worker of rank ``rank`` (seeded ``seed +
+    rank``: workers propose different architectures; rank 0 is the one process of a single-worker search)."""
     cf = _constraints_kw(n_constr)
+    seed += rank
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed, **cf)
     if name == "nsga3":
@@ -268,13 +274,14 @@ def make_sampler(name: str, space: CategoricalSpace, seed: int, n_obj: int, n_co
             raise ValueError(f"strategy gp needs Optuna with GPSampler (installed: {optuna.__version__})")
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, population), **cf)
     if name == "random":
-        return VectorSampler(space, FeasibleRandom(space, seed, feasible), objectives, seed)
+        return VectorSampler(space, FeasibleRandom(space, seed, feasible), objectives, seed, rank)
     if name == "evolution":
         return VectorSampler(space, RegularizedEvolution(space, seed, feasible, population=population),
-                             objectives, seed)
+                             objectives, seed, rank)
     if name in ("pymoo-nsga2", "pymoo-agemoea"):
         algo = name.removeprefix("pymoo-")
         if algo == "agemoea" and n_obj < 2:
             raise ValueError("pymoo-agemoea needs two or more objectives (use --reward pareto)")
-        return VectorSampler(space, PymooStrategy(space, seed, algo, n_obj, n_constr, population), objectives, seed)
+        return VectorSampler(space, PymooStrategy(space, seed, algo, n_obj, n_constr, population), objectives, seed,
+                             rank)
     raise ValueError(f"unknown strategy {name!r} (choose from {', '.join(STRATEGIES)})")
