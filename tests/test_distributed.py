@@ -102,8 +102,8 @@ def test_workers_share_one_budget_and_never_train_a_genotype_twice(kind: str, st
 def test_a_worker_killed_mid_training_loses_nothing(tmp_path: Path) -> None:
     where = f"sqlite:///{tmp_path / 'study.db'}"
     _search(where, "evolution", resume=False)
-    n = 30
-    procs = _start(where, "evolution", n, workers=3, delay=0.5)
+    n = 24
+    procs = _start(where, "evolution", n, workers=3, delay=1.0)  # a worker spends most of its time training
     study = optuna.load_study(study_name="s", storage=where)
 
     def running_of(pid: int) -> list[int]:

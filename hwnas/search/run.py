@@ -474,9 +474,15 @@ class Search:
         try:
             batch: int | None = None
             for _ in range(k):
-                with warnings.catch_warnings():  # "heartbeat ... with Study.optimize": _Heartbeat does it here
-                    warnings.filterwarnings("ignore", message=".*[Hh]eartbeat")
-                    trial = self.study.ask()
+                for _attempt in range(100):
+                    with warnings.catch_warnings():  # "heartbeat ... with Study.optimize": _Heartbeat does it here
+                        warnings.filterwarnings("ignore", message=".*[Hh]eartbeat")
+                        trial = self.study.ask()
+                    if self._own(trial):
+                        break
+                    trial = None  # another worker popped the same enqueued trial first: it is theirs
+                else:
+                    raise SearchStopped("100 enqueued trials in a row were taken by other workers as this one asked")
                 trial.set_user_attr("worker", self.worker)
                 if self.rank:  # whose strategy proposed it (replayed so: VectorSampler.catch_up); unset: rank 0
                     trial.set_user_attr("rank", self.rank)
@@ -580,6 +586,23 @@ class Search:
                     self.recover()
                     recovered = time.monotonic()
         return out
+
+    def _own(self, trial: optuna.Trial) -> bool:
+        """Whether this worker may run ``trial``, just asked. An enqueued trial (seeded, re-queued) can be popped
+        by two workers at once on storages that cannot lock its row (SQLite): the first to claim its number in
+        the claims record runs it, the other leaves it alone. A trial the sampler made is this worker's alone."""
+        if "fixed_params" not in self.study._storage.get_trial_system_attrs(trial._trial_id):
+            return True
+        key = str(trial.number)
+
+        def take(r: dict[str, Any]) -> bool:
+            popped = r.setdefault("popped", {})
+            if popped.get(key, self.worker) != self.worker:
+                return False
+            popped[key] = self.worker
+            return True
+
+        return bool(self.claims.transact(take))
 
     def _prefilter(self, todo: dict[str, Any], n_keep: int) -> dict[str, dict[str, Any]]:
         """Rank ``todo``'s genotypes by the prefilter and drop from it all but the ``n_keep`` best; returns what
@@ -777,10 +800,23 @@ def storage_of(url: str, heartbeat: float = HEARTBEAT_S,
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
         return optuna.storages.JournalStorage(JournalFileBackend(path, JournalFileOpenLock(path)))
+    import time
+
+    import sqlalchemy.exc
+
     # SQLite: wait for another writer's lock; a server: a connection dropped (a restart) is replaced before use
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return RetryingRDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=max(1, round(heartbeat)),
-                              grace_period=max(1, round(grace)))
+    for attempt in range(6):
+        try:
+            return RetryingRDBStorage(url, engine_kwargs=dict(kwargs), heartbeat_interval=max(1, round(heartbeat)),
+                                      grace_period=max(1, round(grace)))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
+            # workers started together on a new database race to create Optuna's tables and version rows: the
+            # loser finds them made ("UNIQUE constraint failed: alembic_version", "table ... already exists")
+            if attempt == 5 or not ("UNIQUE" in str(e) or "already exists" in str(e) or "duplicate" in str(e)):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage | None, study_name: str,
