@@ -69,6 +69,17 @@ class Claims:
         return self.transact(lambda r: json.loads(json.dumps(r)))
 
 
+def _parse(text: str, where: str) -> dict[str, Any]:
+    """The record stored as ``text``; a ClaimsError naming ``where`` if it is no JSON object."""
+    try:
+        record = json.loads(text)
+    except ValueError as e:
+        raise ClaimsError(f"{where} cannot be read: {e}") from e
+    if not isinstance(record, dict):
+        raise ClaimsError(f"{where} is damaged (not a JSON object)")
+    return record
+
+
 class MemoryClaims(Claims):
     """One process's claims (an in-memory study): a dict and a lock."""
 
@@ -102,16 +113,19 @@ class FileClaims(Claims):
             with contextlib.suppress(RuntimeError):  # taken over after its grace period: nothing to release
                 self.lock.release()
 
+    def read(self) -> dict[str, Any]:
+        """The record without taking the lock: every write replaces the file whole (atomically)."""
+        try:
+            text = self.path.read_text() if self.path.exists() else "{}"
+        except OSError as e:
+            raise ClaimsError(f"the claims file {self.path} cannot be read: {e}") from e
+        return _parse(text, f"the claims file {self.path}")
+
     def transact(self, fn: Transaction[T]) -> T:
         from hwnas.atomic import write_atomic
 
         with self._locked():
-            try:
-                record = json.loads(self.path.read_text()) if self.path.exists() else {}
-            except (OSError, ValueError) as e:
-                raise ClaimsError(f"the claims file {self.path} cannot be read: {e}") from e
-            if not isinstance(record, dict):
-                raise ClaimsError(f"the claims file {self.path} is damaged (not a JSON object)")
+            record = self.read()
             before = json.dumps(record, sort_keys=True)
             out = fn(record)
             if json.dumps(record, sort_keys=True) != before:
@@ -143,31 +157,51 @@ class RDBClaims(Claims):
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
-    def transact(self, fn: Transaction[T]) -> T:
+    def read(self) -> dict[str, Any]:
+        """The record as last committed: a plain SELECT, no lock (each transaction writes it whole)."""
         import sqlalchemy as sa
 
         t = self.table
+
+        def once() -> dict[str, Any]:
+            with self.engine.connect() as con:
+                text = con.execute(sa.select(t.c.record).where(t.c.study_id == self.study_id)).scalar_one()
+            return _parse(text, f"the claims record of study {self.study_id}")
+
+        return self._retry(once)
+
+    def _retry(self, call: Callable[[], T]) -> T:
+        """``call()``, again with backoff (0.2 s doubling to 10 s, up to ``RETRY_S``) while the database is out of
+        reach."""
+        import sqlalchemy as sa
+
         waited, pause = 0.0, 0.2
         while True:
             try:
-                with self.engine.begin() as con:
-                    # the lock first: a write, so that no other transaction reads the record before this one ends
-                    con.execute(t.update().where(t.c.study_id == self.study_id).values(version=t.c.version + 1))
-                    text = con.execute(sa.select(t.c.record).where(t.c.study_id == self.study_id)).scalar_one()
-                    try:
-                        record = json.loads(text)
-                    except ValueError as e:
-                        raise ClaimsError(f"the claims record of study {self.study_id} is damaged: {e}") from e
-                    if not isinstance(record, dict):
-                        raise ClaimsError(f"the claims record of study {self.study_id} is damaged (not an object)")
-                    out = fn(record)
-                    con.execute(t.update().where(t.c.study_id == self.study_id).values(record=json.dumps(record)))
-                return out
-            except sa.exc.DBAPIError as e:  # a dropped connection, a deadlock, a busy SQLite file: again
+                return call()
+            except sa.exc.DBAPIError as e:
                 if not connection_lost(e) or waited >= RETRY_S:
                     raise
             time.sleep(pause)
             waited, pause = waited + pause, min(10.0, pause * 2)
+
+    def transact(self, fn: Transaction[T]) -> T:
+        import sqlalchemy as sa
+
+        t, where = self.table, f"the claims record of study {self.study_id}"
+
+        def once() -> T:
+            with self.engine.begin() as con:
+                # the lock first: a write, so that no other transaction reads the record before this one ends
+                con.execute(t.update().where(t.c.study_id == self.study_id).values(version=t.c.version + 1))
+                text = con.execute(sa.select(t.c.record).where(t.c.study_id == self.study_id)).scalar_one()
+                record = _parse(text, where)
+                out = fn(record)
+                if (after := json.dumps(record)) != text:
+                    con.execute(t.update().where(t.c.study_id == self.study_id).values(record=after))
+            return out
+
+        return self._retry(once)  # a dropped connection, a deadlock, a busy SQLite file: again
 
 
 def claims_of(study: optuna.Study) -> Claims:
