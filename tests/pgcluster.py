@@ -40,9 +40,10 @@ def available() -> str | None:
 
 
 class Cluster:
-    """``start()``, ``stop()``, ``restart()``, ``kill()``; ``url(db)`` for SQLAlchemy; ``create_db(name)``."""
+    """``start()``, ``stop()``, ``restart()``, ``kill()``; ``url(db)`` for SQLAlchemy; ``create_db(name)``. The tests
+    run it with ``fsync`` off (nothing to keep); a benchmark of storage costs keeps PostgreSQL's default, on."""
 
-    def __init__(self) -> None:
+    def __init__(self, fsync: bool = False) -> None:
         bindir = _bindir()
         assert bindir is not None
         self.bin = bindir
@@ -55,7 +56,7 @@ class Cluster:
             shutil.chown(self.root, "postgres")
             shutil.chown(self.sock, "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "--no-sync", "-E", "UTF8")
-        conf = (f"listen_addresses = ''\nunix_socket_directories = '{self.sock}'\nfsync = off\n"
+        conf = (f"listen_addresses = ''\nunix_socket_directories = '{self.sock}'\nfsync = {'on' if fsync else 'off'}\n"
                 "max_connections = 200\nshared_buffers = 32MB\n")
         with open(self.data / "postgresql.conf", "a") as f:
             f.write(conf)

@@ -112,3 +112,71 @@ def test_a_deleted_studys_claims_do_not_haunt_the_study_that_reuses_its_id(tmp_p
     assert record["evaluations"] == 5 and len(record["trained"]) == 5
     trials = second.study.get_trials()
     assert all(trials[n].user_attrs["genotype"] == g for g, n in record["trained"].items())
+
+
+def test_an_interrupt_while_a_batch_is_told_loses_none_of_its_trainings() -> None:
+    """Ctrl-C / SIGTERM lands while a batch's results are being written: the trials not yet told are told what
+    they got (their trainings are not thrown away), none is left RUNNING, and the claims end with them."""
+    import optuna
+
+    from hwnas.search.bench import BenchProblem
+    from hwnas.search.claims import claims_of
+    from hwnas.search.run import create_search
+
+    problem, ev = BenchProblem("nb201-acc-flops", "nb201:cifar10", ("acc", "flops"), population=8).build()
+    search = create_search(problem, optuna.storages.InMemoryStorage(), "s", "random", ev.evaluate, seed=0,
+                           population=8, parallel=3)
+    calls = []
+
+    def on_trial(t: Any) -> None:  # the first trial told: the interrupt lands mid-batch
+        calls.append(t.number)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search.run(3, on_trial)
+    trials = search.study.get_trials(deepcopy=False)
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert all(t.user_attrs["trained"] for t in trials)
+    record = claims_of(search.study).read()
+    assert record["running"] == {} and record["evaluations"] == 3 and len(record["trained"]) == 3
+
+
+def test_a_signal_while_a_batch_is_told_waits_for_the_batch(tmp_path: Path) -> None:
+    """With hwnas's handler (the CLI's), SIGTERM arriving while results are written is held until the batch is
+    told: every trial of it is COMPLETE, no further batch is asked, and the claims end with it."""
+    import os
+    import signal
+
+    from hwnas import interrupts
+    from hwnas.search.bench import BenchProblem
+    from hwnas.search.run import create_search
+
+    problem, ev = BenchProblem("nb201-acc-flops", "nb201:cifar10", ("acc", "flops"), population=8).build()
+    search = create_search(problem, f"sqlite:///{tmp_path / 's.db'}", "s", "random", ev.evaluate, seed=0,
+                           population=8, parallel=3)
+    storage, sent, told = search.study._storage, [], []
+    write = storage.set_trial_user_attr
+
+    def set_trial_user_attr(trial_id: int, key: str, value: Any) -> None:  # the signal lands in a storage call
+        if key == "acc" and not sent:
+            sent.append(trial_id)
+            os.kill(os.getpid(), signal.SIGTERM)
+        write(trial_id, key, value)
+
+    storage.set_trial_user_attr = set_trial_user_attr
+
+    def on_trial(t: Any) -> None:
+        told.append(t.number)
+
+    old = interrupts.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            search.run(30, on_trial)
+    finally:
+        interrupts.restore(old)
+    trials = search.study.get_trials(deepcopy=False)
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert told == [0, 1, 2]  # told as usual (not by the clean-up after an interrupt in the middle)
+    record = claims_of(search.study).read()
+    assert record["running"] == {} and record["evaluations"] == 3

@@ -183,3 +183,33 @@ def test_join_refuses_what_cannot_work(extra: tuple[str, ...], fragment: str, tm
     p = _cli("search", "--benchmark", "nb201:cifar10", "--trials", "5", "--run-dir", str(tmp_path), *extra)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_workers_on_postgresql_then_its_report_and_dashboard(postgres: Any, tmp_path: Path) -> None:
+    """`hwnas search --workers 2` against PostgreSQL, then `hwnas report` and optuna-dashboard on the same URL."""
+    import json
+    import urllib.request
+
+    from test_search_cli import _serve
+
+    url = postgres.create_db("workers")
+    p = _cli("search", "--benchmark", "nb201:cifar10", "--strategy", "nsga2", "--trials", "30", "--workers", "2",
+             "--study-name", "pg", "--storage", url, "--run-dir", str(tmp_path / "runs"))
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-2000:]
+    _check_named(url, "pg", 30)
+    r = _cli("report", "--study-name", "pg", "--storage", url, "-o", str(tmp_path / "out"))
+    _, err = r.communicate(timeout=120)
+    assert r.returncode == 0, err[-2000:]
+    mine, theirs = (json.loads((d / "pareto.json").read_text()) for d in (tmp_path / "out", tmp_path / "runs" / "pg"))
+    assert mine["pareto"] == theirs["pareto"] and mine["evaluated"] == 30
+    server, port = _serve(url)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as resp:
+            ids = {s["study_name"]: s["study_id"] for s in json.loads(resp.read())["study_summaries"]}
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{ids['pg']}", timeout=5) as resp:
+            trials = json.loads(resp.read())["trials"]
+        assert sum(t["state"] == "Complete" for t in trials) >= 30
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

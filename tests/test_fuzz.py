@@ -20,7 +20,7 @@ file type              commands
 TOML recipe            space info/sample --recipe; search --recipe; transfer --recipe; bench --recipes
 latency table JSON     latency predict --table; scale family --table; search --table
 Optuna study (SQLite)  export --storage (--trial N / --pareto); search --resume (a benchmark study);
-                       transfer --source-storage
+                       transfer --source-storage; report --storage
 checkpoint (.pt)       export --weights; train ARCH --resume
 ImageFolder folder     data prepare --data-dir
 archive (.tar[.gz|xz]) data prepare --data-dir
@@ -821,7 +821,7 @@ def sql_mutated(draw: st.DrawFn, seed: bytes, work: Path) -> bytes:
 @given(data=st.data())
 def test_fuzz_studies(data: st.DataObject, capfd: pytest.CaptureFixture[str]) -> None:
     # the slow successes: an export (about a second each: mostly one --trial), a resumed search (two)
-    kind = data.draw(st.sampled_from(["export-trial"] * 5 + ["export-pareto"] + ["resume", "transfer"] * 2),
+    kind = data.draw(st.sampled_from(["export-trial"] * 5 + ["export-pareto"] + ["resume", "transfer", "report"] * 2),
                      label="command")
     seed = {"resume": bench_study_seed, "transfer": transfer_study_seed}.get(kind, mbconv_study_seed)()
     with example_dir() as tmp:
@@ -838,6 +838,9 @@ def test_fuzz_studies(data: st.DataObject, capfd: pytest.CaptureFixture[str]) ->
             check(capfd, work, ["search", "--benchmark", "nb201:cifar10", "--storage", url, "--study-name", "s",
                                 "--resume", "--trials", str(BENCH_STUDY_TRIALS), "--device", "cpu", "--run-dir",
                                 str(work / "runs")], outputs=("runs",), changeable_on_success=("study.db",))
+        elif kind == "report":  # its outputs, from the problem recorded in it
+            check(capfd, work, ["report", "--storage", url, "--study-name", "s", "-o", str(work / "out")],
+                  outputs=("out",))
         elif kind == "transfer":  # the source study: read, its basic architecture chosen, then STOP
             check(capfd, work, ["transfer", "--source-storage", url, "--source-study", "s", *_stop_search(work)],
                   outputs=("runs",))

@@ -6,15 +6,13 @@ Bad input of any kind ends with one line ``hwnas: error: ...`` on stderr and exi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
-import signal
 import sys
 import warnings
 from collections.abc import Sequence
 
-from hwnas import __version__
-from hwnas.cli import arch, bench, cache, export, latency, scale, score, search, train, transfer
+from hwnas import __version__, interrupts
+from hwnas.cli import arch, bench, cache, export, latency, report, scale, score, search, train, transfer
 from hwnas.cli.common import FLOPS_HELP, Parser, UsageError
 from hwnas.data import DataError
 from hwnas.genotype import GenotypeError
@@ -34,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     latency.register(sub)
     train.register(sub)
     search.register(sub)
+    report.register(sub)
     score.register(sub)
     export.register(sub)
     scale.register(sub)
@@ -43,27 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM (e.g. `timeout`, a job scheduler) saves work like Ctrl-C does
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     # a 5000-digit number in a JSON or TOML file is read (and refused by the range checks), not a ValueError of
     # Python's guard against slow conversions: the conversion of an argument-sized number is instant
     sys.set_int_max_str_digits(0)
     args = build_parser().parse_args(argv)
-    term = signal.getsignal(signal.SIGTERM)
-    with contextlib.suppress(ValueError):  # not in the main thread (embedded use): keep the default
-        signal.signal(signal.SIGTERM, _terminate)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a resume command or a worker repeats
+    # SIGTERM (e.g. `timeout`, a job scheduler) saves work as Ctrl-C does; either waits for the storage call under
+    # way in a search (hwnas.interrupts); not in the main thread (embedded use), the handlers stay as they are
+    handlers = interrupts.install()
     try:
         with warnings.catch_warnings():
             # Optuna warns as it reads a damaged study's categorical choices back: check_study_records refuses
             # that study in one line where it is opened
             warnings.filterwarnings("ignore", message=CHOICES_WARNING)
             return _run(args)
-    finally:  # called from Python (embedded, tests): the caller's handler is put back
-        with contextlib.suppress(ValueError, TypeError):
-            signal.signal(signal.SIGTERM, term)
+    finally:  # called from Python (embedded, tests): the caller's handlers are put back
+        interrupts.restore(handlers)
 
 
 def _run(args: argparse.Namespace) -> int:

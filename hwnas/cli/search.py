@@ -326,6 +326,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         check_sqlite_storage(storage_url(args, args.study_name or ""), args.study_name or "", args.resume)
     if args.storage and sqlite_path(args.storage) is None:  # a server or a journal: reachable, the study as said
         _check_study(args.storage, args.study_name or "", args.resume and bool(args.study_name), args.join)
+    if args.workers > 1:  # N processes of this command, each with --join (hwnas.cli.workers)
+        from hwnas.cli.workers import run_workers
+
+        if args.join and not args.storage:
+            raise UsageError("--workers with --join: give the --storage the other machines' workers use")
+        with located_study(args, s) as place:
+            place.created = not args.resume and not args.join
+            return run_workers(args, s, place)
     problem, data, val_size = build_problem(args, s)
     with located_study(args, s) as place, evaluators(data, val_size, s) as (evaluate, evaluate_many):
         run_root, study_name, storage = place.run_root, place.study_name, place.storage
@@ -676,7 +684,7 @@ def _plain(s: dict[str, Any]) -> dict[str, Any]:
 def _resume_cmd(study: str, storage: str, args: argparse.Namespace) -> str:
     """The command that continues the study: this one, with --study-name, --storage and --resume. Storage URLs
     are shown without their password; then a note says so (put it back to run the command)."""
-    argv = [a for a in sys.argv[1:]]
+    argv = list(getattr(args, "argv", None) or sys.argv[1:])
     for flag in ("--study-name", "--storage", "--resume", "--join"):
         argv = [a for a in argv if not a.startswith(f"{flag}=")]
         while flag in argv:
@@ -871,6 +879,10 @@ def register(sub: Any) -> None:
                        description="Search the space for the best accuracy/cost trade-offs. " + FLOPS_HELP + ".")
     p.add_argument("--recipe", help=f"recipe file or shipped name (default {DEFAULT_RECIPE})")
     add_search_options(p, STRATEGIES)
+    p.add_argument("--workers", type=PROCESSES, default=1,
+                   help="worker processes searching the study together on this machine (one GPU each on CUDA, a "
+                        "group of cores each on the CPU), sharing --trials; logs in RUN_DIR/STUDY/workers/ "
+                        "(default 1; docs/distributed.md)")
     p.set_defaults(func=cmd_search)
 
 

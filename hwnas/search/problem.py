@@ -17,6 +17,8 @@ Reward modes:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -153,3 +155,54 @@ class Problem:
         if self.space.kind != "mbconv":  # studies of the MBConv space made before spaces had kinds still resume
             out["space_kind"] = self.space.kind
         return out
+
+    def record(self) -> dict[str, Any]:
+        """What rebuilds this problem (``problem_from_record``), kept in its study: any worker, and
+        ``hwnas report``, can then price, sort and plot the study's trials as the search did. The latency source
+        is named (a table's file or shipped name, ``nb201:DEVICE``), not copied."""
+        to_dict = getattr(self.space, "to_dict", None)  # the MBConv space's settings; the others have none
+        return {"space_kind": self.space.kind, "space": to_dict() if callable(to_dict) else None,
+                "objectives": list(self.objectives), "reward": self.reward, "budgets": dict(self.budgets),
+                "resolution": self.resolution, "num_classes": self.num_classes,
+                "table": self.table.source if self.table else None}
+
+
+def problem_from_record(d: Any, table: Callable[[str], LatencySource] | None = None) -> Problem:
+    """The problem ``Problem.record`` described; ``table`` loads its latency source by name (the caller reads
+    files). Also takes the ``problem`` of a study's settings (``Problem.describe``) of a study made before records
+    were kept: its space is then the default one of its kind. ``ProblemError`` names what is wrong."""
+    from hwnas.spaces import SpaceError, get_space
+
+    def damaged(why: str) -> ProblemError:
+        return ProblemError(f"the study's problem record is damaged ({why[:200]})")
+
+    def whole(key: str, high: int) -> int:
+        v = d.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= high:
+            raise damaged(f"{key} is not an integer from 1 to {high}: {repr(v)[:40]}")
+        return v
+
+    if not isinstance(d, dict):
+        raise damaged(f"a {type(d).__name__}, not an object")
+    kind, objectives, reward, budgets = d.get("space_kind", "mbconv"), d.get("objectives"), d.get("reward"), \
+        d.get("budgets")
+    if not isinstance(kind, str) or not isinstance(reward, str):
+        raise damaged("space_kind and reward must be names")
+    if not isinstance(objectives, list) or not all(isinstance(o, str) for o in objectives):
+        raise damaged("objectives must be a list of names")
+    if not isinstance(budgets, dict) or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                and math.isfinite(v) for v in budgets.values()):
+        raise damaged("budgets must map costs to finite numbers")
+    source = d.get("table")
+    if not isinstance(source, str | None):
+        raise damaged("table must be the name of a latency source")
+    if source is not None and table is None:
+        raise ProblemError(f"the problem prices latency with {source}: a table loader is needed")
+    config = d.get("space")  # describe()'s is the space's name: then the default space of its kind
+    try:
+        space = get_space(kind, config if isinstance(config, dict) else None)
+    except (SpaceError, TypeError, ValueError, OverflowError) as e:
+        raise damaged(f"its space: {e}") from None
+    return Problem(space, tuple(objectives), reward, {str(k): float(v) for k, v in budgets.items()},
+                   whole("resolution", 8192), whole("num_classes", 1 << 20),
+                   table(source) if source is not None and table is not None else None)

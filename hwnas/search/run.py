@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import socket
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hwnas.interrupts import deferred, interruptible, safe_point
 from hwnas.procs import process_alive, process_tag
 from hwnas.search.claims import RETRY_S, Claims, MemoryClaims, claims_of, connection_lost
 from hwnas.search.problem import Problem
@@ -68,6 +70,7 @@ class SearchStopped(Exception):
 HEARTBEAT_S = 30  # a worker records a heartbeat of its RUNNING trials this often (RDB storages)
 GRACE_S = 120  # a RUNNING trial whose worker cannot be looked at is taken as lost after this long without news
 WORKER_ATTR = "hwnas:worker:"  # study system attribute, one per process that searched the study
+PROBLEM_ATTR = "hwnas_problem"  # study user attribute: ``Problem.record`` (``hwnas report`` rebuilds the problem)
 
 
 def _worker_id() -> str:
@@ -150,6 +153,7 @@ class Search:
         without a worker, which ``recover`` gives back once no process that may have asked it is alive."""
         self.study._storage.set_study_system_attr(self.study._study_id, WORKER_ATTR + self.worker, True)
 
+    @deferred()
     def recover(self) -> list[int]:
         """Fail the RUNNING trials of workers that are gone and re-enqueue them and interrupted ones, so no
         evaluation is lost. Returns the recovered trial numbers. A worker is gone when:
@@ -204,7 +208,8 @@ class Search:
             # check, as its worker was gone
             lost = dead or (t.state == TrialState.FAIL and (t.user_attrs.get("interrupted")
                                                              or "failure" not in t.user_attrs))
-            if lost and t.params and t.number not in requeued and not t.user_attrs.get("over_budget"):
+            if lost and t.params and t.number not in requeued and not t.user_attrs.get("over_budget") \
+                    and self._requeue_claimed(t.number):  # one worker re-queues it, however many recover at once
                 # what the strategy said of the proposal (e.g. its lineage) goes with it: no strategy sees
                 # the re-queued copy, whose parameters are fixed
                 said = {k: t.user_attrs[k] for k in t.user_attrs.get(ANNOTATED, []) if k in t.user_attrs}
@@ -212,10 +217,24 @@ class Search:
                                          skip_if_exists=False)
                 requeued.add(t.number)
                 recovered.append(t.number)
-        if recovered:
-            self.study.set_user_attr("requeued", sorted(requeued))
+        if recovered:  # what other workers re-queued meanwhile is kept (the attribute is read again)
+            self.study.set_user_attr("requeued", sorted(requeued | set(self.study.user_attrs.get("requeued", []))))
         self.reconcile()
         return recovered
+
+    def _requeue_claimed(self, number: int) -> bool:
+        """Whether this worker is the one to re-queue lost trial ``number`` (first to say so in the claims
+        record): two workers recovering at once would both read the study's ``requeued`` before either wrote."""
+        key = str(number)
+
+        def take(r: dict[str, Any]) -> bool:
+            done = r.setdefault("requeued", [])
+            if key in done:
+                return False
+            done.append(key)
+            return True
+
+        return bool(self.claims.transact(take))
 
     def _finish_recorded(self, t: FrozenTrial) -> bool:
         """Complete the dead RUNNING trial ``t`` if its training result is fully written (``_tell`` writes
@@ -235,6 +254,7 @@ class Search:
             return False
         return True
 
+    @deferred()
     def seed_population(self, n_trials: int | None = None) -> int:
         """For Optuna's evolutionary/model samplers on a fresh study: enqueue feasible random first
         trials, so a tight budget does not waste the first generation on infeasible proposals. For the
@@ -405,6 +425,7 @@ class Search:
         return sorted(n for n, _ in ended.values())
 
     # ---- the loop -------------------------------------------------------------------------------------
+    @deferred()  # an interrupt waits for the storage call under way; training and waiting are interruptible
     def run(self, n_trials: int, on_trial: Callable[[FrozenTrial], None] | None = None,
             max_proposals: int | None = None, deadline: float | None = None) -> str:
         """Run until ``n_trials`` evaluations are in the study (previous runs count), within
@@ -426,6 +447,7 @@ class Search:
         took: list[float] = []  # wall seconds of this run's batches that trained a candidate
         last: tuple[int, float] | None = None  # the batch before: evaluations in the study before it, its start
         while True:
+            safe_point()  # between batches: an interrupt held during the last one's bookkeeping stops here
             done, elsewhere = self.spent()
             if last is not None and done > last[0]:
                 took.append(time.monotonic() - last[1])
@@ -442,7 +464,8 @@ class Search:
             if (left := n_trials - done - elsewhere) <= 0:  # the rest of the budget is under way in other workers
                 if deadline is not None and time.monotonic() > deadline:
                     return "time"
-                time.sleep(self.poll)  # until they finish it (or die, and ``recover`` frees what they held)
+                with interruptible():
+                    time.sleep(self.poll)  # until they finish it (or die, and ``recover`` frees what they held)
                 continue
             if proposals >= limit:
                 raise SearchStopped(f"{proposals} proposals gave only {done} feasible, new "
@@ -458,6 +481,7 @@ class Search:
             last = (done, time.monotonic())
             self.step(on_trial, k, keep)
 
+    @deferred()
     def step(self, on_trial: Callable[[FrozenTrial], None] | None = None, k: int = 1, keep: int | None = None) -> None:
         """Ask ``k`` proposals, price them, train the feasible new ones (together; ``keep``: only the ``keep``
         the prefilter ranks highest), tell every one. While they are RUNNING, a thread records their
@@ -509,6 +533,7 @@ class Search:
                 asked.append((trial, g, costs, attrs["feasible"]))
                 trial = None
         except BaseException:  # no proposal (a strategy out of feasible points), Ctrl-C: none left RUNNING
+            self._fresh_connections()
             self._interrupt([a[0] for a in asked] + ([trial] if trial is not None else []))
             raise
         cache = self.cache()
@@ -532,24 +557,41 @@ class Search:
             won.extend(mine)
             over.update(over_list)
             genos = [todo[key] for key in mine]
-            if len(genos) > 1 and self.evaluate_many is not None:
-                results = self.evaluate_many(genos)
-            else:
-                for g in genos:
-                    results.append(self.evaluate(g))
+            with interruptible():  # training: Ctrl-C stops it at once (the handler below keeps the rest)
+                if len(genos) > 1 and self.evaluate_many is not None:
+                    results = self.evaluate_many(genos)
+                else:
+                    for g in genos:
+                        results.append(self.evaluate(g))
             later = self._await(taken, todo, numbers, cache, won, over)
         except EvaluationStopped as e:  # what it finished is kept; the rest is interrupted, re-queued on resume
             got = dict(zip(mine, [*results, *e.results], strict=False)) | later
-            self._tell(asked, cache, got, on_trial, notes, over)
-            self._release({k: (numbers[k], _how(got.get(k))) for k in won})
+            self._told(asked, cache, got, on_trial, notes, over, {k: numbers[k] for k in won})
             raise
         except BaseException:  # Ctrl-C: nothing of the batch is lost
+            self._fresh_connections()
             self._interrupt([a[0] for a in asked])
             self._release({k: (numbers[k], "interrupted") for k in won})
             raise
         got = dict(zip(mine, results, strict=True)) | later
-        self._tell(asked, cache, got, on_trial, notes, over)
-        self._release({k: (numbers[k], _how(got.get(k))) for k in won})
+        self._told(asked, cache, got, on_trial, notes, over, {k: numbers[k] for k in won})
+
+    def _told(self, asked: list[tuple[optuna.Trial, Any, dict[str, Any], bool]], cache: dict[str, FrozenTrial],
+              got: dict[str, EvalResult], on_trial: Callable[[FrozenTrial], None] | None,
+              notes: dict[str, dict[str, Any]], over: set[str], won: dict[str, int]) -> None:
+        """``_tell`` the batch, then end this worker's claims (``won``: genotype -> trial). Interrupted while
+        telling (Ctrl-C, SIGTERM), it still tells the trials left RUNNING what they got -- a training already
+        done is only written, not lost -- and ends the claims by what the trials became, then goes on."""
+        try:
+            self._tell(asked, cache, got, on_trial, notes, over)
+            self._release({k: (n, _how(got.get(k))) for k, n in won.items()})
+        except BaseException:
+            self._fresh_connections()
+            storage = self.study._storage
+            still = [a for a in asked if storage.get_trial(a[0]._trial_id).state == TrialState.RUNNING]
+            self._tell(still, self.cache(), got, None, notes, over)  # a repeat of one told meanwhile: cached
+            self.reconcile()
+            raise
 
     def _await(self, taken: dict[str, int], todo: dict[str, Any], numbers: dict[str, int],
                cache: dict[str, FrozenTrial], won: list[str], over: set[str]) -> dict[str, EvalResult]:
@@ -579,9 +621,11 @@ class Search:
                     over.update(beyond)
                     if mine:
                         won.append(key)
-                        out[key] = self.evaluate(todo[key])
+                        with interruptible():
+                            out[key] = self.evaluate(todo[key])
             if taken:
-                time.sleep(self.poll)
+                with interruptible():
+                    time.sleep(self.poll)
                 if time.monotonic() - recovered > self.heartbeat:  # (the step's heartbeat thread calls ``see``)
                     self.recover()
                     recovered = time.monotonic()
@@ -609,7 +653,8 @@ class Search:
         the prefilter said of each, ``prefiltered`` True for those dropped."""
         assert self.prefilter is not None
         keys = list(todo)
-        scored = self.prefilter([todo[key] for key in keys])
+        with interruptible():  # scoring networks: seconds
+            scored = self.prefilter([todo[key] for key in keys])
         order = sorted(range(len(keys)), key=lambda i: -scored[i][0])  # stable: ties keep the proposal order
         kept = set(order[:n_keep])
         notes = {}
@@ -618,6 +663,25 @@ class Search:
             if i not in kept:
                 del todo[key]
         return notes
+
+    def _fresh_connections(self) -> None:
+        """In the handler of an interrupt (Ctrl-C, SIGTERM) that may have landed inside a database call: let go of
+        the connection it interrupted and close this process's pooled ones (an RDB storage's). A connection left
+        with an unfinished statement holds SQLite's shared lock, and the next commit, ours, would wait on it
+        forever; the interrupted call's frames, kept alive by the traceback, still hold that connection."""
+        import gc
+        import traceback
+
+        storage = getattr(self.study._storage, "_backend", self.study._storage)
+        if not isinstance(storage, optuna.storages.RDBStorage):
+            return
+        tb = sys.exc_info()[2]
+        if tb is not None:
+            traceback.clear_frames(tb)  # the finished frames' locals: the interrupted call's connection
+        gc.collect()
+        with contextlib.suppress(Exception):
+            storage.remove_session()
+            storage.engine.dispose()
 
     def _interrupt(self, trials: list[optuna.Trial]) -> None:
         """Fail ``trials`` as interrupted: re-queued on resume (those with their parameters), not counted."""
@@ -864,6 +928,9 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
     check_study_records(study_name, study.user_attrs, trials, len(study.directions), problem.space.parse)
     if existing is None:
         study.set_user_attr("hwnas", fingerprint)
+    if PROBLEM_ATTR not in study.user_attrs:  # what ``hwnas report`` rebuilds the problem from (also kept on resume)
+        study.set_user_attr(PROBLEM_ATTR, problem.record())
+    if existing is None:
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2: the dashboard shows the names
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(problem.value_names)

@@ -10,6 +10,7 @@ history -> same next proposal).
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -268,7 +269,13 @@ def make_sampler(name: str, space: CategoricalSpace, seed: int, n_obj: int, n_co
     if name == "nsga3":
         return optuna.samplers.NSGAIIISampler(population_size=population, seed=seed, **cf)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, population), **cf)
+        with warnings.catch_warnings():  # constant_liar is "experimental" (since Optuna 2.8)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # constant liar: a trial RUNNING elsewhere (another worker's, or one of this batch) counts as a bad
+            # result, so workers asking at once do not propose the same region (Optuna's advice for distributed
+            # TPE); with one worker and --parallel 1 no trial is RUNNING at an ask, and nothing changes
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, population),
+                                              constant_liar=True, **cf)
     if name == "gp":
         if not hasattr(optuna.samplers, "GPSampler"):
             raise ValueError(f"strategy gp needs Optuna with GPSampler (installed: {optuna.__version__})")
