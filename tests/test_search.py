@@ -160,7 +160,7 @@ def test_a_study_whose_settings_record_is_not_an_object_is_refused_on_resume(tmp
 
 def test_replayed_strategies_resume_exactly(tmp_path: Path) -> None:
     """Ask/tell strategies rebuild their state by replay: resumed == uninterrupted."""
-    for strategy in ("evolution", "pymoo-nsga2", "random"):
+    for strategy in ("evolution", "pymoo-nsga2", "random", "reinforce", "reinforce-factorised"):
         whole, _ = run(strategy, 10, seed=5)
         url = f"sqlite:///{tmp_path / (strategy + '.db')}"
         run(strategy, 6, seed=5, storage=url, name="x")
@@ -169,7 +169,7 @@ def test_replayed_strategies_resume_exactly(tmp_path: Path) -> None:
                [t.user_attrs["genotype"] for t in whole.study.trials], strategy
 
 
-@pytest.mark.parametrize("strategy", ["evolution", "pymoo-nsga2", "random"])
+@pytest.mark.parametrize("strategy", ["evolution", "pymoo-nsga2", "random", "reinforce"])
 def test_replayed_strategies_resume_exactly_in_batches_after_an_interrupt(strategy: str, tmp_path: Path) -> None:
     """Proposals two at a time, stopped at a clean point and interrupted inside a batch: the resumed study
     proposes and tells what the uninterrupted one did (re-queued trials replace the interrupted ones)."""

@@ -93,11 +93,11 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
     else:
         recipe_path = find_recipe(args.recipe or default_recipe)
         r = load_recipe(str(recipe_path))
-    known = {"search", "data", "profile", "space", *extra_tables}
+    known = {"search", "data", "profile", "space", "controller", *extra_tables}
     unknown = sorted(set(r) - known)
     if unknown:
         raise UsageError(f"recipe {recipe_path}: unknown table(s) [{'], ['.join(unknown)}]")
-    for t in ("search", "data", "profile", "space", *extra_tables):  # `profile = 0` too: not left out unsaid
+    for t in ("search", "data", "profile", "space", "controller", *extra_tables):  # `profile = 0` too: said
         recipe_table(r, recipe_path, t)
     for k in recipe_table(r, recipe_path, "profile"):
         recipe_table(r, recipe_path, "profile", k)
@@ -157,6 +157,7 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
         v = getattr(args, flag, None)
         if v is not None:
             s[flag] = v
+    s["controller"] = _controller_settings(recipe_table(r, recipe_path, "controller"), recipe_path)
     s["explicit"] = []
     if args.objectives is not None:
         s["objectives"] = [o.strip() for o in args.objectives.split(",") if o.strip()]
@@ -200,6 +201,22 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
     for t in extra_tables:
         s[t] = dict(recipe_table(r, recipe_path, t))
     return s
+
+
+def _controller_settings(table: dict[str, Any], recipe: Path) -> dict[str, Any]:
+    """The recipe's ``[controller]`` table (settings of the reinforce strategies), checked."""
+    from hwnas.search.rl import ControllerSettings
+
+    known = ControllerSettings().to_dict()
+    bad = sorted(set(table) - set(known))
+    if bad:
+        raise UsageError(f"recipe {recipe}: unknown key(s) in [controller]: {', '.join(bad)} (known: "
+                         f"{', '.join(known)})")
+    try:
+        ControllerSettings(**table).check()
+    except ValueError as e:
+        raise UsageError(f"recipe {recipe}: {e}") from None
+    return dict(table)
 
 
 def _proxies_named(text: str, what: str) -> tuple[str, ...]:
@@ -344,7 +361,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                                    settings=fingerprint,
                                    evaluate_many=evaluate_many, parallel=int(s["parallel"]),
                                    prefilter=prefilter_of(data, val_size, s),
-                                   prefilter_keep=float(s["prefilter_keep"]))
+                                   prefilter_keep=float(s["prefilter_keep"]), controller=s["controller"])
         except ValueError as e:
             raise UsageError(str(e)) from None
         place.created = not args.resume and not args.join  # a joined study may be another worker's: never undone

@@ -28,7 +28,7 @@ OBJECTIVES: dict[str, str] = {"acc": "maximize", "latency": "minimize", "flops":
 COSTS: tuple[str, ...] = ("latency", "flops", "params")
 REWARDS: dict[str, tuple[float, float]] = {"mnas-soft": (-0.07, -0.07), "mnas-hard": (0.0, -1.0)}
 STRATEGIES: tuple[str, ...] = ("nsga2", "nsga3", "tpe", "gp", "random", "pymoo-nsga2", "pymoo-agemoea",
-                               "evolution")
+                               "evolution", "reinforce", "reinforce-factorised")
 UNITS = {"latency": "ms", "flops": "multiply-adds", "params": "parameters"}
 
 

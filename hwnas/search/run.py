@@ -258,7 +258,7 @@ class Search:
     def seed_population(self, n_trials: int | None = None) -> int:
         """For Optuna's evolutionary/model samplers on a fresh study: enqueue feasible random first
         trials, so a tight budget does not waste the first generation on infeasible proposals. For the
-        other strategies that start from uniform samples (random, evolution, pymoo), one feasible network is
+        other strategies that start from uniform samples (random, evolution, pymoo, reinforce), one feasible network is
         looked for the same way: a budget nothing in the space meets is the same error (SpaceError), before
         any trial. (EAT-NAS transfer starts from its basic architecture's neighbourhood: not probed.)"""
         if self.study.get_trials(deepcopy=False):
@@ -267,7 +267,8 @@ class Search:
         sp = self.problem.space
         if self.strategy in ("nsga2", "nsga3", "tpe", "gp") and not self.claims.transact(_first("seeded")):
             return 0  # another worker starting on the same fresh study seeds it
-        if self.strategy in ("random", "evolution", "pymoo-nsga2", "pymoo-agemoea"):
+        if self.strategy in ("random", "evolution", "pymoo-nsga2", "pymoo-agemoea", "reinforce",
+                             "reinforce-factorised"):
             sp.sample_where(rng, lambda g: self.problem.feasible(self.problem.costs(g)))
             return 0
         if self.strategy not in ("nsga2", "nsga3", "tpe", "gp"):
@@ -888,11 +889,23 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
                   settings: dict[str, Any] | None = None,
                   custom: Callable[[Callable[[np.ndarray], bool]], AskTell] | None = None,
                   evaluate_many: EvaluateMany | None = None, parallel: int = 1, prefilter: Prefilter | None = None,
-                  prefilter_keep: float = 1.0) -> Search:
+                  prefilter_keep: float = 1.0, controller: dict[str, Any] | None = None) -> Search:
     """Create (or, with ``resume``, load) the study and wire the strategy's sampler. ``custom`` builds an
-    ask/tell strategy from the feasibility test (used instead of ``strategy``'s own, which then only names it)."""
+    ask/tell strategy from the feasibility test (used instead of ``strategy``'s own, which then only names it).
+    ``controller``: settings of the ``reinforce`` strategies (``hwnas.search.rl.ControllerSettings``' keys)."""
     fingerprint = {"problem": problem.describe(), "strategy": strategy, "seed": seed, "population": population,
                    **(settings or {})}
+    if strategy.startswith("reinforce"):  # its settings shape every proposal: a resume must use the same
+        from hwnas.search.rl import ControllerSettings
+
+        try:
+            full = ControllerSettings(**(controller or {}))
+        except TypeError:
+            known = ", ".join(ControllerSettings().to_dict())
+            raise ValueError(f"unknown [controller] setting(s) {', '.join(sorted(controller or {}))[:100]} (known: "
+                             f"{known})") from None
+        full.check()
+        fingerprint["controller"] = full.to_dict()
     holder: dict[str, Search] = {}
 
     def objectives(t: FrozenTrial) -> tuple[list[float], list[float]] | None:
@@ -904,7 +917,7 @@ def create_search(problem: Problem, storage: str | optuna.storages.BaseStorage |
     def sampler_of(rank: int) -> optuna.samplers.BaseSampler:
         return VectorSampler(problem.space, custom(feasible), objectives, seed + rank, rank) if custom is not None \
             else make_sampler(strategy, problem.space, seed, len(problem.directions), len(problem.hard_budgets),
-                              feasible, objectives, population, rank)
+                              feasible, objectives, population, rank, controller)
 
     sampler = sampler_of(0)
     if isinstance(storage, str):

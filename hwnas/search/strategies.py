@@ -259,9 +259,10 @@ class VectorSampler(BaseSampler):
 
 def make_sampler(name: str, space: CategoricalSpace, seed: int, n_obj: int, n_constr: int,
                  feasible: Callable[[np.ndarray], bool], objectives: Objectives,
-                 population: int = 20, rank: int = 0) -> BaseSampler:
+                 population: int = 20, rank: int = 0, controller: dict[str, Any] | None = None) -> BaseSampler:
     """The sampler for strategy ``name`` (see ``STRATEGIES``) of the worker of rank ``rank`` (seeded ``seed +
-    rank``: workers propose different architectures; rank 0 is the one process of a single-worker search)."""
+    rank``: workers propose different architectures; rank 0 is the one process of a single-worker search).
+    ``controller``: the settings of the ``reinforce`` strategies (``hwnas.search.rl.ControllerSettings``)."""
     cf = _constraints_kw(n_constr)
     seed += rank
     if name == "nsga2":
@@ -285,6 +286,12 @@ def make_sampler(name: str, space: CategoricalSpace, seed: int, n_obj: int, n_co
     if name == "evolution":
         return VectorSampler(space, RegularizedEvolution(space, seed, feasible, population=population),
                              objectives, seed, rank)
+    if name in ("reinforce", "reinforce-factorised"):  # imports torch (the controller is a small network)
+        from hwnas.search.rl import Controller, ControllerSettings
+
+        kind = "factorised" if name.endswith("factorised") else "lstm"
+        return VectorSampler(space, Controller(space, seed, feasible, kind, ControllerSettings(**(controller or {})),
+                                               n_obj), objectives, seed, rank)
     if name in ("pymoo-nsga2", "pymoo-agemoea"):
         algo = name.removeprefix("pymoo-")
         if algo == "agemoea" and n_obj < 2:
