@@ -68,14 +68,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     study = open_study(storage, args.study_name)
     problem = problem_of(study, args.table)
     summary = write_report(study, problem, storage, out)
-    from hwnas.search.report import feasible_rows
-
-    rows = feasible_rows(study.get_trials(deepcopy=False))
     zero_cost = "evaluator" in (study.user_attrs.get("hwnas") or {}) and \
         str(study.user_attrs["hwnas"]["evaluator"]).startswith("zero-cost")
     _print_front(summary, problem, "highest zero-cost score" if zero_cost else "most accurate")
     running = sum(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False))
-    print(f"{len(rows)} architectures evaluated, {summary['infeasible']} infeasible (not trained), "
+    print(f"{summary['evaluated']} architectures evaluated, {summary['infeasible']} infeasible (not trained), "
           f"{summary['failed']} failed{f', {running} running now' if running else ''}; hypervolume "
           f"{summary['hypervolume']:.4f}; {time.monotonic() - t0:.1f} s\n"
           f"outputs: {out}/pareto.csv, pareto.json, pareto.png, hypervolume.png", file=sys.stderr)

@@ -8,7 +8,7 @@ import datetime
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -698,15 +698,22 @@ def _plain(s: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def without_flags(argv: Sequence[str], valued: Sequence[str], switches: Sequence[str] = ()) -> list[str]:
+    """``argv`` without the options ``valued`` (``--flag VALUE`` or ``--flag=VALUE``) and ``switches``."""
+    out = list(argv)
+    for flag in (*valued, *switches):
+        out = [a for a in out if not a.startswith(f"{flag}=")]
+        while flag in out:
+            i = out.index(flag)
+            del out[i:i + (2 if flag in valued else 1)]
+    return out
+
+
 def _resume_cmd(study: str, storage: str, args: argparse.Namespace) -> str:
     """The command that continues the study: this one, with --study-name, --storage and --resume. Storage URLs
     are shown without their password; then a note says so (put it back to run the command)."""
-    argv = list(getattr(args, "argv", None) or sys.argv[1:])
-    for flag in ("--study-name", "--storage", "--resume", "--join"):
-        argv = [a for a in argv if not a.startswith(f"{flag}=")]
-        while flag in argv:
-            i = argv.index(flag)
-            del argv[i:i + (1 if flag in ("--resume", "--join") else 2)]
+    argv = without_flags(getattr(args, "argv", None) or sys.argv[1:], ("--study-name", "--storage"),
+                         ("--resume", "--join"))
     words = [*argv, "--study-name", study, "--storage", storage, "--resume"]
     shown = [mask_url(w) for w in words]
     cmd = "hwnas " + " ".join(shlex.quote(w) for w in shown)

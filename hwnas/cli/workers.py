@@ -39,13 +39,9 @@ POLL_S = 1.0  # between looks at the study's progress and the workers
 def child_argv(argv: Sequence[str], study_name: str, storage: str) -> list[str]:
     """``argv`` (``search ...``) without ``--workers``, ``--study-name``, ``--storage``, ``--resume`` and
     ``--join``, then the study every worker joins."""
-    out = list(argv)
-    for flag, takes in (("--workers", True), ("--study-name", True), ("--storage", True), ("--resume", False),
-                        ("--join", False)):
-        out = [a for a in out if not a.startswith(f"{flag}=")]
-        while flag in out:
-            i = out.index(flag)
-            del out[i:i + (2 if takes else 1)]
+    from hwnas.cli.search import without_flags
+
+    out = without_flags(argv, ("--workers", "--study-name", "--storage"), ("--resume", "--join"))
     return [*out, "--study-name", study_name, "--storage", storage, "--join"]
 
 
@@ -207,7 +203,6 @@ def _finish(args: argparse.Namespace, s: dict[str, Any], place: Any, codes: list
     """Write and print the study's outputs once the workers have stopped; the exit status."""
     from hwnas.cli.report import problem_of, write_report
     from hwnas.cli.search import _print_front, _resume_cmd
-    from hwnas.search.report import feasible_rows
 
     err, shown = sys.stderr, mask_url(place.storage)
     try:
@@ -231,10 +226,9 @@ def _finish(args: argparse.Namespace, s: dict[str, Any], place: Any, codes: list
         print(f"hwnas: cannot write the study's outputs: {first_line(e)}", file=err)
         return status or 1
     _print_front(summary, problem, "highest zero-cost score" if s["zero_cost"] else "most accurate")
-    rows = feasible_rows(study.get_trials(deepcopy=False))
     run_dir = place.run_root / place.study_name
     resume = _resume_cmd(place.study_name, place.storage, args)
-    print(f"{len(rows)} architectures evaluated by {len(codes)} workers, {summary['infeasible']} infeasible "
+    print(f"{summary['evaluated']} architectures evaluated by {len(codes)} workers, {summary['infeasible']} infeasible "
           f"(not trained), {summary['failed']} failed; hypervolume {summary['hypervolume']:.4f}; {seconds:.0f} s\n"
           f"outputs: {run_dir}/pareto.csv, pareto.json, pareto.png, hypervolume.png; worker logs: {run_dir}/workers/\n"
           f"dashboard: optuna-dashboard {shown}\nresume or extend: {resume}",

@@ -106,10 +106,8 @@ class Controller:
         def init(*shape: int) -> Any:
             return torch.nn.Parameter((torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1) * 0.1)
 
-        if kind == "factorised":
-            self.params = [init(n) for n in self.sizes]
-            for p in self.params:  # uniform at the start, as in NAS-Bench-201's baseline
-                p.data.zero_()
+        if kind == "factorised":  # uniform at the start, as in NAS-Bench-201's baseline
+            self.params = [torch.nn.Parameter(torch.zeros(n, dtype=torch.float64)) for n in self.sizes]
         else:
             self.cell = torch.nn.LSTMCell(h, h).double()
             with torch.no_grad():
