@@ -322,8 +322,9 @@ def load_imagefolder(root: Path, name: str, resolution: int | None = None,
 
 # ---- archives ------------------------------------------------------------------------------------
 # What tarfile can raise on a damaged or hostile archive (KeyError: a link whose target it cannot find).
-# Not ValueError: DataError is one, and the plan's and the images' own refusals pass through unchanged.
-_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, KeyError, lzma.LZMAError, zlib.error)
+# Not ValueError: DataError is one, and the plan's and the images' own refusals pass through unchanged; but
+# UnicodeDecodeError (a pax header that is not UTF-8, found by the fuzz layer) is tarfile's.
+_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, KeyError, lzma.LZMAError, zlib.error, UnicodeDecodeError)
 
 
 def is_archive(path: Path) -> bool:
