@@ -50,6 +50,7 @@ def test_a_plot_the_docs_show_is_the_one_its_benchmark_wrote() -> None:
     # mkdocs serves only docs/, so a result plot the docs show is a copy; it must not drift from the result files
     copies = {"docs/img/bench.png": "benchmarks/results/bench/bench.png",
               "docs/img/distributed.png": "benchmarks/results/distributed.png",
-              "docs/img/rl_controller.png": "benchmarks/results/rl_controller.png"}
+              "docs/img/rl_controller.png": "benchmarks/results/rl_controller.png",
+              "docs/img/differentiable.png": "benchmarks/results/differentiable.png"}
     for copy, source in copies.items():
         assert (ROOT / copy).read_bytes() == (ROOT / source).read_bytes(), f"{copy} differs from {source}: copy it"

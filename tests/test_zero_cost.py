@@ -200,9 +200,9 @@ def test_a_zero_cost_search_trains_nothing(tmp_path: object) -> None:
 
 @pytest.mark.parametrize("args,fragment", [
     (("search", "--evaluator", "zero-cost:zenn"), "unknown zero-cost proxy 'zenn'"),
-    (("search", "--evaluator", "train-harder"), "evaluator must be train or zero-cost"),
+    (("search", "--evaluator", "train-harder"), "evaluator must be train, zero-cost"),
     (("search", "--evaluator", "zero-cost:zico", "--benchmark", "nb201:cifar10"), "give one"),
-    (("search", "--evaluator", "zero-cost:zico", "--space", "transnas-micro"), "no network"),
+    (("search", "--evaluator", "zero-cost:zico", "--space", "transnas-micro"), "builds none"),
 ])
 def test_a_zero_cost_search_refuses_bad_settings(args: tuple[str, ...], fragment: str) -> None:
     assert_usage_error(hwnas_here(*args), fragment)

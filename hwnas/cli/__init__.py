@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Sequence
 
 from hwnas import __version__, interrupts
-from hwnas.cli import arch, bench, cache, export, latency, report, scale, score, search, train, transfer
+from hwnas.cli import arch, bench, cache, export, latency, report, scale, score, search, supernet, train, transfer
 from hwnas.cli.common import FLOPS_HELP, Parser, UsageError
 from hwnas.data import DataError
 from hwnas.genotype import GenotypeError
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     latency.register(sub)
     train.register(sub)
     search.register(sub)
+    supernet.register(sub)
     report.register(sub)
     score.register(sub)
     export.register(sub)

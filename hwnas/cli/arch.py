@@ -58,10 +58,13 @@ def describe_data(name: str, g: Genotype, resolution: int, num_classes: int) -> 
 
 
 def guess_space(arch: str) -> str:
-    """The space an architecture string belongs to, from its form: NB201's ``|op~0|+|...|``, a NAS-Bench-Macro
-    8-digit code, else an MBConv genotype (string, JSON file or reference name)."""
+    """The space an architecture string belongs to, from its form: NB201's ``|op~0|+|...|``, a DARTS cell pair
+    (``darts:...`` or DARTS's ``Genotype(...)``), a NAS-Bench-Macro 8-digit code, else an MBConv genotype
+    (string, JSON file or reference name)."""
     if arch.startswith("|"):
         return "nb201"
+    if arch.lstrip().startswith(("darts:", "Genotype(")):
+        return "darts"
     if len(arch) == 8 and set(arch) <= set("012"):
         return "macro"
     return "mbconv"
@@ -234,7 +237,8 @@ def register(sub: Any) -> None:
     d.add_argument("--num-classes", type=CLASSES, default=None, help="classifier outputs (default: the space's, 1000 "
                    "for mbconv)")
     d.add_argument("--space", choices=SPACE_KINDS, default=None,
-                   help="the architecture's space (default: from its form: |op~0|+... is nb201, 8 digits macro)")
+                   help="the architecture's space (default: from its form: |op~0|+... is nb201, darts:... or "
+                        "Genotype(...) darts, 8 digits macro)")
     d.add_argument("--json", action="store_true", help="machine-readable output")
     d.set_defaults(func=cmd_describe)
 

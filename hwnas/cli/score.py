@@ -17,7 +17,7 @@ PROXY_HELP = ("synflow, naswot, jacov, snip, grad_norm, grasp, fisher, zico, zen
 
 def parse_arch(text: str, kind: str | None) -> tuple[str, Any, Any]:
     """(space kind, space, architecture) of an ARCH argument: an MBConv genotype, reference name or JSON file;
-    an NB201 cell string; a NAS-Bench-Macro code."""
+    an NB201 cell string; a DARTS ``darts:...`` string or ``Genotype(...)``; a NAS-Bench-Macro code."""
     from hwnas.cli.arch import guess_space
     from hwnas.cli.common import load_arch
     from hwnas.spaces import get_space
@@ -80,8 +80,8 @@ def register(sub: Any) -> None:
                        description="Score architectures at initialisation with zero-cost proxies, from one "
                        "minibatch of real training images (see docs/evaluators.md for each proxy's definition).")
     p.add_argument("arch", nargs="+", metavar="ARCH",
-                   help="an MBConv genotype, reference name or JSON file; an NB201 cell |op~0|+...; an 8-digit "
-                        "NAS-Bench-Macro code")
+                   help="an MBConv genotype, reference name or JSON file; an NB201 cell |op~0|+...; a DARTS cell "
+                        "pair darts:... or Genotype(...); an 8-digit NAS-Bench-Macro code")
     p.add_argument("--proxy", default=["all"], type=choice_list("all", *PROXIES),
                    help=f"comma-separated: {PROXY_HELP} (default all)")
     p.add_argument("--space", choices=SPACE_KINDS, default=None,

@@ -182,20 +182,19 @@ def settings_from(args: argparse.Namespace, default_recipe: str = DEFAULT_RECIPE
         if s["seed_mode"] == "random" and s["benchmark"] != "macro":
             raise UsageError(f"--seed-mode random draws one of NAS-Bench-Macro's 3 seeds; {s['benchmark']} "
                              "publishes one result per architecture")
-        if s["data_dir"]:
+        if s["data_dir"] and s["strategy"] not in ("darts", "gdas"):  # they train their search network on images
             raise UsageError("--data-dir trains candidates; a --benchmark looks their accuracy up (give one)")
     s["space_kind"] = s["space_kind"] or "mbconv"
-    if s["space_kind"] != "mbconv" and s["space"]:
+    if s["space_kind"] not in ("mbconv", "darts") and s["space"]:
         raise UsageError(f"recipe {recipe_path}: the {s['space_kind']} space takes no [space] settings "
                          f"(got {', '.join(sorted(s['space']))})")
     s["zero_cost"] = _zero_cost_proxies(s, recipe_path)
-    if s["space_kind"] != "mbconv" and not s["benchmark"] and not s["zero_cost"]:
-        raise UsageError(f"the {s['space_kind']} space is searched with a tabular benchmark's accuracies or a "
-                         f"zero-cost proxy: give --benchmark or --evaluator zero-cost:PROXY (proxy training of its "
-                         f"networks is not wired into search yet)")
-    if s["zero_cost"] and s["space_kind"] == "transnas-micro":
-        raise UsageError("the transnas-micro space has no network hwnas can build to score: search it with "
+    if s["space_kind"] == "transnas-micro" and not s["benchmark"]:
+        raise UsageError("the transnas-micro space's networks differ per task and hwnas builds none: search it with "
                          "--benchmark transnas:TASK")
+    if s["space_kind"] not in ("mbconv", "macro") and float(s["proxy_width"]) != 1.0 and s["evaluator"] == "train":
+        raise UsageError(f"proxy_width scales MBConv genotypes; the {s['space_kind']} space's proxies train at "
+                         "full width (set its channels in [space] instead, or proxy_width = 1.0)")
     if str(recipe_path) == "(none)":  # no recipe (a benchmark, another space): named after what it searches
         s["name"] = str(s["benchmark"] or s["space_kind"]).replace(":", "-") + ("-zero-cost" if s["zero_cost"] else "")
     for t in extra_tables:
@@ -237,15 +236,26 @@ def _zero_cost_proxies(s: dict[str, Any], recipe: Path) -> tuple[str, ...]:
     from hwnas.evaluators.zero_cost import PROXIES
 
     ev, pf, keep = s["evaluator"], s["prefilter"], s["prefilter_keep"]
-    if not isinstance(ev, str) or not (ev == "train" or ev.startswith("zero-cost:")):
-        raise UsageError(f"recipe {recipe}: evaluator must be train or zero-cost:PROXY[,PROXY...] (proxies "
-                         f"{', '.join(PROXIES)}, or vote), got {shown(ev) if not isinstance(ev, str) else ev[:80]!r}")
+    s["supernet"] = None
+    if not isinstance(ev, str) or not (ev == "train" or ev.startswith(("zero-cost:", "supernet:"))):
+        raise UsageError(f"recipe {recipe}: evaluator must be train, zero-cost:PROXY[,PROXY...] (proxies "
+                         f"{', '.join(PROXIES)}, or vote) or supernet:PATH, got "
+                         f"{shown(ev) if not isinstance(ev, str) else ev[:80]!r}")
     if not isinstance(pf, str | None):
         raise UsageError(f"recipe {recipe}: prefilter must be a proxy name (or names, or vote), got {shown(pf)}")
     if isinstance(keep, bool) or not isinstance(keep, int | float) or not 0 < keep <= 1:
         raise UsageError(f"recipe {recipe}: prefilter_keep must be a fraction in (0, 1], got "
                          f"{shown(keep) if isinstance(keep, int | float | None) else repr(keep)[:80]}")
     s["prefilter_proxies"] = _proxies_named(pf, "prefilter") if pf else ()
+    if ev.startswith("supernet:"):
+        s["supernet"] = ev.removeprefix("supernet:")
+        if not s["supernet"]:
+            raise UsageError("--evaluator supernet:PATH needs the PATH of a checkpoint hwnas supernet train wrote")
+        if s["benchmark"]:
+            raise UsageError("--evaluator supernet scores with shared weights, --benchmark looks accuracy up: give one")
+        if pf:
+            raise UsageError("--prefilter picks which candidates to train; --evaluator supernet trains none")
+        return ()
     if ev == "train":
         if pf and s["benchmark"]:
             raise UsageError("--prefilter scores networks before they train; a --benchmark trains none")
@@ -329,12 +339,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    from hwnas.search.problem import STRATEGIES
+    from hwnas.search.problem import GRADIENT_STRATEGIES, STRATEGIES
     from hwnas.search.run import create_search
 
-    s = settings_from(args)
-    if s["strategy"] not in STRATEGIES:
-        raise UsageError(f"unknown strategy {s['strategy']!r} (choose from {', '.join(STRATEGIES)})")
+    s = settings_from(args, extra_tables=("differentiable",))
+    if s["strategy"] not in (*STRATEGIES, *GRADIENT_STRATEGIES):
+        raise UsageError(f"unknown strategy {s['strategy']!r} (choose from "
+                         f"{', '.join((*STRATEGIES, *GRADIENT_STRATEGIES))})")
+    if s["differentiable"] and s["strategy"] not in GRADIENT_STRATEGIES:
+        raise UsageError(f"recipe {s['recipe']}: [differentiable] sets the darts and gdas strategies, not "
+                         f"{s['strategy']}")
+    if s["strategy"] in GRADIENT_STRATEGIES and (args.workers > 1 or args.join):
+        raise UsageError(f"--strategy {s['strategy']} runs one gradient search at a time: no --workers or --join")
     if args.join and not args.study_name:
         raise UsageError("--join needs --study-name: the study every worker joins")
     if args.join and args.resume:
@@ -351,6 +367,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         with located_study(args, s) as place:
             place.created = not args.resume and not args.join
             return run_workers(args, s, place)
+    if s["strategy"] in GRADIENT_STRATEGIES:  # one gradient run per trial (hwnas.cli.differentiable)
+        return gradient_search(args, s, started)
     problem, data, val_size = build_problem(args, s)
     with located_study(args, s) as place, evaluators(data, val_size, s) as (evaluate, evaluate_many):
         run_root, study_name, storage = place.run_root, place.study_name, place.storage
@@ -366,6 +384,66 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from None
         place.created = not args.resume and not args.join  # a joined study may be another worker's: never undone
         return drive(search, problem, s, data, storage, study_name, run_root, args, started=started)
+
+
+def gradient_search(args: argparse.Namespace, s: dict[str, Any], started: float) -> int:
+    """``cmd_search`` for the gradient strategies (darts, gdas): one run per trial (``hwnas.cli.differentiable``)."""
+    from hwnas.cli.differentiable import ATTR, DerivedProposals, cost_model_of, halves, plot_alphas, settings_of
+    from hwnas.search.differentiable import run_differentiable
+    from hwnas.search.run import create_search
+
+    if s["space_kind"] != "nb201":
+        raise UsageError(f"--strategy {s['strategy']} searches NAS-Bench-201's cell space (--space nb201 or "
+                         f"--benchmark nb201:DATASET), not the {s['space_kind']} space")
+    settings = settings_of(s["differentiable"], s["recipe"], s["strategy"])
+    problem, data, val_size = build_problem(args, s)
+    model, settings = cost_model_of(problem, settings)
+    if data is None:  # a benchmark's accuracies: the images are only the search network's
+        data, _ = _load_search_data(args, s)
+        wx, wy = data.train_x, data.train_y
+    else:
+        wx, wy, _, _ = data.split_validation(val_size)
+    train, val = halves(wx, wy, int(s["seed"]))
+    seed0 = int(s["seed"])
+    err = sys.stderr
+
+    def run(k: int) -> Any:
+        print(f"  {s['strategy']} run {k} (seed {seed0 + k}): {settings.epochs} epochs, C={settings.C} N="
+              f"{settings.N}, {len(train[1])} + {len(val[1])} images, cost term {settings.cost_form} x "
+              f"{settings.cost_coef:g} on {model.name}", file=err, flush=True)
+
+        def progress(rec: dict[str, Any]) -> None:
+            cost = f", E[{model.unit}] {rec['expected_cost']:.3g}" if "expected_cost" in rec else ""
+            print(f"    epoch {rec['epoch']}: train loss {rec['train_loss']:.3f}, val acc {rec['val_acc']:.3f}"
+                  f"{cost}, cell {rec['arch']}", file=err, flush=True)
+
+        try:
+            return run_differentiable(problem.space, train, val, settings, model, seed=seed0 + k, device=s["device"],
+                                      progress=progress)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+
+    proposals = DerivedProposals(problem.space, run)
+    fingerprint = {**proxy_fingerprint(s, data), "data_source": data.source,
+                   ATTR: {**settings.to_dict(), "cost_model": model.name}}
+    with located_study(args, s) as place, evaluators(data, val_size, s) as (evaluate, evaluate_many):
+        try:
+            search = create_search(problem, place.storage, place.study_name, s["strategy"], evaluate,
+                                   seed=seed0, population=int(s["population"]), resume=args.resume,
+                                   settings=fingerprint, custom=lambda feasible: proposals,
+                                   evaluate_many=evaluate_many, parallel=1)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        place.created = not args.resume
+        for t in search.study.get_trials(deepcopy=False):  # runs an earlier process finished
+            rec = t.user_attrs.get(ATTR)
+            if isinstance(rec, dict) and isinstance(rec.get("index"), int) and isinstance(rec.get("arch"), str):
+                proposals.done[rec["index"]] = rec["arch"]
+        search.annotate = proposals.annotate
+        status = drive(search, problem, s, data, place.storage, place.study_name, place.run_root, args,
+                       started=started)
+        plot_alphas(search.study.get_trials(deepcopy=False), place.run_root / place.study_name / "alphas.png")
+        return status
 
 
 def build_problem(args: argparse.Namespace, s: dict[str, Any]) -> tuple[Any, Any, int]:
@@ -411,6 +489,11 @@ def proxy_fingerprint(s: dict[str, Any], data: Any) -> dict[str, Any]:
     """The evaluator settings a study is tied to (a resume with other settings is refused)."""
     if s["benchmark"]:
         return {"benchmark": s["benchmark"], "seed_mode": s["seed_mode"]}
+    if s["supernet"]:
+        from hwnas.cli.supernet import checkpoint_fingerprint
+
+        return {"evaluator": "supernet", **checkpoint_fingerprint(s["supernet"]), "dataset": s["dataset"],
+                "data_source": data.source, "seed": s["seed"]}
     if s["zero_cost"]:
         from hwnas.evaluators.zero_cost import BATCH_SIZE
 
@@ -565,6 +648,10 @@ def drive(search: Any, problem: Any, s: dict[str, Any], data: Any, storage: str,
         print(f"  accuracy: NOT trained. acc is the zero-cost score of {', '.join(s['zero_cost'])} at initialisation "
               f"as Phi(z) against {ZERO_COST_REFERENCE} random architectures of the space (0..1, ranks as the score; "
               f"raw scores in each trial's zero_cost), on {s['dataset']} images", file=err)
+    elif s["supernet"]:
+        print(f"  accuracy: NOT trained. acc is the held-out accuracy with weights inherited from the supernet "
+              f"{s['supernet']} (BatchNorm recalibrated per candidate){'' if s['data_dir'] else '; LOW fidelity: '}"
+              f"{'' if s['data_dir'] else EMBEDDED_NOTE}", file=err)
     elif not s["data_dir"]:
         print(f"  fidelity: LOW. {EMBEDDED_NOTE}; proxy: {s['epochs']:g} epochs at width x{s['proxy_width']:g}, "
               f"{s['proxy_resolution'] or data.resolution} px. Full run: this command with --data-dir "
@@ -765,7 +852,14 @@ def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[An
     if s["zero_cost"]:
         yield zero_cost_evaluators(data, val_size, s)
         return
+    if s["supernet"]:
+        from hwnas.cli.supernet import search_evaluator
+
+        ev = search_evaluator(s["supernet"], get_space(s["space_kind"], s["space"]), data, s["device"], int(s["seed"]))
+        yield ev.evaluate, ev.evaluate_many
+        return
     from hwnas.evaluators.training import Budget, Evaluator, EvaluatorError, EvaluatorPool, Metrics, Recipe
+    from hwnas.genotype import Genotype
     from hwnas.scaling import scale
     from hwnas.search.run import EvalResult, EvaluationStopped
 
@@ -777,11 +871,12 @@ def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[An
     processes = int(s["eval_processes"])
     ev: Evaluator | EvaluatorPool
     try:
+        space = get_space(s["space_kind"], s["space"])  # builds what is not an MBConv genotype (NB201, DARTS)
         if processes > 1:
             ev = EvaluatorPool((tx, ty), (vx, vy), data.num_classes, budget, recipe, s["device"], processes,
-                               group=PARALLEL_CUDA if s["device"] == "cuda" else 1)
+                               group=PARALLEL_CUDA if s["device"] == "cuda" else 1, space=space)
         else:
-            ev = Evaluator((tx, ty), (vx, vy), data.num_classes, budget, recipe, s["device"])
+            ev = Evaluator((tx, ty), (vx, vy), data.num_classes, budget, recipe, s["device"], space=space)
     except ValueError as e:
         raise UsageError(str(e)) from None
     except EvaluatorError as e:  # a pool process that died while loading its data
@@ -798,7 +893,7 @@ def evaluators(data: Any, val_size: int, s: dict[str, Any]) -> Iterator[tuple[An
         return evaluate_many([g])[0]
 
     def evaluate_many(gs: list[Any]) -> list[EvalResult]:
-        proxies = [scale(g, width=width) for g in gs]
+        proxies = [scale(g, width=width) if isinstance(g, Genotype) else g for g in gs]
         try:
             ms = ev.evaluate_many(proxies, seed)
         except EvaluatorError as e:  # what was finished before it stopped is kept (Search.step)
@@ -897,12 +992,12 @@ def _resize(x: Any, res: int) -> Any:
 
 
 def register(sub: Any) -> None:
-    from hwnas.search.problem import STRATEGIES
+    from hwnas.search.problem import GRADIENT_STRATEGIES, STRATEGIES
 
     p = sub.add_parser("search", help="multi-objective hardware-aware search (the main job)",
                        description="Search the space for the best accuracy/cost trade-offs. " + FLOPS_HELP + ".")
     p.add_argument("--recipe", help=f"recipe file or shipped name (default {DEFAULT_RECIPE})")
-    add_search_options(p, STRATEGIES)
+    add_search_options(p, (*STRATEGIES, *GRADIENT_STRATEGIES))
     p.add_argument("--workers", type=PROCESSES, default=1,
                    help="worker processes searching the study together on this machine (one GPU each on CUDA, a "
                         "group of cores each on the CPU), sharing --trials; logs in RUN_DIR/STUDY/workers/ "
@@ -962,7 +1057,8 @@ def add_search_options(p: argparse.ArgumentParser, strategies: tuple[str, ...],
     p.add_argument("--evaluator", default=None, metavar="EVALUATOR",
                    help="where acc comes from: train (proxy training, the default) or zero-cost:PROXY[,PROXY...] / "
                         "zero-cost:vote (synflow+jacov+snip): scores at initialisation, no training, on any space "
-                        "hwnas builds; see docs/evaluators.md")
+                        "hwnas builds; or supernet:PATH: accuracy with weights inherited from a supernet hwnas "
+                        "supernet train wrote (nb201, mbconv); see docs/evaluators.md")
     p.add_argument("--prefilter", default=None, metavar="PROXY",
                    help="zero-cost proxy (or proxies, or vote) that picks which proposals train: each batch draws "
                         "1/--prefilter-keep as many and trains the best-scored fraction; the others are PRUNED "

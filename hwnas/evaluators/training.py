@@ -317,11 +317,16 @@ class _SGD:
 
 
 class _Candidate:
-    def __init__(self, genotype: Genotype, num_classes: int, resolution: int, device: torch.device,
-                 recipe: Recipe, seed: int, graph: bool) -> None:
+    def __init__(self, genotype: Any, num_classes: int, resolution: int, device: torch.device,
+                 recipe: Recipe, seed: int, graph: bool, space: Any = None) -> None:
         torch.manual_seed(seed)  # init on the CPU generator: the same weights on every device
-        model = build_model(genotype, num_classes, input_size=resolution, dropout=recipe.dropout,
-                            drop_path=recipe.drop_path, zero_init_last=recipe.zero_init_residual)
+        if isinstance(genotype, Genotype):
+            model = build_model(genotype, num_classes, input_size=resolution, dropout=recipe.dropout,
+                                drop_path=recipe.drop_path, zero_init_last=recipe.zero_init_residual)
+        elif space is not None:  # another space's architecture: its own network (the recipe's dropout,
+            model = space.build(genotype, num_classes, input_size=resolution)  # drop-path: MBConv only)
+        else:
+            raise ValueError(f"a {type(genotype).__name__} is trained with its space (Evaluator(space=...))")
         # channels_last on every device: on CPU (oneDNN) the default recipe's proxies step 1.0-2.05x faster than
         # in NCHW, median 1.48x, the depthwise backward gaining most (benchmarks/cpu_proxy_step.py)
         self.channels_last = True
@@ -435,8 +440,9 @@ class Evaluator:
 
     def __init__(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], num_classes: int,
                  budget: Budget, recipe: Recipe | None = None, device: str = "cpu",
-                 concurrency: int | str = "auto", use_graphs: bool = True) -> None:
+                 concurrency: int | str = "auto", use_graphs: bool = True, space: Any = None) -> None:
         self.device = torch.device(device)
+        self.space = space  # builds the networks of architectures that are not MBConv genotypes (NB201, DARTS)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device cuda requested, but torch sees no CUDA device")
         self.recipe = recipe or Recipe()
@@ -568,7 +574,7 @@ class Evaluator:
             c: _Candidate | None = None
             try:
                 before = torch.cuda.memory_reserved(dev) if self.use_graphs else 0
-                c = _Candidate(g, self.num_classes, self.resolution, dev, r, seed, self.use_graphs)
+                c = _Candidate(g, self.num_classes, self.resolution, dev, r, seed, self.use_graphs, self.space)
                 if resume is not None and resume.weights is not None:
                     c.model.load_state_dict(resume.weights)
                 if self.use_graphs:
@@ -749,7 +755,7 @@ class EvaluatorPool:
 
     def __init__(self, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], num_classes: int,
                  budget: Budget, recipe: Recipe | None = None, device: str = "cpu", processes: int = 2,
-                 group: int = 4) -> None:
+                 group: int = 4, space: Any = None) -> None:
         import multiprocessing
         import os
 
@@ -775,7 +781,7 @@ class EvaluatorPool:
             if isinstance(e, OSError):  # e.g. a full temporary folder
                 raise EvaluatorError(f"cannot write the data for the evaluator processes: {e}") from None
             raise
-        self._args = (str(data), num_classes, budget, recipe, device, threads)
+        self._args = (str(data), num_classes, budget, recipe, device, threads, space)
         self.group, self.device = group, device
         self._procs: dict[int, tuple[Any, Any, Any]] = {}  # rank -> (process, its task queue, its result pipe)
         self._idle: set[int] = set()  # ready and holding nothing
@@ -904,12 +910,12 @@ def _pool_worker(rank: int, args: tuple[Any, ...], tasks: Any, results: Any, par
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    data, num_classes, budget, recipe, device, threads = args
+    data, num_classes, budget, recipe, device, threads, space = args
     try:
         with open(data, "rb") as f:
             train_x, train_y, val_x, val_y = (np.load(f, allow_pickle=False) for _ in range(4))
         torch.set_num_threads(threads)
-        ev = Evaluator((train_x, train_y), (val_x, val_y), num_classes, budget, recipe, device)
+        ev = Evaluator((train_x, train_y), (val_x, val_y), num_classes, budget, recipe, device, space=space)
     except BaseException as e:
         results.send(("error", rank, f"{(str(e).splitlines() or [type(e).__name__])[0]}"))
         return

@@ -29,6 +29,9 @@ COSTS: tuple[str, ...] = ("latency", "flops", "params")
 REWARDS: dict[str, tuple[float, float]] = {"mnas-soft": (-0.07, -0.07), "mnas-hard": (0.0, -1.0)}
 STRATEGIES: tuple[str, ...] = ("nsga2", "nsga3", "tpe", "gp", "random", "pymoo-nsga2", "pymoo-agemoea",
                                "evolution", "reinforce", "reinforce-factorised")
+# differentiable search (hwnas.search.differentiable): each trial is one gradient run's derived cell, proposed by
+# an ask/tell strategy the CLI builds around the run (hwnas.cli.differentiable), not a sampler of make_sampler
+GRADIENT_STRATEGIES: tuple[str, ...] = ("darts", "gdas")
 UNITS = {"latency": "ms", "flops": "multiply-adds", "params": "parameters"}
 
 
@@ -154,6 +157,9 @@ class Problem:
                "table": self.table.source if self.table else None}
         if self.space.kind != "mbconv":  # studies of the MBConv space made before spaces had kinds still resume
             out["space_kind"] = self.space.kind
+            to_dict = getattr(self.space, "to_dict", None)
+            if callable(to_dict):  # the network shape of a cell space (darts): another shape is another problem
+                out["space_config"] = to_dict()
         return out
 
     def record(self) -> dict[str, Any]:

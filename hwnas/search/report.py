@@ -86,13 +86,22 @@ def scale_of(problem: Problem, cost: str) -> float:
     return 1.0
 
 
+ENUMERABLE = 100_000  # a space this small is walked whole for its largest cost; a larger one is sampled
+
+
 def _space_max(problem: Problem, cost: str) -> float:
-    """The largest ``cost`` of any architecture of an enumerable (benchmark) space, computed once."""
+    """The largest ``cost`` of any architecture of an enumerable (benchmark) space, computed once; for a space
+    too large to walk (darts), twice the largest of 256 architectures drawn with a fixed seed."""
     sp, table = problem.space, problem.table
-    key = (sp.kind, cost, problem.resolution, problem.num_classes, table.source if table else None)
+    config = getattr(sp, "to_dict", None)
+    key = (sp.kind, repr(config()) if callable(config) else None, cost, problem.resolution, problem.num_classes,
+           table.source if table else None)
     if key not in _SPACE_MAX:
         if cost == "latency" and table is not None and hasattr(table, "values"):
             worst = float(np.max(table.values))
+        elif sp.size() > ENUMERABLE:
+            rng = np.random.default_rng(0)
+            worst = 2.0 * max(problem.costs(sp.decode(sp.sample(rng)))[cost] for _ in range(256))
         else:
             worst = max(problem.costs(sp.decode(np.array(np.unravel_index(i, [len(o) for _, o in sp.dims]))))[cost]
                         for i in range(sp.size()))

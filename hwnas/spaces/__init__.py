@@ -5,6 +5,7 @@
 ``macro``          NAS-Bench-Macro: 8 layers of identity / MBConv k3e3 / MBConv k5e6, as hwnas genotypes
 ``nb201``          NAS-Bench-201's cell: 6 edges x {none, skip, conv1x1, conv3x3, avgpool3x3} (``nb201.py``)
 ``transnas-micro`` TransNAS-Bench-101's micro cell: NB201's cell with 4 ops (no pooling), 7 tasks
+``darts``          NASNet/DARTS cells: normal + reduction cell, 4 blocks x 2 (input, op) pairs, 7 ops (``darts.py``)
 =================  ==========================================================================================
 
 No torch here; ``space.build`` imports it.
@@ -17,17 +18,22 @@ from typing import Any
 
 from hwnas.spaces.base import CategoricalSpace, SpaceError
 
-SPACE_KINDS: tuple[str, ...] = ("mbconv", "macro", "nb201", "transnas-micro")
+SPACE_KINDS: tuple[str, ...] = ("mbconv", "macro", "nb201", "transnas-micro", "darts")
 
 
 def get_space(kind: str = "mbconv", config: Mapping[str, Any] | None = None) -> CategoricalSpace:
-    """The space named ``kind``; ``config`` is the rest of a recipe's ``[space]`` table (only ``mbconv``
-    takes settings). ``SpaceError`` for an unknown kind or settings the space does not take."""
+    """The space named ``kind``; ``config`` is the rest of a recipe's ``[space]`` table (``mbconv`` and
+    ``darts`` take settings: ``darts`` its network shape, ``channels``, ``cells``, ``stem_multiplier``).
+    ``SpaceError`` for an unknown kind or settings the space does not take."""
     config = dict(config or {})
     if kind == "mbconv":
         from hwnas.spaces.mbconv import SearchSpace
 
         return SearchSpace.from_dict(config) if config else SearchSpace()
+    if kind == "darts":
+        from hwnas.spaces.darts import DartsSpace
+
+        return DartsSpace.from_dict(config)
     if kind not in SPACE_KINDS:
         raise SpaceError(f"unknown space {kind!r} (choose from {', '.join(SPACE_KINDS)})")
     if config:

@@ -22,6 +22,8 @@ One deliberate difference: ``forward`` returns the logits only (the reference re
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -111,6 +113,23 @@ class ResNetBasicblock(nn.Module):
         return self.downsample(x) + self.conv_b(self.conv_a(x))
 
 
+def tiny_network_parts(C: int, N: int, num_classes: int, make_cell: Callable[[int], nn.Module]
+                       ) -> tuple[nn.Sequential, nn.ModuleList, nn.Sequential, nn.AdaptiveAvgPool2d, nn.Linear]:
+    """TinyNetwork's modules around its cells: stem, the 3 stages of ``N`` cells (``make_cell(channels)``) at
+    ``C``, ``2C``, ``4C`` joined by reduction blocks, BN-ReLU, pooling, classifier. Shared by the benchmark's
+    network, the weight-sharing supernet and the differentiable search network (``hwnas.supernet``)."""
+    stem = nn.Sequential(nn.Conv2d(3, C, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(C))
+    channels = [C] * N + [C * 2] + [C * 2] * N + [C * 4] + [C * 4] * N
+    reductions = [False] * N + [True] + [False] * N + [True] + [False] * N
+    cells = nn.ModuleList()
+    c_prev = C
+    for c, reduction in zip(channels, reductions, strict=True):
+        cells.append(ResNetBasicblock(c_prev, c) if reduction else make_cell(c))
+        c_prev = c
+    lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
+    return stem, cells, lastact, nn.AdaptiveAvgPool2d(1), nn.Linear(c_prev, num_classes)
+
+
 class TinyNetwork(nn.Module):
     """NB201's network: stem, 3 stages of ``N`` cells (``C``, ``2C``, ``4C``) joined by reduction blocks,
     BN-ReLU, global average pooling, linear classifier. ``forward`` returns logits."""
@@ -118,18 +137,8 @@ class TinyNetwork(nn.Module):
     def __init__(self, arch: CellArch, num_classes: int = 10, C: int = 16, N: int = 5) -> None:
         super().__init__()
         self.arch = arch
-        self.stem = nn.Sequential(nn.Conv2d(3, C, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(C))
-        channels = [C] * N + [C * 2] + [C * 2] * N + [C * 4] + [C * 4] * N
-        reductions = [False] * N + [True] + [False] * N + [True] + [False] * N
-        self.cells = nn.ModuleList()
-        c_prev = C
-        for c, reduction in zip(channels, reductions, strict=True):
-            cell: nn.Module = ResNetBasicblock(c_prev, c) if reduction else InferCell(arch, c)
-            self.cells.append(cell)
-            c_prev = c
-        self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU(inplace=True))
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_prev, num_classes)
+        self.stem, self.cells, self.lastact, self.global_pooling, self.classifier = tiny_network_parts(
+            C, N, num_classes, lambda c: InferCell(arch, c))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -139,4 +148,4 @@ class TinyNetwork(nn.Module):
         return self.classifier(x.flatten(1))
 
 
-__all__ = ["InferCell", "ResNetBasicblock", "TinyNetwork", "make_op"]
+__all__ = ["InferCell", "ResNetBasicblock", "TinyNetwork", "make_op", "tiny_network_parts"]
