@@ -24,6 +24,18 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny networks: one torch thread is faster than two spinning on a shared machine (restored after). A
+    module asks for it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _own_data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Tests never write into the user's ~/.cache/hwnas: the CLI's default cache is one of this session's."""

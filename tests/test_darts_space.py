@@ -11,7 +11,6 @@ import itertools
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -61,13 +60,7 @@ V2_COMPACT = ("darts:sep3~0+sep3~1,sep3~0+sep3~1,sep3~1+skip~0,skip~0+dil3~2/"
 V2_COSTS = {(16, 8): (43_444_736, 246_106), (36, 20): (528_359_040, 3_349_342)}  # (multiply-adds, params)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Batch-1 forwards: one torch thread is faster and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny networks run faster on one thread
 
 
 def _measure(space: DartsSpace, arch: DartsArch, resolution: int, num_classes: int) -> tuple[int, int]:

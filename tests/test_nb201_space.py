@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,13 +58,7 @@ def _all_archs(ops: tuple[str, ...]) -> list[CellArch]:
     return [CellArch(t) for t in itertools.product(ops, repeat=6)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny batch-1 forwards: one torch thread is faster and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny networks run faster on one thread
 
 
 def _measure(arch: CellArch, resolution: int, num_classes: int) -> tuple[int, int]:

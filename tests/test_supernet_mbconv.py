@@ -4,7 +4,6 @@ the active slices, architectures that do not fit are refused."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -33,13 +32,7 @@ CUSTOM = SearchSpace.from_dict({  # every stage kind a space can have: ds-only, 
 })
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small networks: one thread is as fast, and a CPU shared with other processes slows it least."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny networks run faster on one thread
 
 
 def _randomize(net: torch.nn.Module, seed: int) -> None:
@@ -222,7 +215,7 @@ def test_settings_rebuild_the_supernet() -> None:
 
 
 def test_forward_backward_at_32_width_quarter_is_quick() -> None:
-    """Reports (does not assert) the time of a training step (one thread, see ``_one_thread``)."""
+    """Reports (does not assert) the time of a training step (one thread, see ``one_torch_thread``)."""
     torch.manual_seed(0)
     sn = MBConvSupernet(DEFAULT, 10, 32, width=0.25).train()
     small, large = sn.sandwich()
