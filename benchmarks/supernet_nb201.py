@@ -54,6 +54,8 @@ def main() -> None:
     import torch
     from scipy.stats import kendalltau, spearmanr
 
+    from hwnas.cli.common import val_size_of
+    from hwnas.cli.supernet import VAL_FRACTION
     from hwnas.evaluators.supernet import BN_IMAGES, SupernetEvaluator
     from hwnas.evaluators.tabular import TabularEvaluator
     from hwnas.search.problem import Problem
@@ -65,7 +67,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     data = load_data(args.data_dir, args.cache)
-    val_size = max(1, min(5000, int(len(data.train_y) * 0.2)))  # hwnas supernet train's split
+    val_size = val_size_of(len(data.train_y), VAL_FRACTION)  # hwnas supernet train's split
     tx, ty, vx, vy = data.split_validation(val_size)
     tx, ty = image_subset(data, tx, ty, args.train_images, args.seed)
     vx, vy = image_subset(data, vx, vy, args.val_images, args.seed)
@@ -149,6 +151,8 @@ def proxy_seconds(data: Any, tx: Any, ty: Any, vx: Any, vy: Any, device: str) ->
     of the full training split, batch 128): timed on 8 steps of the benchmark network, scaled to the steps."""
     import numpy as np
 
+    from hwnas.cli.common import val_size_of
+    from hwnas.cli.supernet import VAL_FRACTION
     from hwnas.evaluators.training import Budget, Evaluator, Recipe
     from hwnas.spaces import get_space
 
@@ -160,7 +164,7 @@ def proxy_seconds(data: Any, tx: Any, ty: Any, vx: Any, vy: Any, device: str) ->
     ev = Evaluator((tx[sub], ty[sub]), (vx[:512], vy[:512]), data.num_classes, Budget(epochs=1.0), recipe, device,
                    space=space)
     m = ev.evaluate(arch)  # 8 steps and a 512-image validation pass
-    steps = 2 * (len(data.train_y) - max(1, min(5000, int(len(data.train_y) * 0.2)))) // 128
+    steps = 2 * (len(data.train_y) - val_size_of(len(data.train_y), VAL_FRACTION)) // 128
     per_step = m.train_seconds / 8
     return {"arch": arch.to_string(), "timed_steps": 8, "seconds_per_step": round(per_step, 3),
             "steps_per_candidate": int(steps), "seconds_per_candidate": round(float(np.float64(per_step * steps)), 1)}

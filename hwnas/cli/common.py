@@ -287,6 +287,32 @@ def check_output_dir(path: Path | str, what: str = "output folder") -> Path:
     return p
 
 
+def val_size_of(train_images: int, fraction: float) -> int:
+    """Images carved from the training split for validation: ``fraction`` of them, 1 to 5,000 (the split a
+    search measures accuracy on, and a supernet holds out)."""
+    return max(1, min(5000, int(train_images * fraction)))
+
+
+def load_torch_file(path: str, what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)`` of an untrusted file on the CPU, or one line naming the fault: not
+    found, unreadable, damaged or not a PyTorch file (``what`` names it in the message)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{what} not found: {path}")
+    import warnings
+
+    import torch
+
+    try:  # untrusted bytes: the unpickler fails on them in any way (IndexError, struct.error, ...)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 10": the error line says it all
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # a size it claims and cannot have (MemoryError) included
+        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise UsageError(f"cannot load {what} {path}: {why}" if isinstance(e, OSError) else
+                         f"cannot load {what} {path} (damaged, or not a PyTorch {what.split()[-1]}): {why}") from None
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write via a uniquely named temporary file and rename (``hwnas.atomic``): an interrupt or error never
     leaves a truncated file, a temporary file, or the old file changed."""

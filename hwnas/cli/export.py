@@ -16,6 +16,7 @@ from hwnas.cli.common import (
     check_output_file,
     dumps_strict,
     load_arch,
+    load_torch_file,
     non_negative_int,
     open_study,
 )
@@ -53,21 +54,9 @@ def load_table_arg(arg: str | None) -> Any:
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"checkpoint not found: {path}")
-    import warnings
-
     import torch
 
-    try:  # untrusted bytes: the unpickler fails on them in any way (IndexError, struct.error, ...)
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 10": the error line says it all
-            warnings.simplefilter("ignore")
-            ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # a size it claims and cannot have (MemoryError) included
-        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise UsageError(f"cannot load checkpoint {path}: {why}" if isinstance(e, OSError) else
-                         f"cannot load checkpoint {path} (damaged, or not a PyTorch checkpoint): {why}") from None
+    ckpt = load_torch_file(path)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UsageError(f"{path} is not an hwnas checkpoint (no state_dict; write one with hwnas train -o)")
 

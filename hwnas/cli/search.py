@@ -37,6 +37,7 @@ from hwnas.cli.common import (
     positive_float_at_most,
     recipe_table,
     shipped_dir,
+    val_size_of,
 )
 from hwnas.cli.train import EMBEDDED_NOTE
 from hwnas.compound import MAX_MULTIPLIER
@@ -509,7 +510,7 @@ def proxy_fingerprint(s: dict[str, Any], data: Any) -> dict[str, Any]:
 
 def validation_size(s: dict[str, Any], train_images: int) -> int:
     """Images carved from the training split for validation: ``val_fraction`` of them, 1 to 5,000."""
-    return max(1, min(5000, int(train_images * float(s["val_fraction"]))))
+    return val_size_of(train_images, float(s["val_fraction"]))
 
 
 def study_location(args: argparse.Namespace, s: dict[str, Any], study_name: str | None = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,15 @@ from hwnas.cli.common import (
     dumps_strict,
     int_in,
     load_recipe,
+    load_torch_file,
     positive_float,
     recipe_table,
+    val_size_of,
 )
-from hwnas.cli.train import data_options, embedded_note, load_data
+from hwnas.cli.train import _has_cuda, data_options, embedded_note, load_data
 from hwnas.supernet import SUPERNET_KINDS
 
 VAL_FRACTION = 0.2  # as hwnas search's default [data] val_fraction: the split a search scores subnets on
-
-
-def val_size_of(train_images: int, fraction: float = VAL_FRACTION) -> int:
-    """Images carved from the training split for validation (``hwnas search``'s rule: 1 to 5,000)."""
-    return max(1, min(5000, int(train_images * fraction)))
 
 
 def _settings_arg(text: str) -> dict[str, Any]:
@@ -57,24 +53,10 @@ def _settings_arg(text: str) -> dict[str, Any]:
 
 def read_checkpoint(path: str, kind: str | None = None) -> tuple[Any, dict[str, Any]]:
     """(supernet, its other fields) from a ``hwnas supernet train`` checkpoint, or one line naming the fault."""
-    import warnings
-
-    import torch
-
     from hwnas.evaluators.supernet import load_supernet
     from hwnas.supernet import SupernetError
 
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"supernet checkpoint not found: {path}")
-    try:  # untrusted bytes: the unpickler fails on them in any way
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise UsageError(f"cannot load supernet checkpoint {path}: {why}" if isinstance(e, OSError) else
-                         f"cannot load supernet checkpoint {path} (damaged, or not a PyTorch file): {why}") from None
+    ckpt = load_torch_file(path, "supernet checkpoint")
     try:
         return load_supernet(ckpt, kind=kind)
     except SupernetError as e:
@@ -82,11 +64,7 @@ def read_checkpoint(path: str, kind: str | None = None) -> tuple[Any, dict[str, 
 
 
 def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return ("cuda" if _has_cuda() else "cpu") if name == "auto" else name
 
 
 def _space_of(args: argparse.Namespace) -> Any:
@@ -199,7 +177,7 @@ def cmd_supernet_train(args: argparse.Namespace) -> int:
             return 0
     data = load_data(args)
     embedded_note(args)
-    val_size = check_data(meta, data, str(out)) if args.resume else val_size_of(len(data.train_y))
+    val_size = check_data(meta, data, str(out)) if args.resume else val_size_of(len(data.train_y), VAL_FRACTION)
     try:
         tx, ty, _, _ = data.split_validation(val_size)
     except ValueError as e:
@@ -286,11 +264,10 @@ def cmd_supernet_eval(args: argparse.Namespace) -> int:
     ev = SupernetEvaluator(net, (tx, ty), (vx, vy), device=_device(args.device), seed=args.seed)
     rows = []
     for a in archs:
-        t0 = time.perf_counter()
         r = ev.evaluate(a)
         if r.acc is None:
             raise UsageError(f"{a.to_string()[:80]}: {r.failure}")
-        rows.append({"arch": a.to_string(), "acc": r.acc, "seconds": round(time.perf_counter() - t0, 3)})
+        rows.append({"arch": a.to_string(), "acc": r.acc, "seconds": r.details["eval_seconds"]})
         if not args.json:
             print(f"{r.acc * 100:6.2f}%  {a.to_string()}", flush=True)
     if args.json:

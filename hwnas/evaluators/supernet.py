@@ -28,6 +28,7 @@ from hwnas.search.run import EvalResult
 from hwnas.supernet import SUPERNET_KINDS, SupernetError, build_supernet
 from hwnas.supernet.base import Supernet
 from hwnas.supernet.train import FORMAT, VERSION
+from hwnas.units import is_integer
 
 BN_IMAGES = 1024  # training images the BatchNorm statistics are recalibrated on, per candidate
 BATCH = 256
@@ -39,10 +40,6 @@ def _field(ckpt: Mapping[str, Any], key: str, ok: Any, what: str) -> Any:
         shown = repr(v)[:40] if isinstance(v, str | int | float | bool | None) else type(v).__name__
         raise SupernetError(f"supernet checkpoint: {key} must be {what}, got {shown}")
     return v
-
-
-def _int_in(lo: int, hi: int) -> Any:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
 def load_supernet(ckpt: Any, *, kind: str | None = None) -> tuple[Supernet, dict[str, Any]]:
@@ -59,8 +56,8 @@ def load_supernet(ckpt: Any, *, kind: str | None = None) -> tuple[Supernet, dict
                        f"({', '.join(SUPERNET_KINDS)})")
     if kind is not None and space_rec["kind"] != kind:
         raise SupernetError(f"the supernet is of the {space_rec['kind']} space, not the {kind} space searched")
-    num_classes = _field(ckpt, "num_classes", _int_in(2, 1 << 20), "an integer in 2..1048576")
-    input_size = _field(ckpt, "input_size", _int_in(8, 4096), "an integer in 8..4096")
+    num_classes = _field(ckpt, "num_classes", lambda v: is_integer(v, low=2, high=1 << 20), "an integer in 2..1048576")
+    input_size = _field(ckpt, "input_size", lambda v: is_integer(v, low=8, high=4096), "an integer in 8..4096")
     settings = _field(ckpt, "supernet", lambda v: isinstance(v, Mapping) and all(isinstance(k, str) for k in v),
                       "an object of settings")
     for key in ("data", "train", "progress"):

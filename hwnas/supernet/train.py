@@ -29,6 +29,7 @@ from hwnas import interrupts
 from hwnas.evaluators.training import DeviceData
 from hwnas.supernet import SupernetError
 from hwnas.supernet.base import Supernet
+from hwnas.units import is_integer, is_number
 
 FORMAT = "hwnas-supernet"
 VERSION = 1
@@ -54,26 +55,20 @@ class TrainSettings:
             if not ok:
                 raise ValueError(f"supernet training: {what}")
 
-        def integer(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def number(v: Any) -> bool:
-            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-        need(integer(self.epochs) and 1 <= self.epochs <= 10_000, f"epochs must be an integer in 1..10000, "
+        need(is_integer(self.epochs, low=1, high=10_000), f"epochs must be an integer in 1..10000, "
              f"got {self.epochs!r}")
-        need(integer(self.batch_size) and 1 <= self.batch_size <= 65_536, f"batch_size must be an integer in "
+        need(is_integer(self.batch_size, low=1, high=65_536), f"batch_size must be an integer in "
              f"1..65536, got {self.batch_size!r}")
-        need(number(self.lr) and 0 < self.lr <= 10, f"lr must be in (0, 10], got {self.lr!r}")
-        need(number(self.momentum) and 0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum!r}")
-        need(number(self.weight_decay) and 0 <= self.weight_decay < 1, f"weight_decay must be in [0, 1), got "
+        need(is_number(self.lr, high=10, positive=True), f"lr must be in (0, 10], got {self.lr!r}")
+        need(is_number(self.momentum, low=0) and self.momentum < 1, f"momentum must be in [0, 1), got "
+             f"{self.momentum!r}")
+        need(is_number(self.weight_decay, low=0) and self.weight_decay < 1, f"weight_decay must be in [0, 1), got "
              f"{self.weight_decay!r}")
-        need(number(self.grad_clip) and self.grad_clip >= 0, f"grad_clip must be >= 0 (0: none), got "
-             f"{self.grad_clip!r}")
-        need(integer(self.paths) and 0 <= self.paths <= 16, f"paths must be an integer in 0..16, got {self.paths!r}")
+        need(is_number(self.grad_clip, low=0), f"grad_clip must be >= 0 (0: none), got {self.grad_clip!r}")
+        need(is_integer(self.paths, low=0, high=16), f"paths must be an integer in 0..16, got {self.paths!r}")
         need(isinstance(self.sandwich, bool), f"sandwich must be true or false, got {self.sandwich!r}")
         need(self.paths >= 1 or self.sandwich, "paths 0 trains nothing without the sandwich rule")
-        need(integer(self.crop_pad) and 0 <= self.crop_pad <= 64, f"crop_pad must be an integer in 0..64, got "
+        need(is_integer(self.crop_pad, low=0, high=64), f"crop_pad must be an integer in 0..64, got "
              f"{self.crop_pad!r}")
         need(isinstance(self.flip, bool), f"flip must be true or false, got {self.flip!r}")
 
@@ -100,15 +95,12 @@ def _batch_indices(n: int, batch: int, seed: int, step: int, per_epoch: int) -> 
     return order[i * batch:(i + 1) * batch]
 
 
-def _paths(net: Supernet, space: Any, settings: TrainSettings, seed: int, step: int) -> list[Any]:
+def _paths(space: Any, settings: TrainSettings, ends: tuple[Any, Any] | None, seed: int, step: int) -> list[Any]:
+    """The step's architectures: the largest and the smallest (``ends``, with the sandwich rule), then
+    ``paths`` uniform draws."""
     rng = np.random.default_rng([seed, 0xA5C4, step])
     archs = [space.decode(space.sample(rng)) for _ in range(settings.paths)]
-    if settings.sandwich:
-        ends = net.sandwich()
-        if ends is None:  # checked before training starts; a guard for embedded use
-            raise SupernetError(f"the {net.kind} supernet has no smallest/largest architecture: no sandwich rule")
-        archs = [ends[1], ends[0], *archs]
-    return archs
+    return [ends[1], ends[0], *archs] if ends is not None else archs
 
 
 def train_supernet(net: Supernet, train: tuple[np.ndarray, np.ndarray], settings: TrainSettings, *, seed: int = 0,
@@ -121,7 +113,8 @@ def train_supernet(net: Supernet, train: tuple[np.ndarray, np.ndarray], settings
     ``load_state``). ``checkpoint(state)`` gets ``state_of(...)``'s dict; ``progress(step, total, loss)``
     after every step."""
     settings.check()
-    if settings.sandwich and net.sandwich() is None:
+    ends = net.sandwich() if settings.sandwich else None
+    if settings.sandwich and ends is None:
         raise SupernetError(f"the {net.kind} supernet has no smallest/largest architecture: no sandwich rule")
     device = torch.device(device)
     x, y = train
@@ -169,7 +162,7 @@ def train_supernet(net: Supernet, train: tuple[np.ndarray, np.ndarray], settings
             xb, yb = data.augmented(idx, gen, settings.flip), data.y[idx]
             opt.zero_grad(set_to_none=True)
             losses = []
-            for arch in _paths(net, space, settings, seed, step):
+            for arch in _paths(space, settings, ends, seed, step):
                 net.activate(arch)
                 loss = F.cross_entropy(net(xb), yb)
                 loss.backward()
