@@ -54,9 +54,9 @@ def load_table_arg(arg: str | None) -> Any:
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
+    ckpt = load_torch_file(path)  # a missing file is said before torch loads (seconds)
     import torch
 
-    ckpt = load_torch_file(path)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UsageError(f"{path} is not an hwnas checkpoint (no state_dict; write one with hwnas train -o)")
 
