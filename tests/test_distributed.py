@@ -106,29 +106,36 @@ def test_a_worker_killed_mid_training_loses_nothing(tmp_path: Path) -> None:
     procs = _start(where, "evolution", n, workers=3, delay=1.0)  # a worker spends most of its time training
     study = optuna.load_study(study_name="s", storage=where)
 
-    def running_of(pid: int) -> list[int]:
+    def running_of(pid: int, training: bool = False) -> list[int]:
         return [t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING
-                and str(t.user_attrs.get("worker", "")).split(":")[1:2] == [str(pid)]]
+                and str(t.user_attrs.get("worker", "")).split(":")[1:2] == [str(pid)]
+                and (not training or "genotype" in t.user_attrs)]
 
-    deadline, lost = time.monotonic() + 120, []
-    while not lost:  # kill a worker while it trains (one of its trials RUNNING)
+    deadline, lost, training = time.monotonic() + 120, [], []
+    while not training:  # kill a worker while it trains (one of its trials RUNNING with its proposal priced)
         assert time.monotonic() < deadline, "no worker was seen training"
         done = sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False))
-        victim = next((p for p in procs if p.is_alive() and running_of(p.pid)), None)
+        victim = next((p for p in procs if p.is_alive() and running_of(p.pid, training=True)), None)
         if victim is not None and done >= 5:
             os.kill(victim.pid, signal.SIGKILL)
             victim.join(30)
-            lost = running_of(victim.pid)  # what it left RUNNING (it can change nothing now)
+            lost += running_of(victim.pid)  # what it left RUNNING (it can change nothing now)
+            training = running_of(victim.pid, training=True)  # (it may have been asking its next batch)
             procs.remove(victim)
             if len(procs) == 1:
                 break
         time.sleep(0.05)
-    assert lost, "both kills missed a training"
+    assert training, "both kills missed a training"
     _join(procs)
     trials = {t.number: t for t in _check(where, n)}
     assert all(trials[k].state == TrialState.FAIL and trials[k].user_attrs.get("interrupted") for k in lost)
-    requeued = optuna.load_study(study_name="s", storage=where).user_attrs.get("requeued", [])
-    assert set(lost) <= set(requeued)
+    requeued = set(optuna.load_study(study_name="s", storage=where).user_attrs.get("requeued", []))
+    # every lost proposal is trained again; a trial the kill caught before its parameters (the next batch being
+    # asked) held no proposal, nor one priced out of the budget
+    proposals = {k for k in lost if trials[k].params and not trials[k].user_attrs.get("over_budget")}
+    assert proposals, f"the kill caught no proposal under way: {lost}"
+    assert proposals <= requeued
+    assert not (set(lost) - proposals) & requeued
 
 
 def test_workers_ride_out_a_database_restart(postgres: Any) -> None:
