@@ -456,3 +456,36 @@ def test_darts_module_does_not_import_torch() -> None:
             "assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_search_trains_swapped_pairs_once() -> None:
+    """The search loop records and trains ``canonical`` architectures: a proposal that only swaps a block's
+    pairs of one already trained is its network, answered from the cache, not trained again."""
+    from hwnas.search.problem import Problem
+    from hwnas.search.run import EvalResult, create_search
+
+    a = DARTS_V2
+    b = _swap_block(a, "normal", 2)
+    trained: list[str] = []
+
+    def evaluate(arch: DartsArch) -> EvalResult:
+        trained.append(arch.to_string())
+        return EvalResult(50.0 + len(trained))
+
+    class Scripted:
+        def __init__(self) -> None:
+            self.xs = [SPACE.encode(a), SPACE.encode(b), SPACE.sample(np.random.default_rng(0))]
+
+        def ask(self) -> np.ndarray:
+            return self.xs.pop(0)
+
+        def tell(self, x: np.ndarray, f: object, g: object) -> None:
+            pass
+
+    s = create_search(Problem(SPACE, objectives=("acc", "flops")), None, "swap", "custom", evaluate,
+                      custom=lambda feasible: Scripted())
+    s.run(2)  # two trainings: the swapped copy costs none
+    first, second, _ = s.study.trials
+    assert trained[0] == a.normalized().to_string() and len(trained) == 2
+    assert first.user_attrs["genotype"] == second.user_attrs["genotype"] == a.normalized().to_string()
+    assert second.user_attrs["cached_from"] == first.number and second.values == first.values

@@ -516,7 +516,7 @@ class Search:
                 trial.set_user_attr("batch", batch)  # proposed together (replayed so: VectorSampler.catch_up)
                 choices = {name: trial.suggest_categorical(name, list(opts)) for name, opts in sp.dims}
                 x = sp.from_choices(choices)
-                g = sp.decode(x)
+                g = sp.canonical(sp.decode(x))  # one network, one genotype: trained once
                 said = self.annotate(x) if self.annotate else {}
                 if said and ANNOTATED not in trial.user_attrs:  # a re-queued trial keeps what its original said
                     for key, v in said.items():

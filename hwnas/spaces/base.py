@@ -7,6 +7,7 @@ the same for every space and live here; a space adds what is its own:
 
 * ``decode(vector) -> arch`` and ``encode(arch) -> vector``: its one architecture type (frozen,
   hashable, with ``to_string()``), and ``parse(text) -> arch``, the string form that round-trips;
+  ``canonical(arch)``, the representative of the network where several architectures spell one;
 * ``flops(arch, resolution, num_classes)`` (multiply-adds) and ``params(arch, num_classes)``, pure;
 * ``build(arch, num_classes, input_size)`` -> a ``torch.nn.Module`` (torch imported only there);
 * ``info()``: a JSON-able description, and ``kind``, ``default_resolution``, ``default_num_classes``.
@@ -126,6 +127,12 @@ class CategoricalSpace:
 
     def encode(self, arch: Any) -> np.ndarray:
         raise NotImplementedError
+
+    def canonical(self, arch: Any) -> Any:
+        """The one architecture that stands for ``arch``'s network among those the space can spell (two that
+        build one network have one ``canonical``): what a search trains, caches and records. ``arch`` itself
+        where every spelling is its own network or ``decode`` already gives the representative (MBConv)."""
+        return arch
 
     def parse(self, text: str) -> Any:
         """The architecture a string (or, where the space has one, JSON) spells; ``SpaceError`` or the

@@ -605,6 +605,10 @@ class DartsSpace(CategoricalSpace):
                     out += [idx, DARTS_OPS.index(op)]
         return np.array(out, dtype=np.int64)
 
+    def canonical(self, arch: DartsArch) -> DartsArch:
+        """``arch.normalized()``: a search trains a network once, however its blocks' pairs are ordered."""
+        return arch.normalized()
+
     def parse(self, text: str) -> DartsArch:
         """A compact ``darts:...`` string, a DARTS ``Genotype(...)`` or a JSON object (``parse_arch``)."""
         return parse_arch(text)
