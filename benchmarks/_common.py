@@ -73,3 +73,29 @@ def resize_images(x: Any, side: int | None) -> Any:
         t = F.interpolate(t, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
         out.append(t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
     return np.ascontiguousarray(np.concatenate(out))
+
+
+def gradient_search_arguments(ap: Any, out: Path) -> None:
+    """The options the differentiable-search benchmarks share: the data, the image subsets, the batch, the alpha
+    learning rate, the output and torch's threads."""
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.xz"))
+    ap.add_argument("--cache", default=None, help="decoded-data cache (default: data/cache in the checkout)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--train-images", type=int, default=2560)
+    ap.add_argument("--val-images", type=int, default=2560)
+    ap.add_argument("--alpha-lr", type=float, default=3e-3,
+                    help="Adam lr of alpha (NB201/GDAS: 3e-4 over ~20k steps; 10x here for ~50x fewer steps)")
+    ap.add_argument("--out", default=str(out), help="results JSON (the plot goes beside it, .png)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: on a shared 2-core machine two spinning threads ran 2-3x slower)")
+
+
+def gradient_search_split(args: Any) -> tuple[Any, ...]:
+    """torch's threads set, CIFAR-10 loaded and split as NB201's DARTS/GDAS search it: the training set 50/50
+    (train_x, train_y, val_x, val_y); the runs keep ``--train-images`` / ``--val-images`` of each."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_data(args.data, args.cache)
+    return data.split_validation(len(data.train_y) // 2, seed=0)

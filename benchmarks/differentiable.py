@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, ROOT, environment, load_data, write_json
+from _common import RESULTS, environment, gradient_search_arguments, gradient_search_split, write_json
 
 OUT = RESULTS / "differentiable.json"
 PUBLISHED = {"darts": "54.30 +- 0.00 (DARTS-V1, collapses to all skip_connect)", "gdas": "93.61 +- 0.09",
@@ -137,24 +137,15 @@ def plot(res: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.xz"))
-    ap.add_argument("--cache", default=None, help="decoded-data cache (default: data/cache in the checkout)")
+    gradient_search_arguments(ap, OUT)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--gdas-seeds", type=int, default=2)
     ap.add_argument("--C", type=int, default=8)
     ap.add_argument("--N", type=int, default=1)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--train-images", type=int, default=2560)
-    ap.add_argument("--val-images", type=int, default=2560)
     ap.add_argument("--epochs-darts", type=int, default=2)
     ap.add_argument("--epochs-gdas", type=int, default=5)
-    ap.add_argument("--alpha-lr", type=float, default=3e-3,
-                    help="Adam lr of alpha (NB201: 3e-4 over ~20k steps; 10x here for ~50x fewer steps)")
     ap.add_argument("--device", default="pixel3", help="NB201 latency device setting of the cost term")
     ap.add_argument("--coefs", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3, 1.0])
-    ap.add_argument("--out", default=str(OUT), help="results JSON (the plot goes beside it, .png)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1: on a shared 2-core machine two spinning threads ran 2-3x slower)")
     args = ap.parse_args()
     out = Path(args.out)
 
@@ -162,11 +153,8 @@ def main() -> None:
 
     from hwnas.search.differentiable import latency_cost_model
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    data = load_data(args.data, args.cache)
-    split = data.split_validation(len(data.train_y) // 2, seed=0)  # NB201: search on train 50/50
+    split = gradient_search_split(args)
     cost = latency_cost_model(args.device)
     res: dict[str, Any] = {
         "environment": environment("cpu") | {"torch_threads": torch.get_num_threads()},

@@ -51,6 +51,7 @@ def test_a_plot_the_docs_show_is_the_one_its_benchmark_wrote() -> None:
     copies = {"docs/img/bench.png": "benchmarks/results/bench/bench.png",
               "docs/img/distributed.png": "benchmarks/results/distributed.png",
               "docs/img/rl_controller.png": "benchmarks/results/rl_controller.png",
-              "docs/img/differentiable.png": "benchmarks/results/differentiable.png"}
+              "docs/img/differentiable.png": "benchmarks/results/differentiable.png",
+              "docs/img/differentiable_mbconv.png": "benchmarks/results/differentiable_mbconv.png"}
     for copy, source in copies.items():
         assert (ROOT / copy).read_bytes() == (ROOT / source).read_bytes(), f"{copy} differs from {source}: copy it"

@@ -393,10 +393,14 @@ def gradient_search(args: argparse.Namespace, s: dict[str, Any], started: float)
     from hwnas.search.differentiable import run_differentiable
     from hwnas.search.run import create_search
 
-    if s["space_kind"] != "nb201":
+    if s["space_kind"] not in ("nb201", "mbconv"):
         raise UsageError(f"--strategy {s['strategy']} searches NAS-Bench-201's cell space (--space nb201 or "
-                         f"--benchmark nb201:DATASET), not the {s['space_kind']} space")
-    settings = settings_of(s["differentiable"], s["recipe"], s["strategy"])
+                         f"--benchmark nb201:DATASET) or an MBConv space, not the {s['space_kind']} space")
+    if s["space_kind"] == "mbconv" and s["strategy"] != "gdas":
+        raise UsageError(f"--strategy {s['strategy']} searches NAS-Bench-201's cell space (--space nb201 or "
+                         "--benchmark nb201:DATASET); on an MBConv space the differentiable search is --strategy gdas "
+                         f"({s['strategy']} mixes every op of an edge, which an elastic supernet cannot run at once)")
+    settings = settings_of(s["differentiable"], s["recipe"], s["strategy"], s["space_kind"])
     problem, data, val_size = build_problem(args, s)
     model, settings = cost_model_of(problem, settings)
     if data is None:  # a benchmark's accuracies: the images are only the search network's
@@ -409,14 +413,16 @@ def gradient_search(args: argparse.Namespace, s: dict[str, Any], started: float)
     err = sys.stderr
 
     def run(k: int) -> Any:
-        print(f"  {s['strategy']} run {k} (seed {seed0 + k}): {settings.epochs} epochs, C={settings.C} N="
-              f"{settings.N}, {len(train[1])} + {len(val[1])} images, cost term {settings.cost_form} x "
-              f"{settings.cost_coef:g} on {model.name}", file=err, flush=True)
+        size = f"C={settings.C} N={settings.N}" if s["space_kind"] == "nb201" else f"width {settings.width:g}"
+        n_train = min(len(train[1]), settings.max_train_images or len(train[1]))  # the run's seeded subsets
+        n_val = min(len(val[1]), settings.max_val_images or len(val[1]))
+        print(f"  {s['strategy']} run {k} (seed {seed0 + k}): {settings.epochs} epochs, {size}, {n_train} + {n_val} "
+              f"images, cost term {settings.cost_form} x {settings.cost_coef:g} on {model.name}", file=err, flush=True)
 
         def progress(rec: dict[str, Any]) -> None:
             cost = f", E[{model.unit}] {rec['expected_cost']:.3g}" if "expected_cost" in rec else ""
             print(f"    epoch {rec['epoch']}: train loss {rec['train_loss']:.3f}, val acc {rec['val_acc']:.3f}"
-                  f"{cost}, cell {rec['arch']}", file=err, flush=True)
+                  f"{cost}, derived {rec['arch']}", file=err, flush=True)
 
         try:
             return run_differentiable(problem.space, train, val, settings, model, seed=seed0 + k, device=s["device"],
@@ -443,7 +449,8 @@ def gradient_search(args: argparse.Namespace, s: dict[str, Any], started: float)
         search.annotate = proposals.annotate
         status = drive(search, problem, s, data, place.storage, place.study_name, place.run_root, args,
                        started=started)
-        plot_alphas(search.study.get_trials(deepcopy=False), place.run_root / place.study_name / "alphas.png")
+        plot_alphas(search.study.get_trials(deepcopy=False), place.run_root / place.study_name / "alphas.png",
+                    problem.space)
         return status
 
 

@@ -220,6 +220,22 @@ class SearchSpace(GenotypeCosts, CategoricalSpace):
             head=make_divisible(self.head * wf, self.divisor),
         ).normalized()
 
+    def extreme(self, largest: bool) -> Genotype:
+        """The smallest or the largest network of the space: the decode of every dimension's smallest or largest
+        choice. Op: the smallest is ``ds`` and the largest ``ir`` where the stage offers them; skip: a residual
+        where the stage offers it (it costs nothing); activation: none is larger, both take the space's first.
+        (The ends of the sandwich rule of BigNAS/OFA; the reference cost of a differentiable search.)"""
+        most = max if largest else min
+        c: dict[str, Any] = {"activation": self.activations[0], "width_factor": most(self.width_factors),
+                             "depth_factor": most(self.depth_factors)}
+        for i, st in enumerate(self.stages, start=1):
+            want = "ir" if largest else "ds"
+            c.update({f"s{i}_op": want if want in st.ops else st.ops[0],
+                      f"s{i}_kernel": most(st.kernels), f"s{i}_expansion": most(st.expansions),
+                      f"s{i}_se": most(st.se_ratios), f"s{i}_skip": True in st.skips,
+                      f"s{i}_layers": most(st.layers), f"s{i}_width": most(st.widths)})
+        return self.decode(self.from_choices(c))
+
     def encode(self, genotype: Genotype) -> np.ndarray:
         """A choice vector that decodes to ``genotype.normalized()``; ``SpaceError`` saying why if none."""
         g = genotype.normalized()

@@ -103,6 +103,10 @@ class DartsNetwork(nn.Module):
         """softmax(alpha) per edge, (6, 5), detached."""
         return torch.softmax(self.alpha.detach(), dim=-1)
 
+    def soft_probabilities(self) -> torch.Tensor:
+        """softmax(alpha) per edge, (6, 5), differentiable (the cost term's input)."""
+        return torch.softmax(self.alpha, dim=-1)
+
     def derive(self) -> CellArch:
         """The argmax op of every edge."""
         return CellArch(tuple(NB201_OPS[int(k)] for k in self.alpha.detach().argmax(dim=-1).tolist()))

@@ -20,7 +20,9 @@ one shape walker, so the active path is the standalone network's layer for layer
   are views; OFA keeps the first channels, and so do we, with no channel re-ordering);
 * expansion: the first ``in_c x expansion`` channels of the expansion conv, depthwise conv and SE;
   a ``ds`` block is the ``ir`` block with its expansion conv skipped (its depthwise conv then runs on the
-  first ``in_c`` channels);
+  first ``in_c`` channels). Drawing ``ds`` against ``ir`` at random each step stalls training at small
+  budgets, where every other dimension learns (``benchmarks/investigations/supernet_sampling.py``;
+  ``ds`` blocks with weights of their own did no better there);
 * kernel: the centre ``k x k`` of the largest depthwise kernel. OFA's kernel transformation matrices
   (a learned ``k^2 x k^2`` map from the larger kernel's centre) are *not* used: plain centre cropping, as
   BigNAS does; it keeps the parameter count that of the largest network for any kernel set (a space may
@@ -303,6 +305,9 @@ class MBConvSupernet(Supernet):
         self.head_bn = DynamicBN(self.max_head)
         self.classifier = DynamicLinear(self.max_head, self.num_classes)
         self.arch: Genotype | None = None  # the active architecture, as given (unscaled)
+        # hook(i, x) -> x after stage i's last block, and hook(len(stages), features) before the classifier: how
+        # a gradient search (hwnas.supernet.gumbel) gates the active path with its straight-through weights
+        self.stage_hook: Callable[[int, torch.Tensor], torch.Tensor] | None = None
         self._layers: list[Layer] = []  # the scaled architecture's walk
 
     def _scaled(self, c: int) -> int:
@@ -360,10 +365,17 @@ class MBConvSupernet(Supernet):
         stem, head = self._layers[0], self._layers[-2]
         act = _ACTIVATIONS[stem.activation]
         x = act(self.stem_bn(self.stem(x, stem.out_c, stem.stride)))
-        for block in self._active():
-            x = block(x)
+        hook = self.stage_hook
+        for i, blocks in enumerate(self.stages):
+            for block in blocks:
+                if block.layer is not None:
+                    x = block(x)
+            if hook is not None:
+                x = hook(i, x)
         x = act(self.head_bn(self.head(x, head.out_c)))
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        if hook is not None:
+            x = hook(len(self.stages), x)
         return self.classifier(F.dropout(x, self.dropout, self.training))
 
     # ---- standalone networks -------------------------------------------------------------------------
@@ -396,23 +408,8 @@ class MBConvSupernet(Supernet):
         return net
 
     def sandwich(self) -> tuple[Genotype, Genotype]:
-        """(smallest, largest): the decodes of every dimension's smallest and largest choice (module docstring)."""
-        space = self.space
-
-        def pick(largest: bool) -> dict[str, Any]:
-            most = max if largest else min
-            c: dict[str, Any] = {"activation": space.activations[0],
-                                 "width_factor": most(space.width_factors),
-                                 "depth_factor": most(space.depth_factors)}
-            for i, st in enumerate(space.stages, start=1):
-                want = "ir" if largest else "ds"
-                c.update({f"s{i}_op": want if want in st.ops else st.ops[0],
-                          f"s{i}_kernel": most(st.kernels), f"s{i}_expansion": most(st.expansions),
-                          f"s{i}_se": most(st.se_ratios), f"s{i}_skip": True in st.skips,
-                          f"s{i}_layers": most(st.layers), f"s{i}_width": most(st.widths)})
-            return c
-
-        return space.decode(space.from_choices(pick(False))), space.decode(space.from_choices(pick(True)))
+        """(smallest, largest): ``SearchSpace.extreme`` of the supernet's space (module docstring)."""
+        return self.space.extreme(False), self.space.extreme(True)
 
 
 __all__ = ["DynamicBN", "DynamicBlock", "DynamicConv", "DynamicDepthwise", "DynamicLinear", "DynamicSE",
