@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
+from conftest import reproducible_random_operations
 from hwnas.cli.arch import cell_describe_data, guess_space
 from hwnas.spaces import SPACE_KINDS, get_space
 from hwnas.spaces.base import SpaceError
@@ -303,21 +304,7 @@ def test_edited_genotype_strings(arch: DartsArch, at: int, insert: str) -> None:
 
 # ---- vector operations, registry ------------------------------------------------------------------
 def test_random_operations_stay_in_space_and_reproduce() -> None:
-    def run(seed: int) -> list[np.ndarray]:
-        rng = np.random.default_rng(seed)
-        out = []
-        a, b = SPACE.sample(rng), SPACE.sample(rng)
-        for _ in range(50):
-            a = SPACE.mutate(a, rng)
-            c = SPACE.crossover(a, b, rng)
-            b = SPACE.sample(rng)
-            out += [a, b, c]
-        return out
-
-    first, again = run(3), run(3)
-    assert all(np.array_equal(x, y) for x, y in zip(first, again, strict=True))
-    assert any(not np.array_equal(x, y) for x, y in zip(first, run(4), strict=True))
-    for v in first:
+    for v in reproducible_random_operations(SPACE):
         a = SPACE.decode(SPACE.validate(v))
         assert np.array_equal(SPACE.encode(a), v)
     rng = np.random.default_rng(0)

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
+from conftest import reproducible_random_operations
 from hwnas.spaces import get_space
 from hwnas.spaces.base import SpaceError
 from hwnas.spaces.nb201 import (
@@ -214,21 +215,7 @@ def test_edited_valid_strings(ops: tuple[str, ...], at: int, insert: str) -> Non
 # ---- vector operations ------------------------------------------------------------------------------
 @pytest.mark.parametrize("space", [NB201, MICRO], ids=["nb201", "transnas-micro"])
 def test_random_operations_stay_in_space_and_reproduce(space: NB201Space) -> None:
-    def run(seed: int) -> list[np.ndarray]:
-        rng = np.random.default_rng(seed)
-        out = []
-        a, b = space.sample(rng), space.sample(rng)
-        for _ in range(50):
-            a = space.mutate(a, rng)
-            c = space.crossover(a, b, rng)
-            b = space.sample(rng)
-            out += [a, b, c]
-        return out
-
-    first, again = run(3), run(3)
-    assert all(np.array_equal(x, y) for x, y in zip(first, again, strict=True))
-    assert any(not np.array_equal(x, y) for x, y in zip(first, run(4), strict=True))
-    for v in first:
+    for v in reproducible_random_operations(space):
         space.validate(v)
         a = space.decode(v)
         assert set(a.ops) <= set(space.ops)

@@ -59,11 +59,10 @@ class MBConvGumbelNetwork(nn.Module):
         self.last_sample: list[int] = []
         n_stages = len(space.stages)
         # where each dimension's choice acts: stage i-1 for s{i}_*, the pooled features (n_stages) otherwise
-        gate_of = []
+        gate_of: list[int] = []
         for name, _ in space.dims:
             m = _STAGE_DIM.match(name)
             gate_of.append(int(m.group(1)) - 1 if m else n_stages)
-        self.gate_of = gate_of
         # the alphas side by side in one (dimensions x most choices) matrix, -inf past a dimension's choices
         sizes = [len(opts) for _, opts in space.dims]
         valid = torch.arange(max(sizes))[None, :] < torch.tensor(sizes)[:, None]
